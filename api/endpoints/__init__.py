@@ -1,0 +1,1 @@
+"""One module per resource of contract section 4."""

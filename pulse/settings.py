@@ -1,0 +1,209 @@
+"""Every `PULSE_*` setting, read once from an injectable environment.
+
+This module is a leaf: it imports nothing from Pulse, so every layer can take a
+`Settings` without pulling in Kafka, Faust or Starlette. Nothing reads the environment
+at import time; `Settings.from_env()` is called by the CLI (flags override it) and by
+tests with a plain dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+TENANT_ID_PATTERN = r"[A-Za-z0-9_.-]{1,64}"
+_TENANT_RE = re.compile(TENANT_ID_PATTERN)
+
+
+class SettingsError(ValueError):
+    """A setting has a value Pulse cannot use; the message names the variable."""
+
+
+def _positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be greater than 0, got {value}")
+    return value
+
+
+def _port(name: str, raw: str) -> int:
+    value = _positive_int(name, raw)
+    if value > 65535:
+        raise SettingsError(f"{name} must be a TCP port (1-65535), got {value}")
+    return value
+
+
+def _non_negative_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise SettingsError(f"{name} must be a finite number >= 0, got {raw!r}")
+    return value
+
+
+def _positive_float(name: str, raw: str) -> float:
+    value = _non_negative_float(name, raw)
+    if value == 0:
+        raise SettingsError(f"{name} must be greater than 0, got {raw!r}")
+    return value
+
+
+def _text(name: str, raw: str) -> str:
+    if not raw.strip():
+        raise SettingsError(f"{name} must not be empty")
+    return raw.strip()
+
+
+def _bootstrap(name: str, raw: str) -> str:
+    servers = [s.strip() for s in raw.split(",") if s.strip()]
+    for server in servers:
+        host, sep, port = server.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise SettingsError(f"{name} must be HOST:PORT[,HOST:PORT...], got {raw!r}")
+    if not servers:
+        raise SettingsError(f"{name} must not be empty")
+    return ",".join(servers)
+
+
+def _funnel_steps(name: str, raw: str) -> tuple[str, ...]:
+    steps = tuple(s.strip() for s in raw.split(",") if s.strip())
+    if not steps:
+        raise SettingsError(f"{name} must list at least one step, e.g. picked_up,interested")
+    if len(set(steps)) != len(steps):
+        raise SettingsError(f"{name} lists a step twice: {raw!r}")
+    if len(steps) > 16:
+        raise SettingsError(f"{name} allows at most 16 steps, got {len(steps)}")
+    if any(len(s) > 128 for s in steps):
+        raise SettingsError(f"{name}: a step label is longer than 128 characters")
+    return steps
+
+
+def parse_api_keys(name: str, raw: str) -> dict[str, str]:
+    """`key1=tenantA,key2=*` -> {key: tenant}; `*` is the admin scope."""
+    keys: dict[str, str] = {}
+    for item in raw.replace("\n", ",").split(","):
+        item = item.strip()
+        if not item or item.startswith("#"):
+            continue
+        key, sep, tenant = item.partition("=")
+        key, tenant = key.strip(), tenant.strip()
+        if not sep or not key or not tenant:
+            raise SettingsError(f"{name} entries must look like key=tenant or key=*, got {item!r}")
+        if len(key) < 8:
+            raise SettingsError(f"{name}: every key must be at least 8 characters long")
+        if tenant != "*" and not _TENANT_RE.fullmatch(tenant):
+            raise SettingsError(f"{name}: {tenant!r} is not a valid tenant id")
+        if key in keys:
+            raise SettingsError(f"{name}: a key is listed twice")
+        keys[key] = tenant
+    return keys
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: where it lands, its default and what it means."""
+
+    env: str
+    attr: str
+    default: str | None
+    help: str
+    parse: Callable[[str, str], Any]
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("PULSE_KAFKA_BOOTSTRAP", "kafka_bootstrap", "127.0.0.1:9092",
+            "Kafka bootstrap servers (HOST:PORT[,HOST:PORT])", _bootstrap),
+    Setting("PULSE_TOPIC", "topic", "analytics-events", "input topic", _text),
+    Setting("PULSE_DLQ_TOPIC", "dlq_topic", "analytics-events-dlq", "dead-letter topic", _text),
+    Setting("PULSE_LAKE", "lake", "./lake", "root folder of the Parquet lake", _text),
+    Setting("PULSE_API_HOST", "api_host", "127.0.0.1", "API bind host", _text),
+    Setting("PULSE_API_PORT", "api_port", "8000", "API bind port", _port),
+    Setting("PULSE_API_KEYS", "api_keys", None,
+            "key1=tenantA,key2=tenantB,key3=* (* = admin, all tenants)", parse_api_keys),
+    Setting("PULSE_API_KEYS_FILE", "api_keys_file", None,
+            "file holding PULSE_API_KEYS entries (one per line), kept out of process lists",
+            _text),
+    Setting("PULSE_FUNNEL_STEPS", "funnel_steps", "picked_up,interested,qualified",
+            "ordered funnel steps", _funnel_steps),
+    Setting("PULSE_ENGAGED_SECONDS", "engaged_seconds", "30",
+            "a conversation of at least this many seconds is engaged", _non_negative_float),
+    Setting("PULSE_STATE_DIR", "state_dir", "./state", "worker-local state (tables, offsets)",
+            _text),
+    Setting("PULSE_PARTITIONS", "partitions", "8",
+            "partitions of every topic Pulse creates", _positive_int),
+    Setting("PULSE_RETENTION_DAYS", "retention_days", "35",
+            "days of event time the rollups keep (older ranges come from the lake)",
+            _positive_int),
+    Setting("PULSE_LAKE_FLUSH_ROWS", "lake_flush_rows", "200000",
+            "rows buffered per input partition before a lake flush", _positive_int),
+    Setting("PULSE_LAKE_FLUSH_SECONDS", "lake_flush_seconds", "5",
+            "longest time an event waits in memory before its lake flush", _positive_float),
+    Setting("PULSE_GROUP", "group", "pulse",
+            "consumer-group prefix and Faust app id; workers sharing it share the load", _text),
+    Setting("PULSE_LOG_LEVEL", "log_level", "info", "debug, info, warning or error", _text),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration of one Pulse process."""
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic: str = "analytics-events"
+    dlq_topic: str = "analytics-events-dlq"
+    lake: str = "./lake"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_keys: Mapping[str, str] | None = None
+    api_keys_file: str | None = None
+    funnel_steps: tuple[str, ...] = ("picked_up", "interested", "qualified")
+    engaged_seconds: float = 30.0
+    state_dir: str = "./state"
+    partitions: int = 8
+    retention_days: int = 35
+    lake_flush_rows: int = 200_000
+    lake_flush_seconds: float = 5.0
+    group: str = "pulse"
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every `PULSE_*` variable once; `overrides` (from flags) win when not None."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            raw = env.get(setting.env)
+            if raw is not None and raw != "":
+                values[setting.attr] = setting.parse(setting.env, raw)
+            elif setting.default is not None:
+                values[setting.attr] = setting.parse(setting.env, setting.default)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        if settings.api_keys_file and settings.api_keys is None:
+            settings = settings.replace(api_keys=_read_keys_file(settings.api_keys_file))
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def bootstrap_host_port(self) -> tuple[str, int]:
+        host, _, port = self.kafka_bootstrap.split(",")[0].rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+def _read_keys_file(path: str) -> dict[str, str]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return parse_api_keys("PULSE_API_KEYS_FILE", fh.read())
+    except OSError as exc:
+        raise SettingsError(f"PULSE_API_KEYS_FILE: cannot read {path}: {exc.strerror}") from None

@@ -1,0 +1,77 @@
+"""The lake's Arrow schemas (contract section 5) and the columnar form of a batch.
+
+`tenant_id` and `date` are not columns in the files: they are the hive folders
+`tenant_id=<tenant>/date=<YYYY-MM-DD>`, which every reader gets back with
+`hive_partitioning = true`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from .events import Event
+
+UTC_MICROS = pa.timestamp("us", tz="UTC")
+
+EVENT_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("event_type", pa.string(), nullable=False),
+        pa.field("customer_id", pa.string()),
+        pa.field("campaign_id", pa.string()),
+        pa.field("channel", pa.string()),
+        pa.field("category", pa.string()),
+        pa.field("label", pa.string()),
+        pa.field("value", pa.float64()),
+        pa.field("occurred_at", UTC_MICROS, nullable=False),
+        pa.field("metadata", pa.string()),
+        pa.field("schema_version", pa.int32(), nullable=False),
+        pa.field("ingested_at", UTC_MICROS, nullable=False),
+        pa.field("kafka_partition", pa.int32(), nullable=False),
+        pa.field("kafka_offset", pa.int64(), nullable=False),
+    ]
+)
+
+DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        pa.field("raw", pa.binary(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("error", pa.string(), nullable=False),
+        pa.field("kafka_topic", pa.string(), nullable=False),
+        pa.field("kafka_partition", pa.int32(), nullable=False),
+        pa.field("kafka_offset", pa.int64(), nullable=False),
+        pa.field("received_at", UTC_MICROS, nullable=False),
+    ]
+)
+
+
+def events_to_table(
+    events: Sequence[Event],
+    partition: int,
+    offsets: Sequence[int],
+    ingested_us: Sequence[int],
+) -> tuple[pa.Table, pa.Array, pa.Array]:
+    """Columns for the lake, plus the tenant and UTC-date arrays that choose each folder."""
+    n = len(events)
+    columns = [
+        pa.array([e.id for e in events], pa.string()),
+        pa.array([e.event_type for e in events], pa.string()),
+        pa.array([e.customer_id for e in events], pa.string()),
+        pa.array([e.campaign_id for e in events], pa.string()),
+        pa.array([e.channel for e in events], pa.string()),
+        pa.array([e.category for e in events], pa.string()),
+        pa.array([e.label for e in events], pa.string()),
+        pa.array([e.value for e in events], pa.float64()),
+        pa.array([e.occurred_us for e in events], pa.int64()).cast(UTC_MICROS),
+        pa.array([e.metadata for e in events], pa.string()),
+        pa.array([e.schema_version for e in events], pa.int32()),
+        pa.array(ingested_us, pa.int64()).cast(UTC_MICROS),
+        pa.array([partition] * n, pa.int32()),
+        pa.array(offsets, pa.int64()),
+    ]
+    table = pa.Table.from_arrays(columns, schema=EVENT_SCHEMA)
+    tenants = pa.array([e.tenant_id for e in events], pa.string())
+    days = pa.array([e.occurred_us // 86_400_000_000 for e in events], pa.int32())
+    return table, tenants, days

@@ -1,0 +1,96 @@
+"""The one definition of an event: the wire form producers send and the normalized form
+every other layer uses.
+
+`WireEvent` carries the per-field constraints of contract section 2 as msgspec
+annotations, so most validation runs in C during decoding; the rules that depend on
+`event_type` live in `RULES`, next to it, and are applied by `schemas.decode`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_METADATA_BYTES = 8 * 1024
+MAX_FUTURE_US = 3600 * 1_000_000
+"""An `occurred_at` more than this far ahead of the worker's clock is a dead letter."""
+
+EventType = Literal[
+    "call_ended", "chat_ended", "intent_detected", "funnel_step", "tag_changed", "usage"
+]
+Channel = Literal["call", "chat"]
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+TenantId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class WireEvent(msgspec.Struct, gc=False):
+    """A message value as producers send it (contract section 2); unknown fields ignored."""
+
+    id: Id
+    tenant_id: TenantId
+    event_type: EventType
+    occurred_at: datetime | int
+    customer_id: Id | None = None
+    campaign_id: Id | None = None
+    channel: Channel | None = None
+    category: Id | None = None
+    label: Id | None = None
+    value: float | None = None
+    metadata: msgspec.Raw = msgspec.Raw(b"null")
+    schema_version: int = 1
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What an event type requires beyond the common fields."""
+
+    customer: bool = True
+    label: bool = False
+    value: bool = False
+    non_negative_value: bool = False
+    category: bool = False
+    default_channel: str | None = None
+
+
+RULES: dict[str, Rule] = {
+    "call_ended": Rule(value=True, non_negative_value=True, default_channel="call"),
+    "chat_ended": Rule(value=True, non_negative_value=True, default_channel="chat"),
+    "intent_detected": Rule(label=True),
+    "funnel_step": Rule(label=True),
+    "tag_changed": Rule(label=True),
+    "usage": Rule(customer=False, value=True, category=True),
+}
+CONVERSATION_TYPES = frozenset({"call_ended", "chat_ended"})
+
+
+class Event(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """A valid event, normalized: UTC microseconds, channel defaulted, metadata as text.
+
+    `array_like` keeps it compact when the worker forwards batches of events
+    between its stages.
+    """
+
+    tenant_id: str
+    id: str
+    event_type: str
+    occurred_us: int
+    customer_id: str | None
+    campaign_id: str | None
+    channel: str | None
+    category: str | None
+    label: str | None
+    value: float | None
+    metadata: str | None
+    schema_version: int
+
+
+class Rejected(msgspec.Struct, frozen=True):
+    """A message that is not a valid event, and why (`reason` is a `RejectReason`)."""
+
+    reason: str
+    message: str

@@ -1,0 +1,1 @@
+"""Faust app, agents, lake sink, broker and actors: everything that moves events."""
