@@ -1,2 +1,106 @@
+"""The `pulse` command. Each subcommand imports its layer lazily, so `pulse api` never
+loads Faust and `pulse sql` needs no broker.
+
+Every flag falls back to its `PULSE_*` variable (shown in `--help`); nothing reads the
+environment at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from .settings import Settings, SettingsError
+
+_FLAG_SETTINGS: dict[str, tuple[str, str]] = {
+    "kafka": ("kafka_bootstrap", "PULSE_KAFKA_BOOTSTRAP"),
+    "lake": ("lake", "PULSE_LAKE"),
+    "state_dir": ("state_dir", "PULSE_STATE_DIR"),
+    "partitions": ("partitions", "PULSE_PARTITIONS"),
+}
+
+
+def settings_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add the flags that override settings; the env name appears in `--help`."""
+    flags = {
+        "kafka": click.option("--kafka", metavar="HOST:PORT",
+                              help="Kafka bootstrap servers [env: PULSE_KAFKA_BOOTSTRAP]"),
+        "lake": click.option("--lake", metavar="PATH",
+                             help="Parquet lake root [env: PULSE_LAKE]"),
+        "state_dir": click.option("--state-dir", metavar="PATH",
+                                  help="worker-local state [env: PULSE_STATE_DIR]"),
+        "partitions": click.option("--partitions", type=int,
+                                   help="partitions of created topics [env: PULSE_PARTITIONS]"),
+    }
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for name in reversed(names):
+            fn = flags[name](fn)
+        return fn
+
+    return decorate
+
+
+def load_settings(**flags: Any) -> Settings:
+    overrides = {_FLAG_SETTINGS[k][0]: v for k, v in flags.items() if k in _FLAG_SETTINGS}
+    try:
+        return Settings.from_env(**overrides)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="campaign-pulse", prog_name="pulse")
 def main() -> None:
-    print("pulse")
+    """Pulse: streaming analytics for conversational campaigns."""
+
+
+@main.command()
+@settings_options("kafka", "partitions")
+def broker(**flags: Any) -> None:
+    """Run the embedded Kafka-compatible broker (Tansu, in memory) and create the topics.
+
+    Listens on the host and port of PULSE_KAFKA_BOOTSTRAP; Ctrl-C stops it.
+    """
+    settings = load_settings(**flags)
+    setup_logging(settings.log_level)
+    from pulse.streams.cli import run_broker
+
+    sys.exit(run_broker(settings))
+
+
+@main.command()
+@settings_options("kafka", "lake", "state_dir", "partitions")
+def worker(**flags: Any) -> None:
+    """Run one worker (any number may share the load; each needs its own state dir)."""
+    settings = load_settings(**flags)
+    setup_logging(settings.log_level)
+    from pulse.streams.worker import run_worker
+
+    run_worker(settings)
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of an event, for producers."""
+    import json
+
+    from pulse.schemas.jsonschema import event_json_schema
+
+    click.echo(json.dumps(event_json_schema(), indent=2))
+
+
+if __name__ == "__main__":
+    main()

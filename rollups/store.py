@@ -156,6 +156,15 @@ class RollupStore:
                 out[campaign] = m
         return out
 
+    def buckets(self) -> list[tuple[str, str | None, int, Measures]]:
+        """Every hourly bucket, as a snapshot carries them."""
+        return [
+            (tenant_id, campaign, hour, m)
+            for tenant_id, tenant in self._tenants.items()
+            for campaign, sums in tenant.campaigns.items()
+            for hour, m in sums.hours.items()
+        ]
+
     def _sums(self, tenant_id: str, campaign: object) -> _Sums | None:
         tenant = self._tenants.get(tenant_id)
         if tenant is None:

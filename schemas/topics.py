@@ -6,6 +6,7 @@ Kafka cluster with different `PULSE_TOPIC`s never share state.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 
@@ -31,3 +32,11 @@ class Topics:
 
     def all(self) -> tuple[str, ...]:
         return (self.input, self.dlq, self.by_tenant, self.rollups, self.meta)
+
+
+def tenant_partition(tenant_id: str, partitions: int) -> int:
+    """The keyed partition that owns a tenant's dedup, journeys and rollups.
+
+    crc32 rather than Python's `hash`, which is salted per process.
+    """
+    return zlib.crc32(tenant_id.encode()) % partitions

@@ -132,8 +132,13 @@ def funnel_report(events: list[Event], tenant: str, campaign: str | None, use_ca
 
 def campaign_overview(events: list[Event], tenant: str, campaign: str, frm: int, to: int,
                       steps: tuple[str, ...], engaged_s: float) -> dict:
-    block = conversation_block(events, tenant, campaign, True, frm, to, engaged_s)
-    counts = intent_counts(events, tenant, campaign, True, frm, to)
+    return overview(events, tenant, campaign, True, frm, to, steps, engaged_s)
+
+
+def overview(events: list[Event], tenant: str, campaign: str | None, use_campaign: bool,
+             frm: int, to: int, steps: tuple[str, ...], engaged_s: float) -> dict:
+    block = conversation_block(events, tenant, campaign, use_campaign, frm, to, engaged_s)
+    counts = intent_counts(events, tenant, campaign, use_campaign, frm, to)
     total = sum(counts.values())
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return {
@@ -143,7 +148,7 @@ def campaign_overview(events: list[Event], tenant: str, campaign: str, frm: int,
             "intent_rate": _div(total, block["conversations"]["total"]),
             "by_label": {k: {"count": n, "share": _div(n, total)} for k, n in ordered},
         },
-        "funnel": funnel_report(events, tenant, campaign, True, frm, to, steps),
+        "funnel": funnel_report(events, tenant, campaign, use_campaign, frm, to, steps),
     }
 
 

@@ -1,0 +1,91 @@
+"""Small aiokafka helpers shared by the worker and the API (a leaf like settings).
+
+Nothing here knows about Faust, rollups or HTTP; it only knows how to reach the
+broker patiently and how to read a partition up to a known offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+log = logging.getLogger("pulse.kafka")
+
+CLIENT_DEFAULTS = {
+    "request_timeout_ms": 30_000,
+    "retry_backoff_ms": 200,
+    "metadata_max_age_ms": 30_000,
+}
+
+
+class BrokerUnavailable(Exception):
+    """The broker named by PULSE_KAFKA_BOOTSTRAP did not answer in time."""
+
+
+def broker_reachable(bootstrap: str, timeout: float = 1.0) -> bool:
+    for server in bootstrap.split(","):
+        host, _, port = server.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+async def wait_for_broker(bootstrap: str, timeout: float, what: str) -> None:
+    """Wait until the broker answers a metadata request, saying so every few seconds.
+
+    A worker or API started before its broker waits instead of failing, which is what
+    `docker compose up` and process supervisors need.
+    """
+    deadline = time.monotonic() + timeout
+    said = 0.0
+    while True:
+        if broker_reachable(bootstrap):
+            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **CLIENT_DEFAULTS)
+            try:
+                await admin.start()
+                await admin.list_topics()
+                return
+            except KafkaError:
+                pass
+            finally:
+                await admin.close()
+        now = time.monotonic()
+        if now >= deadline:
+            raise BrokerUnavailable(
+                f"{what}: no Kafka broker answered at {bootstrap} within {timeout:.0f} s. "
+                "Start one with `pulse broker`, or set PULSE_KAFKA_BOOTSTRAP to yours."
+            )
+        if now - said >= 5:
+            log.warning("%s: waiting for Kafka at %s (PULSE_KAFKA_BOOTSTRAP)...", what, bootstrap)
+            said = now
+        await asyncio.sleep(0.5)
+
+
+async def read_until(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, last_offset: int, start: int = 0
+) -> AsyncIterator[list[ConsumerRecord]]:
+    """Every record of `tp` from `start` through `last_offset`, in batches.
+
+    The caller knows `last_offset` because it wrote that record itself; end offsets
+    from ListOffsets are not trusted (the embedded broker under-reports them).
+    """
+    consumer.seek(tp, start)
+    position = start
+    while position <= last_offset:
+        batches = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
+        records = [r for r in batches.get(tp, []) if r.offset <= last_offset]
+        if records:
+            position = records[-1].offset + 1
+            yield records
+        elif batches.get(tp):
+            return

@@ -1,0 +1,92 @@
+"""Names in the Parquet lake (contract section 5), shared by its writers and readers.
+
+    <lake>/events/tenant_id=<tenant>/date=<YYYY-MM-DD>/<epoch>-p<partition>-<first>-<last>[-c].parquet
+    <lake>/dead_letters/date=<YYYY-MM-DD>/<epoch>-p<partition>-<first>-<last>.parquet
+
+`first`..`last` is the range of input offsets the writing flush covered, so replaying
+those offsets rewrites the same names. `pulse compact` merges the files of one epoch
+and partition in a folder into one `-c` file whose range covers theirs; a file whose
+range lies inside another's of the same epoch and partition is superseded, and readers
+skip it, so a merge and the deletes after it are never counted twice.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+EVENTS = "events"
+DEAD_LETTERS = "dead_letters"
+_EPOCH_DAY = date(1970, 1, 1)
+_NAME = re.compile(r"^([0-9a-f]{1,32})-p(\d{4,})-(\d{12,})-(\d{12,})(-c)?\.parquet$")
+
+
+@dataclass(frozen=True, order=True)
+class LakeFile:
+    """A lake file name, parsed."""
+
+    epoch: str
+    partition: int
+    first: int
+    last: int
+    compacted: bool = False
+
+    @property
+    def name(self) -> str:
+        suffix = "-c" if self.compacted else ""
+        return f"{self.epoch}-p{self.partition:04d}-{self.first:012d}-{self.last:012d}{suffix}.parquet"
+
+    def covers(self, other: LakeFile) -> bool:
+        """True when `other`'s rows are all in this file too (so `other` is superseded)."""
+        if (self.epoch, self.partition) != (other.epoch, other.partition):
+            return False
+        if (self.first, self.last) == (other.first, other.last):
+            return self.compacted and not other.compacted
+        return self.first <= other.first and other.last <= self.last
+
+
+def parse_name(name: str) -> LakeFile | None:
+    match = _NAME.match(name)
+    if match is None:
+        return None
+    epoch, partition, first, last, compacted = match.groups()
+    return LakeFile(epoch, int(partition), int(first), int(last), compacted is not None)
+
+
+def live_files(names: list[str]) -> list[str]:
+    """The names in one folder that readers should read: Pulse files not superseded."""
+    files = [f for f in (parse_name(n) for n in names) if f is not None]
+    by_source: dict[tuple[str, int], list[LakeFile]] = {}
+    for f in files:
+        by_source.setdefault((f.epoch, f.partition), []).append(f)
+    live = []
+    for group in by_source.values():
+        for f in group:
+            if not any(other.covers(f) for other in group):
+                live.append(f.name)
+    return sorted(live)
+
+
+def day_to_date(day: int) -> str:
+    return (_EPOCH_DAY + timedelta(days=day)).isoformat()
+
+
+def date_to_day(text: str) -> int:
+    return (date.fromisoformat(text) - _EPOCH_DAY).days
+
+
+def tenant_dir(tenant_id: str) -> str:
+    return f"{EVENTS}/tenant_id={tenant_id}"
+
+
+def event_dir(tenant_id: str, day: int) -> str:
+    return f"{EVENTS}/tenant_id={tenant_id}/date={day_to_date(day)}"
+
+
+def dead_letter_dir(day: int) -> str:
+    return f"{DEAD_LETTERS}/date={day_to_date(day)}"
+
+
+def us_to_datetime(us: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)

@@ -1,0 +1,333 @@
+"""Raw events and dead letters into the Parquet lake, few files at a time, durably.
+
+Each input partition buffers what it has read into an open flush. A flush is sealed
+when it holds `PULSE_LAKE_FLUSH_ROWS` rows or has waited `PULSE_LAKE_FLUSH_SECONDS`,
+then written, and only then are its offsets committed. The durability order for one
+flush is:
+
+1. write an intent marker naming the flush's offset range (temp file, rename);
+2. write one Parquet file per (tenant, date) and per dead-letter date: temp file,
+   fsync, rename, so readers see a file whole or not at all;
+3. commit the input offsets past the flush.
+
+If the worker dies between 1 and 3, the next owner finds the marker, seals its first
+flush at exactly the same last offset and so rewrites exactly the same file names,
+whatever the timing of that second run. A failed write aborts the flush before step
+3 and is retried with backoff; nothing is committed past data not in the lake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pulse.rollups.journal import LakeMark
+from pulse.schemas import lake
+from pulse.schemas.arrow import DEAD_LETTER_SCHEMA, UTC_MICROS, events_to_table
+from pulse.schemas.events import Event
+
+log = logging.getLogger("pulse.lake")
+
+
+class LakeOrderError(RuntimeError):
+    """A record arrived out of offset order; buffering it would corrupt a flush."""
+
+
+@dataclass
+class DeadLetter:
+    raw: bytes
+    reason: str
+    error: str
+    offset: int
+    timestamp_us: int
+
+
+@dataclass
+class Flush:
+    """The rows of one input partition between two offsets, grouped by lake folder."""
+
+    partition: int
+    first: int
+    last: int = -1
+    events: dict[tuple[str, int], list[tuple[Event, int]]] = field(default_factory=dict)
+    dead: dict[int, list[DeadLetter]] = field(default_factory=dict)
+    rows: int = 0
+    opened_at: float = 0.0
+    as_of_us: int = 0
+
+
+class LakeWriter:
+    """Writes flushes into a local lake folder (blocking; called from a thread)."""
+
+    def __init__(self, root: str, epoch: str, topic: str) -> None:
+        self.root = root
+        self.epoch = epoch
+        self.topic = topic
+
+    def _intent_path(self, partition: int) -> str:
+        return os.path.join(self.root, "_pulse", "ingest", self.epoch, f"p{partition:04d}.json")
+
+    def read_intent(self, partition: int) -> tuple[int, int] | None:
+        try:
+            with open(self._intent_path(partition), encoding="utf-8") as fh:
+                data = json.load(fh)
+            return int(data["first"]), int(data["last"])
+        except FileNotFoundError:
+            return None
+
+    def write_intent(self, flush: Flush) -> None:
+        payload = json.dumps({"first": flush.first, "last": flush.last}).encode()
+        self._write_atomic(self._intent_path(flush.partition), lambda fh: fh.write(payload))
+
+    def write(self, flush: Flush) -> tuple[int, int]:
+        """Write every file of `flush`; returns (files, bytes)."""
+        name = lake.LakeFile(self.epoch, flush.partition, flush.first, flush.last).name
+        now_us = time.time_ns() // 1000
+        files = size = 0
+        for (tenant, day), rows in flush.events.items():
+            table, _, _ = events_to_table(
+                [e for e, _ in rows], flush.partition, [o for _, o in rows], [now_us] * len(rows)
+            )
+            size += self._write_table(os.path.join(self.root, lake.event_dir(tenant, day), name), table)
+            files += 1
+        for day, letters in flush.dead.items():
+            table = pa.Table.from_arrays(
+                [
+                    pa.array([d.raw for d in letters], pa.binary()),
+                    pa.array([d.reason for d in letters], pa.string()),
+                    pa.array([d.error for d in letters], pa.string()),
+                    pa.array([self.topic] * len(letters), pa.string()),
+                    pa.array([flush.partition] * len(letters), pa.int32()),
+                    pa.array([d.offset for d in letters], pa.int64()),
+                    pa.array([d.timestamp_us for d in letters], pa.int64()).cast(UTC_MICROS),
+                ],
+                schema=DEAD_LETTER_SCHEMA,
+            )
+            size += self._write_table(os.path.join(self.root, lake.dead_letter_dir(day), name), table)
+            files += 1
+        return files, size
+
+    def _write_table(self, path: str, table: pa.Table) -> int:
+        self._write_atomic(path, lambda fh: pq.write_table(table, fh, compression="zstd"))
+        return os.path.getsize(path)
+
+    @staticmethod
+    def _write_atomic(path: str, write: Callable[[object], object]) -> None:
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+@dataclass
+class SinkStats:
+    flushes: int = 0
+    files: int = 0
+    bytes: int = 0
+    rows: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    last_flush_at: float | None = None
+
+
+class LakeSink:
+    """Buffers, seals and writes flushes, then commits; one flush in flight at a time."""
+
+    def __init__(
+        self,
+        writer: LakeWriter,
+        flush_rows: int,
+        flush_seconds: float,
+        commit: Callable[[int, int], Awaitable[None]],
+        on_flushed: Callable[[int, LakeMark], None],
+    ) -> None:
+        self.writer = writer
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self._commit = commit
+        self._on_flushed = on_flushed
+        self._open: dict[int, Flush] = {}
+        self._forced_last: dict[int, int] = {}
+        self._sealed: deque[Flush] = deque()
+        self._writing: Flush | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.stats = SinkStats()
+
+    # ---- partitions come and go ----------------------------------------------------
+
+    def assign(self, partition: int, position: int, intent: tuple[int, int] | None) -> None:
+        """Start buffering `partition` at `position` (its committed offset).
+
+        `intent` is what `LakeWriter.read_intent` found for the partition.
+        """
+        self._open[partition] = Flush(partition, position)
+        if intent is not None and intent[0] == position:
+            # An earlier owner wrote (some of) this range and died before committing:
+            # end the first flush where it did, so its files are rewritten, not doubled.
+            self._forced_last[partition] = intent[1]
+            log.info("partition %d: resuming an interrupted lake flush %d..%d",
+                     partition, *intent)
+
+    async def revoke(self, partition: int) -> None:
+        """Stop buffering `partition`; what is not committed will be read again."""
+        while self._writing is not None and self._writing.partition == partition:
+            await asyncio.sleep(0.01)
+        self._open.pop(partition, None)
+        self._forced_last.pop(partition, None)
+        self._sealed = deque(f for f in self._sealed if f.partition != partition)
+
+    # ---- rows in -------------------------------------------------------------------
+
+    def _flush_for(self, partition: int, offset: int) -> Flush:
+        flush = self._open[partition]
+        if offset < flush.first or (flush.rows and offset <= flush.last):
+            raise LakeOrderError(
+                f"partition {partition}: offset {offset} arrived after offsets up to "
+                f"{flush.last} (open flush starts at {flush.first})")
+        forced = self._forced_last.get(partition)
+        if forced is not None and offset > forced:
+            self._seal(partition, last=forced)
+            del self._forced_last[partition]
+            flush = self._open[partition]
+        if not flush.rows:
+            flush.opened_at = time.monotonic()
+        flush.rows += 1
+        flush.last = offset
+        return flush
+
+    def add_event(self, partition: int, offset: int, event: Event) -> None:
+        flush = self._flush_for(partition, offset)
+        key = (event.tenant_id, event.occurred_us // 86_400_000_000)
+        rows = flush.events.get(key)
+        if rows is None:
+            rows = flush.events[key] = []
+        rows.append((event, offset))
+
+    def add_dead_letter(self, partition: int, letter: DeadLetter) -> None:
+        flush = self._flush_for(partition, letter.offset)
+        flush.dead.setdefault(letter.timestamp_us // 86_400_000_000, []).append(letter)
+
+    def note_progress(self, partition: int, as_of_us: int) -> None:
+        """Everything of `partition` produced before `as_of_us` is now in its open flush."""
+        flush = self._open.get(partition)
+        if flush is not None:
+            flush.as_of_us = max(flush.as_of_us, as_of_us)
+            forced = self._forced_last.get(partition)
+            if forced is not None and flush.last == forced:
+                self._seal(partition, last=forced)
+                del self._forced_last[partition]
+
+    def _seal(self, partition: int, last: int) -> None:
+        flush = self._open[partition]
+        flush.last = last
+        log.debug("partition %d: sealed flush %d..%d (%d rows)", partition, flush.first, last,
+                  flush.rows)
+        self._sealed.append(flush)
+        self._open[partition] = Flush(partition, last + 1, as_of_us=flush.as_of_us)
+        self._idle.clear()
+
+    def is_open(self, partition: int) -> bool:
+        return partition in self._open
+
+    def next_offset(self, partition: int) -> int | None:
+        """The offset the open flush of `partition` expects next (None: not open)."""
+        flush = self._open.get(partition)
+        if flush is None:
+            return None
+        return flush.last + 1 if flush.rows else flush.first
+
+    @property
+    def pending_rows(self) -> int:
+        rows = sum(f.rows for f in self._sealed) + sum(f.rows for f in self._open.values())
+        return rows + (self._writing.rows if self._writing else 0)
+
+    # ---- flushing ------------------------------------------------------------------
+
+    def seal_due(self, now: float | None = None, everything: bool = False) -> None:
+        now = time.monotonic() if now is None else now
+        for partition, flush in list(self._open.items()):
+            if partition in self._forced_last or not flush.rows:
+                continue
+            if everything or flush.rows >= self.flush_rows or (
+                now - flush.opened_at >= self.flush_seconds
+            ):
+                self._seal(partition, flush.last)
+
+    async def run(self, stopping: Callable[[], bool]) -> None:
+        """Write sealed flushes in order until `stopping()` and nothing is left."""
+        backoff = 0.5
+        while True:
+            self.seal_due()
+            if not self._sealed:
+                self._idle.set()
+                if stopping():
+                    return
+                await asyncio.sleep(0.05)
+                continue
+            flush = self._sealed[0]
+            self._writing = flush
+            try:
+                await self._write_and_commit(flush)
+            except OSError as exc:
+                self.stats.failures += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("lake write failed for partition %d offsets %d..%d: %s; retrying in "
+                          "%.1f s (nothing is committed past it)",
+                          flush.partition, flush.first, flush.last, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            finally:
+                self._writing = None
+            backoff = 0.5
+            if self._sealed and self._sealed[0] is flush:
+                self._sealed.popleft()
+
+    async def _write_and_commit(self, flush: Flush) -> None:
+        # Step 1: the intent marker; step 2: the files (both off the event loop).
+        await asyncio.to_thread(self.writer.write_intent, flush)
+        files, size = await asyncio.to_thread(self.writer.write, flush)
+        # Step 3: only now may the offsets move past this flush.
+        await self._commit(flush.partition, flush.last + 1)
+        self.stats.flushes += 1
+        self.stats.files += files
+        self.stats.bytes += size
+        self.stats.rows += flush.rows
+        self.stats.last_flush_at = time.time()
+        log.debug("partition %d: flushed %d..%d, %d files, %d bytes", flush.partition,
+                  flush.first, flush.last, files, size)
+        self._on_flushed(
+            flush.partition, LakeMark(flush.as_of_us, int(self.stats.last_flush_at * 1e6))
+        )
+
+    async def drain(self) -> None:
+        """Seal everything open and wait until it is written (used at shutdown)."""
+        self.seal_due(everything=True)
+        await self._idle.wait()

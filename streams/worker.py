@@ -1,0 +1,53 @@
+"""`pulse worker`: wait for the broker, create topics, learn the epoch, run the app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from pulse.kafka import wait_for_broker
+from pulse.schemas.topics import Topics
+from pulse.settings import Settings
+
+log = logging.getLogger("pulse.worker")
+
+_FAUST_LEVELS = {"debug": "debug", "info": "info", "warning": "warn", "warn": "warn",
+                 "error": "error", "critical": "crit"}
+
+
+async def prepare(settings: Settings, broker_timeout: float = 300.0) -> str:
+    """Everything the app needs before it starts; returns the epoch."""
+    from .broker import ensure_topics
+    from .epoch import current_epoch
+
+    await wait_for_broker(settings.kafka_bootstrap, broker_timeout, "pulse worker")
+    await ensure_topics(settings)
+    return await current_epoch(settings.kafka_bootstrap, Topics(settings.topic, settings.dlq_topic))
+
+
+def run_worker(settings: Settings) -> None:
+    os.makedirs(os.path.join(settings.state_dir, "faust"), exist_ok=True)
+    os.makedirs(settings.lake, exist_ok=True)
+    # FINDINGS: uvloop helps only when its policy is set before faust is imported.
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    epoch = loop.run_until_complete(prepare(settings))
+
+    import faust
+
+    from .app import create_app
+
+    app = create_app(settings, epoch)
+    log.info("worker starting: epoch %s, lake %s, state %s", epoch, settings.lake,
+             settings.state_dir)
+    worker = faust.Worker(
+        app,
+        loop=loop,
+        loglevel=_FAUST_LEVELS.get(settings.log_level.lower(), "info"),
+        quiet=True,
+    )
+    worker.execute_from_commandline()

@@ -1,0 +1,68 @@
+"""Fixtures: one real embedded broker per session, started the way users start it.
+
+`pulse broker` runs as a subprocess on a free loopback port; a test that needs Kafka
+and cannot reach it fails, it is never skipped. Each test gets its own topics, consumer
+group, lake and state folders, so tests share the broker and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Pulse, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    log_path = tmp_path_factory.mktemp("broker") / "broker.log"
+    env = {**os.environ, "PULSE_KAFKA_BOOTSTRAP": bootstrap, "PULSE_TOPIC": "fixture-probe"}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pulse.cli", "broker"], env=env, stdout=log, stderr=log,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 30
+    while b"topics ready" not in log_path.read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"pulse broker did not start:\n{log_path.read_text()}")
+        time.sleep(0.05)
+    yield bootstrap
+    assert process.poll() is None, f"the broker died during the tests:\n{log_path.read_text()}"
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+def pulse(broker: str, tmp_path: Path) -> Iterator[Pulse]:
+    """A Pulse deployment of its own on the shared broker (topics, group, lake, state)."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    deployment = Pulse(
+        root=tmp_path,
+        env={
+            "PULSE_KAFKA_BOOTSTRAP": broker,
+            "PULSE_TOPIC": name,
+            "PULSE_DLQ_TOPIC": f"{name}-dlq",
+            "PULSE_GROUP": name,
+            "PULSE_LAKE": str(tmp_path / "lake"),
+            "PULSE_STATE_DIR": str(tmp_path / "state"),
+            "PULSE_PARTITIONS": "4",
+            "PULSE_LAKE_FLUSH_SECONDS": "0.5",
+            "PULSE_LOG_LEVEL": "info",
+        },
+    )
+    yield deployment
+    deployment.stop_all()

@@ -1,0 +1,223 @@
+"""Processes, producing, and reading back what Pulse wrote, for the broker-backed tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from pulse.rollups import journal
+from pulse.rollups.store import RollupStore
+from pulse.schemas.topics import Topics
+from pulse.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Proc:
+    """A `pulse ...` subprocess with its output in a log file."""
+
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] = field(init=False)
+
+    def __post_init__(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "pulse.cli", *self.args],
+                env={**os.environ, **self.env}, stdout=log, stderr=log, start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill9(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.alive():
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 60, after: int = 0) -> int:
+        """Wait until `text` appears in the log after byte `after`; returns its end."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log_path.read_bytes()
+            at = log.find(text.encode(), after)
+            if at >= 0:
+                return at + len(text)
+            if not self.alive():
+                raise AssertionError(f"{self.args} exited:\n{self.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not logged in {timeout} s:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+
+
+@dataclass
+class Pulse:
+    """One deployment under test: its env, processes and outputs."""
+
+    root: Path
+    env: dict[str, str]
+    procs: list[Proc] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.from_env(self.env)
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.settings.topic, self.settings.dlq_topic)
+
+    def start(self, *args: str, name: str | None = None, **env: str) -> Proc:
+        log = self.root / f"{name or args[0]}-{len(self.procs)}.log"
+        proc = Proc(list(args), {**self.env, **env}, log)
+        self.procs.append(proc)
+        return proc
+
+    def start_worker(self, state: str = "state") -> Proc:
+        return self.start("worker", name=f"worker-{state}",
+                          PULSE_STATE_DIR=str(self.root / state))
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.alive():
+                proc.stop(timeout=15)
+
+    # ---- Kafka ---------------------------------------------------------------------
+
+    def produce(self, messages: Iterable[tuple[bytes | None, bytes, int | None]]) -> int:
+        """(key, value, partition or None) -> the input topic; returns how many."""
+        async def go() -> int:
+            producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                        enable_idempotence=False, linger_ms=5)
+            await producer.start()
+            try:
+                futures = [await producer.send(self.topics.input, value, key=key,
+                                               partition=partition)
+                           for key, value, partition in messages]
+                await asyncio.gather(*futures)
+                return len(futures)
+            finally:
+                await producer.stop()
+        return asyncio.run(go())
+
+    def ensure_topics(self) -> None:
+        from pulse.streams.broker import ensure_topics
+        asyncio.run(ensure_topics(self.settings))
+
+    def rollups(self, until: Callable[[RollupStore], bool], timeout: float = 60) -> RollupStore:
+        """Fold the journal, as an API replica does, until `until(store)` or fail."""
+        async def go() -> RollupStore:
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                        enable_auto_commit=False,
+                                        max_partition_fetch_bytes=32 * 1024 * 1024)
+            await consumer.start()
+            try:
+                tps = [TopicPartition(self.topics.rollups, q)
+                       for q in range(self.settings.partitions)]
+                consumer.assign(tps)
+                await consumer.seek_to_beginning(*tps)
+                store = RollupStore()
+                deadline = time.monotonic() + timeout
+                while not until(store):
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"rollups did not get there in {timeout} s; "
+                                             f"counters: {counters(store)}")
+                    batches = await consumer.getmany(timeout_ms=200)
+                    for tp, records in batches.items():
+                        for record in records:
+                            store.fold(tp.partition).feed(journal.decode(record.value))
+                return store
+            finally:
+                await consumer.stop()
+        return asyncio.run(go())
+
+    def dead_letter_topic(self, expected: int, timeout: float = 30) -> list:
+        async def go() -> list:
+            consumer = AIOKafkaConsumer(self.topics.dlq,
+                                        bootstrap_servers=self.settings.kafka_bootstrap,
+                                        enable_auto_commit=False, auto_offset_reset="earliest")
+            await consumer.start()
+            out: list = []
+            deadline = time.monotonic() + timeout
+            try:
+                while len(out) < expected and time.monotonic() < deadline:
+                    for records in (await consumer.getmany(timeout_ms=200)).values():
+                        out.extend(records)
+                await asyncio.sleep(0.5)
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    out.extend(records)
+                return out
+            finally:
+                await consumer.stop()
+        return asyncio.run(go())
+
+    # ---- the lake ------------------------------------------------------------------
+
+    def lake_rows(self, expected: int, timeout: float = 60) -> int:
+        """Wait until the lake holds `expected` raw event rows; returns what it holds."""
+        deadline = time.monotonic() + timeout
+        rows = 0
+        while time.monotonic() < deadline:
+            try:
+                rows = self.lake_sql("SELECT count(*) FROM {events}")[0][0]
+            except duckdb.IOException:  # no file written yet
+                rows = 0
+            if rows >= expected:
+                break
+            time.sleep(0.3)
+        return rows
+
+    def lake_sql(self, sql: str) -> list[tuple]:
+        """Plain DuckDB over the lake, as an analyst would run it (`{events}` etc.)."""
+        lake = self.settings.lake
+        sql = sql.format(
+            events=f"read_parquet('{lake}/events/**/*.parquet', hive_partitioning = true)",
+            dead_letters=f"read_parquet('{lake}/dead_letters/**/*.parquet', "
+                         "hive_partitioning = true)",
+        )
+        return duckdb.sql(sql).fetchall()
+
+
+def counters(store: RollupStore) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for info in store.partitions.values():
+        for k, v in info.counters.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def read_all(n: int) -> Callable[[RollupStore], bool]:
+    """Predicate: the rollups have accounted for `n` input messages."""
+    return lambda store: counters(store).get("read", 0) >= n

@@ -1,0 +1,105 @@
+"""kill -9, restarts and rebalances while events flow: nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+
+from pulse.rollups import report
+from pulse.rollups.store import ALL
+from tests import oracle
+from tests.helpers import Pulse, counters, read_all
+from tests.streams.test_pipeline import HOUR, STEPS, make_stream
+
+pytestmark = pytest.mark.broker
+
+
+class Producer(threading.Thread):
+    """Produces `messages` in slices over `seconds`, like live traffic."""
+
+    def __init__(self, pulse: Pulse, messages: list, seconds: float) -> None:
+        super().__init__(daemon=True)
+        self.pulse, self.messages, self.seconds = pulse, messages, seconds
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            slices = 40
+            step = -(-len(self.messages) // slices)
+            for i in range(0, len(self.messages), step):
+                self.pulse.produce(self.messages[i : i + step])
+                time.sleep(self.seconds / slices)
+        except BaseException as exc:  # surfaced by the test
+            self.error = exc
+
+
+def assert_exact(pulse: Pulse, messages: list, valid: list, now_us: int) -> None:
+    store = pulse.rollups(until=read_all(len(messages)), timeout=120)
+    unique = oracle.unique(valid)
+    totals = counters(store)
+    assert totals["read"] == len(messages)
+    assert totals["accepted"] == len(unique)
+    assert totals["duplicates"] == len(valid) - len(unique)
+    base = now_us - now_us % HOUR
+    frm, to = base - 80 * HOUR, base + 2 * HOUR
+    for tenant in ("acme", "globex", "initech"):
+        everything = store.total(tenant, ALL, frm // HOUR, to // HOUR)
+        assert oracle.approx_equal(
+            {**report.overview(everything, STEPS), "usage": report.usage(everything)},
+            {**oracle.overview(valid, tenant, None, False, frm, to, STEPS, 30.0),
+             "usage": oracle.usage_report(valid, tenant, frm, to)},
+        ), tenant
+    pulse.lake_rows(len(valid))
+    (rows, offsets, ids), = pulse.lake_sql(
+        "SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)), "
+        "count(DISTINCT (tenant_id, id)) FROM {events}")
+    assert (rows, offsets, ids) == (len(valid), len(valid), len(unique))
+
+
+READY = "ingest reads input partitions"
+
+
+def test_kill9_three_times_while_events_flow(pulse: Pulse):
+    """Each kill lands at a random moment after the worker is reading (mid-batch,
+    mid-flush or mid-commit), while the producer keeps sending."""
+    now_us = time.time_ns() // 1000
+    messages, valid, _ = make_stream(seed=11, n=30_000, now_us=now_us)
+    pulse.ensure_topics()
+    worker = pulse.start_worker()
+    producer = Producer(pulse, messages, seconds=45)
+    producer.start()
+    rnd = random.Random(5)
+    for _ in range(3):
+        worker.wait_for_log(READY)
+        time.sleep(rnd.uniform(0.3, 4))
+        worker.kill9()
+        worker = pulse.start_worker()
+    producer.join()
+    assert producer.error is None
+    assert_exact(pulse, messages, valid, now_us)
+    assert worker.alive()
+
+
+def test_a_second_worker_joins_and_leaves_mid_stream(pulse: Pulse):
+    now_us = time.time_ns() // 1000
+    messages, valid, _ = make_stream(seed=12, n=20_000, now_us=now_us)
+    pulse.ensure_topics()
+    first = pulse.start_worker("state-a")
+    producer = Producer(pulse, messages, seconds=40)
+    producer.start()
+    first.wait_for_log(READY)
+    second = pulse.start_worker("state-b")
+    second.wait_for_log(READY)
+    time.sleep(3)
+    assert second.stop() == 0  # a clean leave (SIGTERM)
+    third = pulse.start_worker("state-c")
+    third.wait_for_log(READY)
+    time.sleep(2)
+    third.kill9()  # and a dirty one
+    producer.join()
+    assert producer.error is None
+    assert_exact(pulse, messages, valid, now_us)
+    assert first.alive()
