@@ -93,6 +93,48 @@ def worker(**flags: Any) -> None:
 
 
 @main.command()
+@settings_options("kafka", "lake")
+@click.option("--host", help="bind host [env: PULSE_API_HOST]")
+@click.option("--port", type=int, help="bind port [env: PULSE_API_PORT]")
+@click.option("--insecure", is_flag=True,
+              help="no API keys at all (refused unless the host is loopback)")
+def api(host: str | None, port: int | None, insecure: bool, **flags: Any) -> None:
+    """Serve the HTTP API and the dashboard (run as many as you like)."""
+    settings = load_settings(**flags).replace(
+        **{k: v for k, v in (("api_host", host), ("api_port", port)) if v is not None})
+    setup_logging(settings.log_level)
+    from pulse.api.server import run_api
+
+    run_api(settings, insecure=insecure)
+
+
+@main.command()
+@settings_options("kafka")
+@click.option("--tenants", default=3, show_default=True, help="number of tenants")
+@click.option("--campaigns", default=3, show_default=True, help="campaigns per tenant")
+@click.option("--customers", default=200, show_default=True, help="customers per tenant")
+@click.option("--rate", default=200.0, show_default=True,
+              help="messages per second (0 = as fast as possible, backfilling two days)")
+@click.option("--duration", default=None, type=float, help="stop after this many seconds")
+@click.option("--events", default=None, type=int,
+              help="stop after this many messages (duplicates and invalid ones included)")
+@click.option("--seed", default=None, type=int, help="same seed -> same events, ids included")
+@click.option("--start", default=None,
+              help="event-time origin (RFC 3339 or YYYY-MM-DD); default now")
+@click.option("--duplicates", default=0.02, show_default=True, help="share of events sent twice")
+@click.option("--late", default=0.02, show_default=True, help="share of events hours to days late")
+@click.option("--invalid", default=0.005, show_default=True, help="share of invalid messages")
+def simulate(**flags: Any) -> None:
+    """Run customer and tenant actors that produce realistic events to PULSE_TOPIC."""
+    settings = load_settings(**flags)
+    setup_logging(settings.log_level)
+    from pulse.streams.produce import run_simulate
+
+    options = {k: v for k, v in flags.items() if k not in _FLAG_SETTINGS}
+    sys.exit(run_simulate(settings, **options))
+
+
+@main.command()
 def schema() -> None:
     """Print the JSON Schema of an event, for producers."""
     import json

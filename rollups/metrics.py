@@ -81,8 +81,11 @@ def fold_event(m: Measures, event: Event, engaged_seconds: float) -> None:
 
 
 # ---- SQL dialect --------------------------------------------------------------------
-# Each statement reads the relation `events` (deduplicated, one tenant) and takes named
-# parameters; `rollups` never runs them, `api.lake` does.
+# Each statement reads the relation `events` (one tenant's events, deduplicated) and
+# returns the columns of `Measures` for each value of the grouping expression `g`
+# (NULL for a total, `campaign_id`, or a time bucket from `bucket_sql`). `where` is a
+# filter on the event columns built by the caller with bound parameters only. `rollups`
+# never runs them; `api.lake` does.
 
 CONVERSATION_SQL = "event_type IN ('call_ended', 'chat_ended')"
 CHANNEL_SQL = (
@@ -90,59 +93,58 @@ CHANNEL_SQL = (
     "WHEN 'chat_ended' THEN 'chat' END)"
 )
 
-MEASURE_SQL = f"""
-SELECT {{group}},
+
+def bucket_sql(column: str, width_us: int) -> str:
+    """Start (µs since the epoch) of the UTC bucket holding `column`, floor also before 1970."""
+    us = f"epoch_us({column})"
+    return f"({us} - ((({us} % {width_us}) + {width_us}) % {width_us}))"
+
+
+def measures_sql(group: str, where: str) -> str:
+    return f"""
+SELECT {group} AS g,
        count(*) AS events,
        count(*) FILTER (WHERE {CONVERSATION_SQL} AND {CHANNEL_SQL} <> 'chat') AS calls,
        count(*) FILTER (WHERE {CONVERSATION_SQL} AND {CHANNEL_SQL} = 'chat') AS chats,
        coalesce(sum(value) FILTER (WHERE {CONVERSATION_SQL}), 0.0) AS duration_s,
        count(*) FILTER (WHERE {CONVERSATION_SQL} AND value >= $engaged) AS engaged
-FROM events
-WHERE occurred_at >= $from AND occurred_at < $to {{campaign_filter}}
-GROUP BY ALL
-"""
-
-INTENT_SQL = """
-SELECT {group}, label, count(*) AS n
-FROM events
-WHERE event_type = 'intent_detected' AND occurred_at >= $from AND occurred_at < $to
-      {campaign_filter}
-GROUP BY ALL
-"""
-
-USAGE_SQL = """
-SELECT {group}, category, sum(value) AS amount
-FROM events
-WHERE event_type = 'usage' AND occurred_at >= $from AND occurred_at < $to
-GROUP BY ALL
-"""
-
-# A journey is (campaign_id, customer_id); its t1 is the earliest S1 ever, and it has
-# reached step k when it has had every one of S1..Sk, at any time and in any order.
-# `{reached}` is filled by `funnel_reached_sql` for the configured steps.
-FUNNEL_SQL = """
-WITH journeys AS (
-    SELECT campaign_id, customer_id,
-           min(occurred_at) FILTER (WHERE label = $s1) AS t1,
-           {has_steps}
-    FROM events
-    WHERE event_type = 'funnel_step' {campaign_filter}
-    GROUP BY campaign_id, customer_id
-)
-SELECT {group}, {reached} AS reached, count(*) AS n
-FROM journeys
-WHERE t1 >= $from AND t1 < $to
-GROUP BY ALL
-"""
+FROM events WHERE {where}
+GROUP BY g"""
 
 
-def funnel_reached_sql(steps: tuple[str, ...]) -> tuple[str, str, dict[str, str]]:
-    """SQL pieces for `FUNNEL_SQL`: per-step flags, the reached step, and their params."""
+def intents_sql(group: str, where: str) -> str:
+    return f"""
+SELECT {group} AS g, label, count(*) AS n
+FROM events WHERE event_type = 'intent_detected' AND {where}
+GROUP BY g, label"""
+
+
+def usage_sql(group: str, where: str) -> str:
+    return f"""
+SELECT {group} AS g, category, sum(value) AS amount
+FROM events WHERE event_type = 'usage' AND {where}
+GROUP BY g, category"""
+
+
+def funnel_sql(steps: tuple[str, ...], group: str, t1_where: str) -> tuple[str, dict[str, str]]:
+    """Journeys by the bucket `group` of their t1 and the step they reached.
+
+    A journey is (campaign_id, customer_id); its t1 is its earliest S1 ever, and it has
+    reached step k when it has had every one of S1..Sk, at any time and in any order.
+    `events` must hold the journeys' funnel_step events of all time; `t1_where` filters
+    on the column `t1`, `group` may use it too.
+    """
     params = {f"s{i + 1}": step for i, step in enumerate(steps)}
     has = ", ".join(f"bool_or(label = $s{i + 1}) AS has{i + 1}" for i in range(len(steps)))
-    # reached = the longest prefix S1..Sk all present; t1 IS NOT NULL means S1 present.
-    cases = " ".join(
-        f"WHEN NOT has{k + 1} THEN {k}" for k in range(1, len(steps))
-    )
+    cases = " ".join(f"WHEN NOT has{k + 1} THEN {k}" for k in range(1, len(steps)))
     reached = f"CASE {cases} ELSE {len(steps)} END" if cases else "1"
-    return has, reached, params
+    sql = f"""
+SELECT {group} AS g, {reached} AS reached, count(*) AS n
+FROM (
+    SELECT min(occurred_at) FILTER (WHERE label = $s1) AS t1, {has}
+    FROM events WHERE event_type = 'funnel_step'
+    GROUP BY campaign_id, customer_id
+) AS journeys
+WHERE t1 IS NOT NULL AND ({t1_where})
+GROUP BY g, reached"""
+    return sql, params

@@ -21,7 +21,7 @@ from . import funnel
 from .dedup import SeenSet, content_digest, entries_from_bytes, entry_dtype, id_digest
 from .journal import Delta, LakeMark, Snapshot
 from .metrics import Measures, fold_event
-from .windows import DAY_US, HOURS_PER_DAY, HOUR_US
+from .windows import DAY_US, HOUR_US, HOURS_PER_DAY
 
 
 class SourceBatch(msgspec.Struct, array_like=True, gc=False):

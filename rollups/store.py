@@ -131,8 +131,8 @@ class RollupStore:
 
     # ---- reading -------------------------------------------------------------------
 
-    def has_tenant(self, tenant_id: str) -> bool:
-        return tenant_id in self._tenants
+    def tenants(self) -> list[str]:
+        return sorted(self._tenants)
 
     def info(self, tenant_id: str) -> PartitionInfo | None:
         tenant = self._tenants.get(tenant_id)

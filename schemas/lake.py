@@ -35,7 +35,8 @@ class LakeFile:
     @property
     def name(self) -> str:
         suffix = "-c" if self.compacted else ""
-        return f"{self.epoch}-p{self.partition:04d}-{self.first:012d}-{self.last:012d}{suffix}.parquet"
+        return (f"{self.epoch}-p{self.partition:04d}-{self.first:012d}-{self.last:012d}"
+                f"{suffix}.parquet")
 
     def covers(self, other: LakeFile) -> bool:
         """True when `other`'s rows are all in this file too (so `other` is superseded)."""

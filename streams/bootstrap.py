@@ -16,8 +16,8 @@ from collections.abc import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pulse.rollups.partition import PartitionState, RollupSpec, SourceBatch
 from pulse.rollups.journal import Claim, Snapshot
+from pulse.rollups.partition import PartitionState, RollupSpec, SourceBatch
 from pulse.rollups.store import RollupStore
 from pulse.schemas import lake
 from pulse.schemas.events import Event
@@ -31,8 +31,9 @@ _COLUMNS = ["id", "event_type", "occurred_at", "customer_id", "campaign_id", "ch
             "kafka_offset"]
 
 
-def lake_event_files(root: str, tenant_ids: Callable[[str], bool],
-                     include: Callable[[lake.LakeFile], bool]) -> list[tuple[str, lake.LakeFile, str]]:
+def lake_event_files(
+    root: str, tenant_ids: Callable[[str], bool], include: Callable[[lake.LakeFile], bool]
+) -> list[tuple[str, lake.LakeFile, str]]:
     """(tenant, file, path) for every live event file of the chosen tenants."""
     events_root = os.path.join(root, lake.EVENTS)
     out = []
@@ -67,7 +68,7 @@ def read_events(path: str, tenant: str) -> tuple[list[int], list[int], list[Even
         for i, t, o, cu, ca, ch, cat, lab, v, m, sv in zip(
             cols["id"], cols["event_type"], cols["occurred_at"], cols["customer_id"],
             cols["campaign_id"], cols["channel"], cols["category"], cols["label"],
-            cols["value"], cols["metadata"], cols["schema_version"],
+            cols["value"], cols["metadata"], cols["schema_version"], strict=True,
         )
     ]
     return cols["kafka_partition"], cols["kafka_offset"], events
@@ -99,7 +100,7 @@ def rebuild_partition(
         if limit is not None and parsed.first >= limit:
             continue
         kafka_partitions, offsets, events = read_events(path, tenant)
-        for p, o, e in zip(kafka_partitions, offsets, events):
+        for p, o, e in zip(kafka_partitions, offsets, events, strict=True):
             if limit is None or o < limit:
                 rows.append((p, o, parsed.epoch, e))
     rows.sort(key=lambda r: (r[0], r[1], r[2]))

@@ -111,7 +111,7 @@ class Ingest(Service):
     async def _consume(self) -> None:
         assert self.consumer is not None
         while not self.should_stop and not self._stopping:
-            if self.sink.pending_rows > MAX_PENDING_ROWS_PER_PARTITION * max(1, len(self._progress)):
+            if self.sink.pending_rows > MAX_PENDING_ROWS_PER_PARTITION * max(1, len(self._progress)):  # noqa: E501
                 await asyncio.sleep(0.05)  # the lake is behind: stop reading, keep memory bounded
                 continue
             polled_us = time.time_ns() // 1000
@@ -162,7 +162,7 @@ class Ingest(Service):
         for p, (expected, records) in taken.items():
             if self.sink.next_offset(p) != expected:
                 continue
-            for record, row in zip(records, rows[p]):
+            for record, row in zip(records, rows[p], strict=True):
                 if isinstance(row, Event):
                     self.sink.add_event(p, record.offset, row)
                 else:

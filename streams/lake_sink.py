@@ -98,7 +98,8 @@ class LakeWriter:
             table, _, _ = events_to_table(
                 [e for e, _ in rows], flush.partition, [o for _, o in rows], [now_us] * len(rows)
             )
-            size += self._write_table(os.path.join(self.root, lake.event_dir(tenant, day), name), table)
+            path = os.path.join(self.root, lake.event_dir(tenant, day), name)
+            size += self._write_table(path, table)
             files += 1
         for day, letters in flush.dead.items():
             table = pa.Table.from_arrays(
@@ -113,7 +114,8 @@ class LakeWriter:
                 ],
                 schema=DEAD_LETTER_SCHEMA,
             )
-            size += self._write_table(os.path.join(self.root, lake.dead_letter_dir(day), name), table)
+            path = os.path.join(self.root, lake.dead_letter_dir(day), name)
+            size += self._write_table(path, table)
             files += 1
         return files, size
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +22,7 @@ def forwarded(stream, sources: list[int]) -> list[tuple[int, int, object]]:
     """(source partition, offset, event) in arrival order, offsets counting per partition."""
     next_offset: dict[int, int] = {}
     entries = []
-    for event, p in zip(stream, sources):
+    for event, p in zip(stream, sources, strict=True):
         offset = next_offset.get(p, 0)
         next_offset[p] = offset + 1
         entries.append((p, offset, event))
@@ -29,7 +31,7 @@ def forwarded(stream, sources: list[int]) -> list[tuple[int, int, object]]:
 
 def batches(entries, cuts: list[int]) -> list[SourceBatch]:
     bounds = sorted({0, len(entries), *(c % (len(entries) + 1) for c in cuts)})
-    return [SourceBatch(list(entries[a:b]), {}, {}) for a, b in zip(bounds, bounds[1:])]
+    return [SourceBatch(list(entries[a:b]), {}, {}) for a, b in pairwise(bounds)]
 
 
 def fold(deltas: list[Delta]) -> RollupStore:

@@ -20,7 +20,9 @@ STEPS = ("picked_up", "interested", "qualified")
 pytestmark = pytest.mark.broker
 
 
-def make_stream(seed: int, n: int, now_us: int) -> tuple[list[tuple], list[Event], dict[bytes, str]]:
+def make_stream(
+    seed: int, n: int, now_us: int
+) -> tuple[list[tuple], list[Event], dict[bytes, str]]:
     """(messages to produce, valid events in arrival order, bad value -> expected reason)."""
     rnd = random.Random(seed)
     base = now_us - now_us % HOUR

@@ -1,0 +1,157 @@
+"""`create_app(settings)`: the Starlette app, assembled from its parts.
+
+Routes come from the endpoint declarations (which also generate `/openapi.json`),
+errors from `api.errors`, and the rollup replica and DuckDB open in the lifespan. The
+app never imports the Faust app: it reads what the workers publish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import pulse
+from pulse.rollups.store import RollupStore
+from pulse.schemas.topics import Topics
+from pulse.settings import Settings
+
+from . import models
+from .auth import Keys
+from .context import Context
+from .endpoints import admin, health, reports
+from .errors import EXCEPTION_HANDLERS
+from .lake import LakeReader
+from .metrics import ApiMetrics
+from .openapi import CAMPAIGN, FROM, TO, Endpoint, Param, document
+from .query import Query
+from .replica import JournalReplica
+
+access_log = logging.getLogger("pulse.access")
+
+METRIC = Param("metric", "conversations, engaged, intents, intent:<label> or funnel_entries",
+               True)
+INTERVAL = Param("interval", "bucket width", schema={"type": "string", "enum": ["hour", "day"]})
+CAMPAIGN_ID = Param("campaign_id", "the campaign", True,
+                    {"type": "string", "minLength": 1, "maxLength": 128}, "path")
+
+ENDPOINTS = [
+    Endpoint("/analytics/campaign/{campaign_id}", reports.campaign_overview,
+             "Campaign overview: conversations, engagement, intents, funnel",
+             models.Overview, (CAMPAIGN_ID, FROM, TO)),
+    Endpoint("/analytics/overview", reports.overview,
+             "The same overview for all of a tenant's events, or one campaign",
+             models.Overview, (FROM, TO, CAMPAIGN)),
+    Endpoint("/analytics/intents", reports.intents, "Intent distribution",
+             models.Intents, (FROM, TO, CAMPAIGN)),
+    Endpoint("/analytics/funnel", reports.funnel, "Journey funnel by first step in range",
+             models.Funnel, (FROM, TO, CAMPAIGN)),
+    Endpoint("/analytics/timeseries", reports.timeseries, "One metric per hour or day",
+             models.Timeseries, (METRIC, FROM, TO, INTERVAL, CAMPAIGN)),
+    Endpoint("/analytics/campaigns", reports.campaigns, "Campaigns with events in range",
+             models.Campaigns, (FROM, TO)),
+    Endpoint("/analytics/usage", reports.usage, "Tenant usage by category",
+             models.Usage, (FROM, TO)),
+    Endpoint("/analytics/me", admin.me, "What this API key may see", models.Me, auth="any"),
+    Endpoint("/analytics/tenants", admin.tenants, "Every tenant (admin)", models.Tenants,
+             auth="admin"),
+    Endpoint("/analytics/status", admin.status, "Pipeline status and accounting (admin)",
+             models.Status, auth="admin"),
+    Endpoint("/healthz", health.healthz, "Liveness", models.Health, auth="none"),
+    Endpoint("/readyz", health.readyz, "Ready once the rollup replica caught up",
+             models.Health, auth="none"),
+    Endpoint("/metrics", health.metrics, "Prometheus metrics", None, auth="none",
+             media_type="text/plain"),
+    Endpoint("/openapi.json", health.openapi, "This document", None, auth="none"),
+    Endpoint("/", health.index, "The dashboard", None, auth="none", media_type="text/html"),
+]
+
+
+def create_app(settings: Settings, keys: dict[str, str] | None = None,
+               insecure: bool = False) -> Starlette:
+    """The API; `keys` defaults to PULSE_API_KEYS, and `insecure` turns auth off."""
+    store = RollupStore()
+    topics = Topics(settings.topic, settings.dlq_topic)
+    replica = JournalReplica(settings, topics.rollups, store)
+    lake = LakeReader(settings.lake, settings.engaged_seconds, settings.funnel_steps)
+    ctx = Context(
+        settings=settings,
+        keys=Keys(None if insecure else (keys if keys is not None else settings.api_keys or {})),
+        store=store,
+        replica=replica,
+        lake=lake,
+        query=Query(store, lake, settings.partitions),
+        metrics=ApiMetrics(store, replica),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await replica.start()
+        try:
+            yield
+        finally:
+            await replica.stop()
+            lake.close()
+
+    routes: list[Route | Mount] = [Route(e.path, e.handler, name=e.path) for e in ENDPOINTS]
+    assets = os.path.join(health.STATIC, "assets")
+    if os.path.isdir(assets):
+        routes.append(Mount("/assets", StaticFiles(directory=assets), name="assets"))
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(Observe, ctx=ctx)],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
+    app.state.pulse = ctx
+    app.state.openapi = document(ENDPOINTS, pulse.__version__)
+    return app
+
+
+class Observe:
+    """One access-log line and the request metrics per request; keys never logged."""
+
+    def __init__(self, app: ASGIApp, ctx: Context) -> None:
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def observe(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observe)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route_name(scope)
+            self.ctx.metrics.requests.labels(route, str(status)).inc()
+            self.ctx.metrics.latency.labels(route).observe(elapsed)
+            request = Request(scope)
+            query = "&".join(f"{k}={'***' if k == 'key' else v}"
+                             for k, v in request.query_params.multi_items())
+            access_log.info('%s "%s %s%s" %d %.1fms', request.client.host if request.client
+                            else "-", scope["method"], scope["path"],
+                            f"?{query}" if query else "", status, elapsed * 1000)
+
+
+def _route_name(scope: Scope) -> str:
+    route = scope.get("route")
+    return getattr(route, "path", None) or "unmatched"

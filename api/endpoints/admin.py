@@ -1,0 +1,81 @@
+"""Who am I, which tenants exist, and how the pipeline is doing (admins only)."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..auth import require_admin
+from ..context import context
+from ..params import iso
+from .reports import json
+
+
+async def me(request: Request) -> Response:
+    scope = context(request).keys.scope(request)
+    return json({"role": "admin" if scope.admin else "tenant", "tenant_id": scope.tenant_id})
+
+
+async def tenants(request: Request) -> Response:
+    ctx = context(request)
+    require_admin(ctx.keys.scope(request))
+    known = set(ctx.store.tenants()) | set(ctx.lake.tenants())
+    return json({"tenants": sorted(known)})
+
+
+async def status(request: Request) -> Response:
+    """Counters, watermarks and lake progress as the journal tells them."""
+    ctx = context(request)
+    require_admin(ctx.keys.scope(request))
+    totals: dict[str, int] = {}
+    partitions: dict[str, dict[str, object]] = {}
+    lake_marks: dict[int, dict[str, object]] = {}
+    as_of: list[int] = []
+    for q, info in sorted(ctx.store.partitions.items()):
+        for key, value in info.counters.items():
+            totals[key] = totals.get(key, 0) + value
+        partitions[str(q)] = {
+            "journal_records": info.records,
+            "watermark": None if info.watermark_us is None else iso(info.watermark_us),
+            "retained_from": None if info.horizon_hour is None
+            else iso(info.horizon_hour * 3_600_000_000),
+            "as_of": iso(min(info.progress.values())) if info.progress else None,
+            "counters": dict(info.counters),
+        }
+        if info.progress:
+            as_of.append(min(info.progress.values()))
+        for p, mark in info.lake.items():
+            seen = lake_marks.get(p)
+            if seen is None or mark.flushed_at_us > seen["flushed_at_us"]:  # type: ignore[operator]
+                lake_marks[p] = {"flushed_at_us": mark.flushed_at_us, "as_of_us": mark.as_of_us}
+    for key in ("read", "accepted", "duplicates", "conflicting_duplicates", "dead_letters",
+                "beyond_retention"):
+        totals.setdefault(key, 0)
+    replica = ctx.replica
+    return json({
+        "ready": replica.ready,
+        "replica": {
+            "ready": replica.ready,
+            "journal_records": replica.records,
+            "seconds_since_last_record": None if replica.last_record_at is None
+            else round(time.time() - replica.last_record_at, 3),
+            "problem": replica.problem,
+        },
+        "totals": totals,
+        "accounting_holds": totals["read"]
+        == totals["accepted"] + totals["duplicates"] + totals["dead_letters"],
+        "partitions": partitions,
+        "lake": {
+            "root": ctx.settings.lake,
+            "last_flush": {
+                str(p): {"at": iso(m["flushed_at_us"]), "complete_to": iso(m["as_of_us"])}  # type: ignore[arg-type]
+                for p, m in sorted(lake_marks.items())
+            },
+            "read_errors": int(ctx.metrics.lake_errors._value.get()),
+        },
+        "lag": {"rollups_behind_seconds": None if not as_of
+                else round(max(0.0, time.time() - min(as_of) / 1e6), 3)},
+        "as_of": iso(min(as_of)) if as_of else None,
+    })

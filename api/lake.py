@@ -1,0 +1,228 @@
+"""DuckDB over the Parquet lake, one tenant at a time, answering in `Measures`.
+
+Queries read only the files of the tenant asked for, and only the date folders a range
+touches (the funnel reads all of a tenant's dates, because a journey's first step may
+lie anywhere in time). Files superseded by a compaction are left out by name, tenant
+ids reach the file system only after validation, and every value reaches DuckDB as a
+bound parameter. Queries run on a small thread pool, each under a time limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import duckdb
+
+from pulse.rollups import metrics
+from pulse.rollups.metrics import Measures
+from pulse.rollups.windows import DAY_US
+from pulse.schemas import lake
+from pulse.settings import TENANT_ID_PATTERN
+
+log = logging.getLogger("pulse.lake")
+
+_TENANT = re.compile(TENANT_ID_PATTERN)
+_COLUMNS = ("id, event_type, customer_id, campaign_id, channel, category, label, value, "
+            "occurred_at")
+
+
+class LakeUnreadable(Exception):
+    """A lake file could not be read; `detail` names it (for admins only)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class LakeTimeout(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Group:
+    """How an answer is split: one total, per campaign, or per time bucket."""
+
+    kind: str
+    width_us: int = 0
+
+    def sql(self, column: str) -> str:
+        if self.kind == "total":
+            return "NULL"
+        if self.kind == "campaign":
+            return "campaign_id"
+        return metrics.bucket_sql(column, self.width_us)
+
+
+TOTAL = Group("total")
+BY_CAMPAIGN = Group("campaign")
+
+
+def by_bucket(width_us: int) -> Group:
+    return Group("bucket", width_us)
+
+
+class LakeReader:
+    def __init__(self, root: str, engaged_seconds: float, steps: tuple[str, ...],
+                 threads: int = 4, timeout: float = 30.0) -> None:
+        self.root = root
+        self.engaged_seconds = engaged_seconds
+        self.steps = steps
+        self.timeout = timeout
+        self._db = duckdb.connect(config={"threads": 2})
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="lake")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._db.close()
+
+    # ---- what to read --------------------------------------------------------------
+
+    def files(self, tenant_id: str, days: tuple[int, int] | None) -> list[str]:
+        """Live event files of one tenant, in date folders days[0]..days[1] (all if None)."""
+        if not _TENANT.fullmatch(tenant_id):
+            raise ValueError(f"not a tenant id: {tenant_id!r}")
+        folder = os.path.join(self.root, lake.tenant_dir(tenant_id))
+        try:
+            dates = os.listdir(folder)
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in sorted(dates):
+            if not name.startswith("date="):
+                continue
+            try:
+                day = (date.fromisoformat(name[5:]) - date(1970, 1, 1)).days
+            except ValueError:
+                continue
+            if days is not None and not days[0] <= day <= days[1]:
+                continue
+            path = os.path.join(folder, name)
+            out.extend(os.path.join(path, f) for f in lake.live_files(os.listdir(path)))
+        return out
+
+    def tenants(self) -> list[str]:
+        try:
+            names = os.listdir(os.path.join(self.root, lake.EVENTS))
+        except FileNotFoundError:
+            return []
+        return sorted(n[len("tenant_id="):] for n in names if n.startswith("tenant_id="))
+
+    # ---- questions -----------------------------------------------------------------
+
+    async def measures(self, tenant_id: str, campaign: str | None,
+                       ranges: list[tuple[int, int]], group: Group) -> dict[Any, Measures]:
+        """Measures (without the funnel) of events in `ranges`, split by `group`.
+
+        `campaign` None means every event of the tenant, campaign or not.
+        """
+        if not ranges:
+            return {}
+        days = (min(a for a, _ in ranges) // DAY_US, (max(b for _, b in ranges) - 1) // DAY_US)
+        where, params = _time_filter(ranges, "occurred_at")
+        if campaign is not None:
+            where += " AND campaign_id = $campaign"
+            params["campaign"] = campaign
+        head = _events_cte(where)
+        g = group.sql("occurred_at")
+        results = await self._run(tenant_id, days, [
+            (head + metrics.measures_sql(g, "TRUE"), {**params, "engaged": self.engaged_seconds}),
+            (head + metrics.intents_sql(g, "TRUE"), params),
+            (head + metrics.usage_sql(g, "TRUE"), params),
+        ])
+        out: dict[Any, Measures] = {}
+        if results is None:
+            return out
+        rows, intents, usage = results
+        for g_value, events, calls, chats, duration, engaged in rows:
+            out[g_value] = Measures(events, calls, chats, float(duration), engaged)
+        for g_value, label, n in intents:
+            out.setdefault(g_value, Measures()).intents[label] = n
+        for g_value, category, amount in usage:
+            out.setdefault(g_value, Measures()).usage[category] = float(amount)
+        return out
+
+    async def funnel(self, tenant_id: str, campaign: str | None,
+                     ranges: list[tuple[int, int]], group: Group) -> dict[Any, dict[int, int]]:
+        """Journeys whose t1 lies in `ranges`, by `group` of t1 and reached step - 1.
+
+        Reads every date of the tenant: a journey's steps may lie anywhere in time.
+        """
+        if not ranges:
+            return {}
+        where = "event_type = 'funnel_step'"
+        params: dict[str, Any] = {}
+        if campaign is not None:
+            where += " AND campaign_id = $campaign"
+            params["campaign"] = campaign
+        t1_where, time_params = _time_filter(ranges, "t1")
+        sql, step_params = metrics.funnel_sql(self.steps, group.sql("t1"), t1_where)
+        results = await self._run(tenant_id, None, [
+            (_events_cte(where) + sql, {**params, **time_params, **step_params})])
+        out: dict[Any, dict[int, int]] = {}
+        for g_value, reached, n in results[0] if results else []:
+            out.setdefault(g_value, {})[reached - 1] = n
+        return out
+
+    # ---- running -------------------------------------------------------------------
+
+    async def _run(self, tenant_id: str, days: tuple[int, int] | None,
+                   statements: list[tuple[str, dict[str, Any]]]) -> list[list[tuple]] | None:
+        """Run `statements` over the tenant's files of `days`; None when there are none."""
+        loop = asyncio.get_running_loop()
+        for attempt in (1, 2):
+            files = self.files(tenant_id, days)
+            if not files:
+                return None
+            bound = [(sql, {**params, "files": files}) for sql, params in statements]
+            try:
+                return await loop.run_in_executor(self._pool, self._execute, bound)
+            except duckdb.IOException as exc:
+                # A compaction may delete a file between listing and reading: list again.
+                vanished = "No files found" in str(exc) or "No such file" in str(exc)
+                if attempt == 2 or not vanished:
+                    log.warning("lake read failed: %s", exc)
+                    raise LakeUnreadable(str(exc)) from None
+        raise AssertionError("unreachable")
+
+    def _execute(self, statements: list[tuple[str, dict[str, Any]]]) -> list[list[tuple]]:
+        cursor = self._db.cursor()
+        timer = threading.Timer(self.timeout, cursor.interrupt)
+        timer.start()
+        try:
+            return [cursor.execute(sql, params).fetchall() for sql, params in statements]
+        except duckdb.InterruptException:
+            raise LakeTimeout(f"the lake query took longer than {self.timeout:.0f} s") from None
+        except duckdb.InvalidInputException as exc:  # e.g. a corrupt or truncated file
+            log.warning("lake read failed: %s", exc)
+            raise LakeUnreadable(str(exc)) from None
+        finally:
+            timer.cancel()
+            cursor.close()
+
+
+def _events_cte(where: str) -> str:
+    """One row per event id (the first copy by kafka_partition, kafka_offset)."""
+    return f"""
+WITH events AS (
+    SELECT DISTINCT ON (id) {_COLUMNS}
+    FROM read_parquet($files)
+    WHERE {where}
+    ORDER BY id, kafka_partition, kafka_offset
+)"""
+
+
+def _time_filter(ranges: Iterable[tuple[int, int]], column: str) -> tuple[str, dict[str, Any]]:
+    parts, params = [], {}
+    for i, (a, b) in enumerate(ranges):
+        parts.append(f"({column} >= $f{i} AND {column} < $t{i})")
+        params[f"f{i}"], params[f"t{i}"] = lake.us_to_datetime(a), lake.us_to_datetime(b)
+    return "(" + " OR ".join(parts) + ")", params

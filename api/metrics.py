@@ -1,0 +1,81 @@
+"""Prometheus metrics of one API process (its own registry, so apps never collide)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from pulse.rollups.store import RollupStore
+
+from .replica import JournalReplica
+
+
+class ApiMetrics:
+    def __init__(self, store: RollupStore, replica: JournalReplica) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("pulse_http_requests", "HTTP requests by route and status",
+                                ["route", "status"], registry=self.registry)
+        self.latency = Histogram(
+            "pulse_http_request_seconds", "time to answer, by route", ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry)
+        self.answers = Counter("pulse_answers", "report answers by source (rollups/lake/mixed)",
+                               ["source"], registry=self.registry)
+        self.lake_errors = Counter("pulse_lake_read_errors", "lake queries that failed",
+                                   registry=self.registry)
+        self.replica_ready = Gauge("pulse_replica_ready", "1 once the rollup replica caught up",
+                                   registry=self.registry)
+        self.replica_ready.set_function(lambda: float(replica.ready))
+        self.registry.register(_JournalCollector(store, replica))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _JournalCollector:
+    """What the journal says about the pipeline, read at scrape time."""
+
+    def __init__(self, store: RollupStore, replica: JournalReplica) -> None:
+        self.store = store
+        self.replica = replica
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        events = GaugeMetricFamily("pulse_events", "input messages by outcome (journal totals)",
+                                   labels=["outcome"])
+        totals: dict[str, int] = {}
+        for info in self.store.partitions.values():
+            for key, value in info.counters.items():
+                totals[key] = totals.get(key, 0) + value
+        for key, value in sorted(totals.items()):
+            events.add_metric([key], value)
+        yield events
+        flush = GaugeMetricFamily("pulse_lake_last_flush_timestamp_seconds",
+                                  "last lake flush per input partition", labels=["partition"])
+        as_of = GaugeMetricFamily("pulse_as_of_timestamp_seconds",
+                                  "time the rollups are complete up to, per keyed partition",
+                                  labels=["partition"])
+        lag = GaugeMetricFamily("pulse_rollups_behind_seconds",
+                                "now minus as_of, per keyed partition", labels=["partition"])
+        marks: dict[int, float] = {}
+        now = time.time()
+        for q, info in self.store.partitions.items():
+            for p, mark in info.lake.items():
+                marks[p] = max(marks.get(p, 0.0), mark.flushed_at_us / 1e6)
+            if info.progress:
+                t = min(info.progress.values()) / 1e6
+                as_of.add_metric([str(q)], t)
+                lag.add_metric([str(q)], max(0.0, now - t))
+        for p, t in sorted(marks.items()):
+            flush.add_metric([str(p)], t)
+        yield flush
+        yield as_of
+        yield lag
+        records = GaugeMetricFamily("pulse_replica_journal_records",
+                                    "journal records folded by this API process")
+        records.add_metric([], self.replica.records)
+        yield records
