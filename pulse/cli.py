@@ -82,6 +82,31 @@ def broker(**flags: Any) -> None:
 
 
 @main.command()
+@settings_options("kafka", "partitions")
+@click.option("--wait", default=120.0, show_default=True,
+              help="seconds to wait for the broker to answer")
+def topics(wait: float, **flags: Any) -> None:
+    """Create every topic Pulse needs on PULSE_KAFKA_BOOTSTRAP (idempotent), then exit."""
+    settings = load_settings(**flags)
+    setup_logging(settings.log_level)
+    import asyncio
+
+    from pulse.kafka import BrokerUnavailable, wait_for_broker
+    from pulse.streams.broker import BrokerError, ensure_topics
+
+    async def go() -> list[str]:
+        await wait_for_broker(settings.kafka_bootstrap, wait, "pulse topics")
+        return await ensure_topics(settings)
+
+    try:
+        names = asyncio.run(go())
+    except (BrokerUnavailable, BrokerError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"pulse topics: ready on {settings.kafka_bootstrap} "
+               f"({settings.partitions} partitions): {', '.join(names)}")
+
+
+@main.command()
 @settings_options("kafka", "lake", "state_dir", "partitions")
 def worker(**flags: Any) -> None:
     """Run one worker (any number may share the load; each needs its own state dir)."""
@@ -132,6 +157,38 @@ def simulate(**flags: Any) -> None:
 
     options = {k: v for k, v in flags.items() if k not in _FLAG_SETTINGS}
     sys.exit(run_simulate(settings, **options))
+
+
+@main.command()
+@settings_options("lake")
+@click.argument("query", required=False)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]),
+              default="table", show_default=True, help="output format")
+@click.option("--output", "-o", type=click.Path(dir_okay=False),
+              help="write to this file (required for parquet unless stdout is a pipe)")
+def sql(query: str | None, fmt: str, output: str | None, **flags: Any) -> None:
+    """Run DuckDB SQL over the lake: views events, events_raw, dead_letters.
+
+    With no QUERY, opens an interactive prompt.
+    """
+    settings = load_settings(**flags)
+    from pulse.api.sql import run_sql
+
+    sys.exit(run_sql(settings, query, fmt, output))
+
+
+@main.command()
+@settings_options("kafka", "lake")
+@click.option("--min-age", default=600.0, show_default=True,
+              help="only merge files older than this many seconds")
+@click.option("--dry-run", is_flag=True, help="say what would be merged, change nothing")
+def compact(min_age: float, dry_run: bool, **flags: Any) -> None:
+    """Merge small lake files, per folder and input partition, safely under readers."""
+    settings = load_settings(**flags)
+    setup_logging(settings.log_level)
+    from pulse.streams.compact import run_compact
+
+    sys.exit(run_compact(settings, min_age=min_age, dry_run=dry_run))
 
 
 @main.command()
