@@ -82,6 +82,26 @@ def broker(**flags: Any) -> None:
 
 
 @main.command()
+@settings_options("lake", "state_dir", "partitions")
+@click.option("--kafka", metavar="HOST:PORT",
+              help="use this Kafka instead of starting the embedded broker")
+@click.option("--simulate", is_flag=True, help="also run demo traffic (pulse simulate)")
+@click.option("--rate", default=200.0, show_default=True, help="demo events per second")
+@click.option("--insecure", is_flag=True, help="API without keys (loopback only)")
+def up(kafka: str | None, simulate: bool, rate: float, insecure: bool, **flags: Any) -> None:
+    """Run everything on this machine: broker, worker, API (and demo traffic).
+
+    The embedded broker listens on PULSE_KAFKA_BOOTSTRAP unless --kafka names a
+    broker that is already running. Ctrl-C or SIGTERM stops everything.
+    """
+    settings = load_settings(kafka=kafka, **flags)
+    from .supervisor import Supervisor
+
+    sys.exit(Supervisor(settings, external_kafka=kafka is not None, simulate=simulate,
+                        rate=rate, insecure=insecure).run())
+
+
+@main.command()
 @settings_options("kafka", "partitions")
 @click.option("--wait", default=120.0, show_default=True,
               help="seconds to wait for the broker to answer")

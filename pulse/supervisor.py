@@ -1,0 +1,197 @@
+"""`pulse up`: the whole system on one machine, as child processes of this one.
+
+The broker (unless `--kafka` names one), a worker, the API and, with `--simulate`,
+demo traffic each run as `pulse <command>` in a process group of their own, so Ctrl-C
+in the terminal reaches only this supervisor, which then stops them in order: traffic
+first, the broker last, so the worker can flush the lake while Kafka is still there.
+Their output goes to log files under the state dir; if one dies, everything stops and
+its last lines are shown.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .settings import Settings
+
+STOP_TIMEOUT = 20.0
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self, env: dict[str, str]) -> None:
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "pulse.cli", *self.args], env=env, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if not self.alive():
+            return
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, external_kafka: bool, simulate: bool,
+                 rate: float, insecure: bool) -> None:
+        self.settings = settings
+        self.external_kafka = external_kafka
+        self.simulate = simulate
+        self.rate = rate
+        self.insecure = insecure
+        self.logs = Path(settings.state_dir) / "logs"
+        self.children: list[Child] = []
+        self.stopping = threading.Event()
+
+    def say(self, text: str) -> None:
+        print(f"pulse up: {text}", flush=True)
+
+    def run(self) -> int:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        env = self._env()
+        try:
+            return self._start_all(env) or self._watch()
+        finally:
+            self._stop_all()
+
+    def _env(self) -> dict[str, str]:
+        s = self.settings
+        env = {**os.environ, "PULSE_KAFKA_BOOTSTRAP": s.kafka_bootstrap, "PULSE_LAKE": s.lake,
+               "PULSE_STATE_DIR": s.state_dir, "PULSE_PARTITIONS": str(s.partitions),
+               "PULSE_API_HOST": s.api_host, "PULSE_API_PORT": str(s.api_port)}
+        if self.settings.api_keys is None and not self.insecure:
+            from pulse.api.auth import Keys
+
+            self.admin_key, keys = Keys.generate_admin()
+            env["PULSE_API_KEYS"] = ",".join(f"{k}={t}" for k, t in keys.items())
+        else:
+            self.admin_key = None
+        return env
+
+    def _start_all(self, env: dict[str, str]) -> int:
+        """Start every child in order; returns an exit code if one failed, else 0."""
+        s = self.settings
+        from pulse.api.server import check_port, dashboard_url
+
+        try:
+            check_port(s)
+        except SystemExit as exc:
+            self.say(str(exc))
+            return 1
+        if not self.external_kafka:
+            from pulse.streams.broker import port_free
+
+            host, port = s.bootstrap_host_port
+            if not port_free(host, port):
+                self.say(f"port {port} on {host} is already in use, so the embedded broker "
+                         "cannot listen there; set PULSE_KAFKA_BOOTSTRAP to another HOST:PORT, "
+                         "or use --kafka HOST:PORT to run against a broker that is already up")
+                return 1
+            broker = self._spawn("broker", ["broker"], env)
+            if not self._wait_for(broker, lambda: b"topics ready" in _read(broker.log), 30):
+                return 1
+            self.say(f"broker    Tansu, in memory, on {s.kafka_bootstrap}  (log {broker.log})")
+        else:
+            self.say(f"broker    your Kafka at {s.kafka_bootstrap}")
+        worker = self._spawn("worker", ["worker"], env)
+        api_args = ["api", "--insecure"] if self.insecure else ["api"]
+        api = self._spawn("api", api_args, env)
+        self.say(f"worker    lake {os.path.abspath(s.lake)}, state "
+                 f"{os.path.abspath(s.state_dir)}  (log {worker.log})")
+        ready = f"http://{'127.0.0.1' if s.api_host in ('0.0.0.0', '::') else s.api_host}:" \
+                f"{s.api_port}/readyz"
+        if not self._wait_for(api, lambda: _http_ok(ready), 120):
+            return 1
+        self.say(f"api       http://{s.api_host}:{s.api_port}/  (log {api.log})")
+        if self.simulate:
+            sim = self._spawn("simulate", ["simulate", "--rate", str(self.rate)], env)
+            self.say(f"simulate  demo traffic at {self.rate:g} events/s  (log {sim.log})")
+        self.say(f"dashboard {dashboard_url(s, self.admin_key)}")
+        self.say("Ctrl-C stops everything")
+        return 0
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Child:
+        child = Child(name, args, self.logs / f"{name}.log")
+        child.start(env)
+        self.children.append(child)
+        return child
+
+    def _wait_for(self, child: Child, ready: object, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.stopping.is_set():
+            if ready():  # type: ignore[operator]
+                return True
+            if not child.alive():
+                self.say(f"{child.name} exited while starting:\n{child.tail()}")
+                return False
+            if time.monotonic() > deadline:
+                self.say(f"{child.name} was not ready after {timeout:.0f} s:\n{child.tail()}")
+                return False
+            time.sleep(0.2)
+        return False
+
+    def _watch(self) -> int:
+        while not self.stopping.wait(0.5):
+            for child in self.children:
+                if not child.alive():
+                    if child.name == "simulate" and child.process and child.process.returncode == 0:
+                        self.children.remove(child)
+                        self.say("simulate finished")
+                        break
+                    self.say(f"{child.name} stopped unexpectedly:\n{child.tail()}")
+                    return 1
+        return 0
+
+    def _stop_all(self) -> None:
+        if any(c.alive() for c in self.children):
+            self.say("stopping...")
+        for child in reversed(self.children):
+            child.stop()
+        if self.children:
+            self.say("stopped")
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
