@@ -212,6 +212,19 @@ def compact(min_age: float, dry_run: bool, **flags: Any) -> None:
 
 
 @main.command()
+@settings_options("kafka", "lake", "partitions")
+@click.option("--force", is_flag=True,
+              help="run even though the journal was written to seconds ago")
+def replay(force: bool, **flags: Any) -> None:
+    """Rebuild the rollups from the lake (stop the workers first). Idempotent."""
+    settings = load_settings(**flags)
+    setup_logging(settings.log_level)
+    from pulse.streams.replay import run_replay
+
+    sys.exit(run_replay(settings, force))
+
+
+@main.command()
 def schema() -> None:
     """Print the JSON Schema of an event, for producers."""
     import json

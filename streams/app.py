@@ -13,22 +13,13 @@ from typing import Any
 
 import faust
 
-from pulse.rollups.funnel import FunnelSpec
-from pulse.rollups.partition import RollupSpec
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
 
 from .agents import register_rollup_agent
+from .bootstrap import rollup_spec
 from .ingest import Ingest
 from .owners import PartitionOwners
-
-
-def rollup_spec(settings: Settings) -> RollupSpec:
-    return RollupSpec(
-        FunnelSpec(settings.funnel_steps),
-        settings.engaged_seconds,
-        settings.retention_days * 24,
-    )
 
 
 def create_app(settings: Settings, epoch: str) -> faust.App:

@@ -1,10 +1,10 @@
 """Rebuild a keyed partition's whole state from the lake.
 
 Used when a journal comes back empty while the lake remembers earlier broker epochs
-(worker start on a fresh embedded broker), and by `pulse replay`. The lake's events go
-through the very `PartitionState.process` the live agent uses, in the lake's own
-order (kafka_partition, kafka_offset), so the result is what the live path would have
-built from the same events.
+(worker start on a fresh embedded broker), and by `pulse replay`. The lake's events
+and dead letters go through the very `PartitionState.process` the live agent uses, in
+the lake's own order (kafka_partition, kafka_offset), so the result is what the live
+path would have built from the same messages.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from collections.abc import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pulse.rollups.funnel import FunnelSpec
 from pulse.rollups.journal import Claim, Snapshot
 from pulse.rollups.partition import PartitionState, RollupSpec, SourceBatch
 from pulse.rollups.store import RollupStore
 from pulse.schemas import lake
 from pulse.schemas.events import Event
 from pulse.schemas.topics import tenant_partition
+from pulse.settings import Settings
 
 log = logging.getLogger("pulse.bootstrap")
 
@@ -30,30 +32,50 @@ _COLUMNS = ["id", "event_type", "occurred_at", "customer_id", "campaign_id", "ch
             "category", "label", "value", "metadata", "schema_version", "kafka_partition",
             "kafka_offset"]
 
+Include = Callable[[lake.LakeFile], bool]
+Row = tuple[int, int, str, "Event | str"]
+"""(input partition, offset, epoch, event or dead-letter reason)."""
+
+
+def rollup_spec(settings: Settings) -> RollupSpec:
+    """The definitions the rollups are built with; changing them needs `pulse replay`."""
+    return RollupSpec(FunnelSpec(settings.funnel_steps), settings.engaged_seconds,
+                      settings.retention_days * 24)
+
 
 def lake_event_files(
-    root: str, tenant_ids: Callable[[str], bool], include: Callable[[lake.LakeFile], bool]
+    root: str, tenant_ids: Callable[[str], bool], include: Include
 ) -> list[tuple[str, lake.LakeFile, str]]:
     """(tenant, file, path) for every live event file of the chosen tenants."""
     events_root = os.path.join(root, lake.EVENTS)
     out = []
-    try:
-        tenant_dirs = sorted(os.listdir(events_root))
-    except FileNotFoundError:
-        return []
-    for tenant_dir in tenant_dirs:
+    for tenant_dir in _listdir(events_root):
         if not tenant_dir.startswith("tenant_id="):
             continue
         tenant = tenant_dir.removeprefix("tenant_id=")
         if not tenant_ids(tenant):
             continue
-        for date_dir in sorted(os.listdir(os.path.join(events_root, tenant_dir))):
-            folder = os.path.join(events_root, tenant_dir, date_dir)
-            for name in lake.live_files(os.listdir(folder)):
-                parsed = lake.parse_name(name)
-                if parsed is not None and include(parsed):
-                    out.append((tenant, parsed, os.path.join(folder, name)))
+        for date_dir in _listdir(os.path.join(events_root, tenant_dir)):
+            out.extend((tenant, parsed, path)
+                       for parsed, path in _live(os.path.join(events_root, tenant_dir, date_dir),
+                                                 include))
     return out
+
+
+def _live(folder: str, include: Include) -> list[tuple[lake.LakeFile, str]]:
+    out = []
+    for name in lake.live_files(_listdir(folder)):
+        parsed = lake.parse_name(name)
+        if parsed is not None and include(parsed):
+            out.append((parsed, os.path.join(folder, name)))
+    return out
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except FileNotFoundError:
+        return []
 
 
 def read_events(path: str, tenant: str) -> tuple[list[int], list[int], list[Event]]:
@@ -74,37 +96,56 @@ def read_events(path: str, tenant: str) -> tuple[list[int], list[int], list[Even
     return cols["kafka_partition"], cols["kafka_offset"], events
 
 
+def _rows(root: str, partition: int, partitions: int, include: Include,
+          below: dict[tuple[str, int], int]) -> list[Row]:
+    """Every event of the partition's tenants and every dead letter routed to it."""
+    rows: list[Row] = []
+
+    def wanted(parsed: lake.LakeFile) -> int | None:
+        limit = below.get((parsed.epoch, parsed.partition))
+        return -1 if limit is not None and parsed.first >= limit else limit
+
+    for tenant, parsed, path in lake_event_files(
+            root, lambda t: tenant_partition(t, partitions) == partition, include):
+        limit = wanted(parsed)
+        if limit == -1:
+            continue
+        kafka_partitions, offsets, events = read_events(path, tenant)
+        rows.extend((p, o, parsed.epoch, e)
+                    for p, o, e in zip(kafka_partitions, offsets, events, strict=True)
+                    if limit is None or o < limit)
+    dead_root = os.path.join(root, lake.DEAD_LETTERS)
+    for date_dir in _listdir(dead_root):
+        for parsed, path in _live(os.path.join(dead_root, date_dir), include):
+            limit = wanted(parsed)
+            # Dead letters of input partition p are counted by keyed partition p % n.
+            if limit == -1 or parsed.partition % partitions != partition:
+                continue
+            table = pq.read_table(path, columns=["reason", "kafka_partition", "kafka_offset"])
+            rows.extend((p, o, parsed.epoch, reason) for reason, p, o in zip(
+                *(table.column(c).to_pylist() for c in ("reason", "kafka_partition",
+                                                        "kafka_offset")), strict=True)
+                if limit is None or o < limit)
+    rows.sort(key=lambda r: (r[0], r[1], r[2]))
+    return rows
+
+
 def rebuild_partition(
     root: str,
     spec: RollupSpec,
     partition: int,
     partitions: int,
-    include: Callable[[lake.LakeFile], bool],
+    include: Include,
     applied: dict[int, int],
     below: dict[tuple[str, int], int] | None = None,
-) -> Snapshot | None:
+) -> Snapshot:
     """The state of keyed `partition` from the lake files `include` accepts.
 
     `below` limits sources (epoch, input partition) to offsets under a bound (the
     committed offsets, for `pulse replay`); `applied` becomes the snapshot's applied
     offsets, so the live stream carries on exactly after what the lake holds.
     """
-    files = lake_event_files(
-        root, lambda t: tenant_partition(t, partitions) == partition, include)
-    if not files:
-        return None
-    below = below or {}
-    rows: list[tuple[int, int, str, Event]] = []
-    for tenant, parsed, path in files:
-        limit = below.get((parsed.epoch, parsed.partition))
-        if limit is not None and parsed.first >= limit:
-            continue
-        kafka_partitions, offsets, events = read_events(path, tenant)
-        for p, o, e in zip(kafka_partitions, offsets, events, strict=True):
-            if limit is None or o < limit:
-                rows.append((p, o, parsed.epoch, e))
-    rows.sort(key=lambda r: (r[0], r[1], r[2]))
-
+    rows = _rows(root, partition, partitions, include, below or {})
     # Each (epoch, input partition) is its own source for the replay guard; negative
     # numbers keep them apart from live input partitions.
     sources: dict[tuple[str, int], int] = {}
@@ -113,15 +154,13 @@ def rebuild_partition(
     fold = store.fold(partition)
     fold.feed(Claim("rebuild"))
     for start in range(0, len(rows), _BATCH):
-        entries = []
-        for p, o, epoch, e in rows[start : start + _BATCH]:
-            source = sources.setdefault((epoch, p), -1 - len(sources))
-            entries.append((source, o, e))
+        entries = [(sources.setdefault((epoch, p), -1 - len(sources)), o, item)
+                   for p, o, epoch, item in rows[start : start + _BATCH]]
         delta = state.process(SourceBatch(entries, {}, {}), "rebuild")
         if delta is not None:
             fold.feed(delta)
-    log.info("rebuilt keyed partition %d from %d lake files (%d events)",
-             partition, len(files), len(rows))
+    if rows:
+        log.info("rebuilt keyed partition %d from the lake (%d messages)", partition, len(rows))
     snapshot = state.snapshot(store.buckets())
     snapshot.applied = dict(applied)
     return snapshot

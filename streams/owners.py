@@ -115,8 +115,8 @@ class PartitionOwners:
             lambda f: f.epoch != self.epoch,
             {},
         )
-        if snapshot is None:
-            return
+        if not snapshot.counters:
+            return  # the lake has nothing of earlier epochs for this partition
         for record in journal.reset_records(session, snapshot)[1:]:  # our claim is written
             await self.write(partition, record)
         state.load_snapshot(snapshot)
