@@ -140,6 +140,8 @@ SETTINGS: tuple[Setting, ...] = (
             _text),
     Setting("PULSE_PARTITIONS", "partitions", "8",
             "partitions of every topic Pulse creates", _positive_int),
+    Setting("PULSE_REPLICATION_FACTOR", "replication_factor", "1",
+            "replicas of every topic Pulse creates (3 on a production cluster)", _positive_int),
     Setting("PULSE_RETENTION_DAYS", "retention_days", "35",
             "days of event time the rollups keep (older ranges come from the lake)",
             _positive_int),
@@ -169,6 +171,7 @@ class Settings:
     engaged_seconds: float = 30.0
     state_dir: str = "./state"
     partitions: int = 8
+    replication_factor: int = 1
     retention_days: int = 35
     lake_flush_rows: int = 200_000
     lake_flush_seconds: float = 5.0

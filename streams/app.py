@@ -30,7 +30,7 @@ def create_app(settings: Settings, epoch: str) -> faust.App:
         store="memory://",
         datadir=os.path.join(settings.state_dir, "faust"),
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication_factor,
         topic_allow_declare=False,
         web_enabled=False,
         broker_session_timeout=6.0,

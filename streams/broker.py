@@ -76,7 +76,8 @@ async def ensure_topics(settings: Settings) -> list[str]:
     await admin.start()
     try:
         response = await admin.create_topics(
-            [NewTopic(s.name, s.partitions, 1, topic_configs=s.configs) for s in specs]
+            [NewTopic(s.name, s.partitions, settings.replication_factor, topic_configs=s.configs)
+             for s in specs]
         )
         for name, code, message in response.topic_errors:
             if code not in (0, TOPIC_EXISTS):
