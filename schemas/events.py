@@ -24,6 +24,8 @@ EventType = Literal[
 ]
 Channel = Literal["call", "chat"]
 
+_NULL_RAW = msgspec.Raw(b"null")
+
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 TenantId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
@@ -41,7 +43,7 @@ class WireEvent(msgspec.Struct, gc=False):
     category: Id | None = None
     label: Id | None = None
     value: float | None = None
-    metadata: msgspec.Raw = msgspec.Raw(b"null")
+    metadata: msgspec.Raw = msgspec.field(default_factory=lambda: _NULL_RAW)
     schema_version: int = 1
 
 
