@@ -39,6 +39,7 @@ COPY schemas/ schemas/
 COPY rollups/ rollups/
 COPY streams/ streams/
 COPY api/ api/
+COPY benchmarks/ benchmarks/
 RUN pip install --no-cache-dir . \
  && rm -rf build *.egg-info \
  && pulse --version \

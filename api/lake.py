@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 import duckdb
@@ -90,31 +88,12 @@ class LakeReader:
         """Live event files of one tenant, in date folders days[0]..days[1] (all if None)."""
         if not _TENANT.fullmatch(tenant_id):
             raise ValueError(f"not a tenant id: {tenant_id!r}")
-        folder = os.path.join(self.root, lake.tenant_dir(tenant_id))
-        try:
-            dates = os.listdir(folder)
-        except FileNotFoundError:
-            return []
-        out = []
-        for name in sorted(dates):
-            if not name.startswith("date="):
-                continue
-            try:
-                day = (date.fromisoformat(name[5:]) - date(1970, 1, 1)).days
-            except ValueError:
-                continue
-            if days is not None and not days[0] <= day <= days[1]:
-                continue
-            path = os.path.join(folder, name)
-            out.extend(os.path.join(path, f) for f in lake.live_files(os.listdir(path)))
-        return out
+        return [path for day, folder in lake.tenant_folders(self.root, tenant_id)
+                if days is None or days[0] <= day <= days[1]
+                for path in lake.live_paths(folder)]
 
     def tenants(self) -> list[str]:
-        try:
-            names = os.listdir(os.path.join(self.root, lake.EVENTS))
-        except FileNotFoundError:
-            return []
-        return sorted(n[len("tenant_id="):] for n in names if n.startswith("tenant_id="))
+        return lake.tenants(self.root)
 
     # ---- questions -----------------------------------------------------------------
 

@@ -47,35 +47,19 @@ def lake_event_files(
     root: str, tenant_ids: Callable[[str], bool], include: Include
 ) -> list[tuple[str, lake.LakeFile, str]]:
     """(tenant, file, path) for every live event file of the chosen tenants."""
-    events_root = os.path.join(root, lake.EVENTS)
-    out = []
-    for tenant_dir in _listdir(events_root):
-        if not tenant_dir.startswith("tenant_id="):
-            continue
-        tenant = tenant_dir.removeprefix("tenant_id=")
-        if not tenant_ids(tenant):
-            continue
-        for date_dir in _listdir(os.path.join(events_root, tenant_dir)):
-            out.extend((tenant, parsed, path)
-                       for parsed, path in _live(os.path.join(events_root, tenant_dir, date_dir),
-                                                 include))
-    return out
+    return [(tenant, parsed, path)
+            for tenant in lake.tenants(root) if tenant_ids(tenant)
+            for _, folder in lake.tenant_folders(root, tenant)
+            for parsed, path in _live(folder, include)]
 
 
-def _live(folder: str, include: Include) -> list[tuple[lake.LakeFile, str]]:
+def _live(folder: lake.Folder, include: Include) -> list[tuple[lake.LakeFile, str]]:
     out = []
-    for name in lake.live_files(_listdir(folder)):
-        parsed = lake.parse_name(name)
+    for path in lake.live_paths(folder):
+        parsed = lake.parse_name(os.path.basename(path))
         if parsed is not None and include(parsed):
-            out.append((parsed, os.path.join(folder, name)))
+            out.append((parsed, path))
     return out
-
-
-def _listdir(path: str) -> list[str]:
-    try:
-        return sorted(os.listdir(path))
-    except FileNotFoundError:
-        return []
 
 
 def read_events(path: str, tenant: str) -> tuple[list[int], list[int], list[Event]]:
@@ -114,9 +98,10 @@ def _rows(root: str, partition: int, partitions: int, include: Include,
         rows.extend((p, o, parsed.epoch, e)
                     for p, o, e in zip(kafka_partitions, offsets, events, strict=True)
                     if limit is None or o < limit)
-    dead_root = os.path.join(root, lake.DEAD_LETTERS)
-    for date_dir in _listdir(dead_root):
-        for parsed, path in _live(os.path.join(dead_root, date_dir), include):
+    for folder in lake.folders(root):
+        if folder.kind != lake.DEAD_LETTERS:
+            continue
+        for parsed, path in _live(folder, include):
             limit = wanted(parsed)
             # Dead letters of input partition p are counted by keyed partition p % n.
             if limit == -1 or parsed.partition % partitions != partition:

@@ -66,6 +66,30 @@ class Flush:
     as_of_us: int = 0
 
 
+def write_atomic(path: str, write: Callable[[object], object]) -> None:
+    """Write a file so readers see it whole or not at all: temp, fsync, rename, fsync dir."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 class LakeWriter:
     """Writes flushes into a local lake folder (blocking; called from a thread)."""
 
@@ -87,7 +111,7 @@ class LakeWriter:
 
     def write_intent(self, flush: Flush) -> None:
         payload = json.dumps({"first": flush.first, "last": flush.last}).encode()
-        self._write_atomic(self._intent_path(flush.partition), lambda fh: fh.write(payload))
+        write_atomic(self._intent_path(flush.partition), lambda fh: fh.write(payload))
 
     def write(self, flush: Flush) -> tuple[int, int]:
         """Write every file of `flush`; returns (files, bytes)."""
@@ -120,31 +144,8 @@ class LakeWriter:
         return files, size
 
     def _write_table(self, path: str, table: pa.Table) -> int:
-        self._write_atomic(path, lambda fh: pq.write_table(table, fh, compression="zstd"))
+        write_atomic(path, lambda fh: pq.write_table(table, fh, compression="zstd"))
         return os.path.getsize(path)
-
-    @staticmethod
-    def _write_atomic(path: str, write: Callable[[object], object]) -> None:
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                write(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 @dataclass

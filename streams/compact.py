@@ -1,0 +1,505 @@
+"""`pulse compact`: merge the lake's small files into few, with readers never noticing.
+
+The worker writes one file per flush per folder, so a busy lake grows thousands of
+small files. Per folder, the live files of one epoch and input partition are merged
+into one `-c` file named after the whole range they cover (`schemas.lake.LakeFile`),
+written temp -> fsync -> rename; only then, after a short grace for readers that
+listed the folder just before, are the sources deleted. Readers skip any file covered
+by another of the same epoch and partition, so at every moment they see each row
+exactly once, and a compaction killed anywhere leaves a correct lake: the next run
+deletes the files already covered and finishes the job.
+
+A file is merged only once it can no longer change:
+
+- it is older than `--min-age` (compacted files, which nothing rewrites, always are);
+- if it belongs to the current epoch, its offsets lie below the ingest group's
+  committed offset for its partition (a file past it may be rewritten by a replay).
+
+Without Kafka the committed offsets are unknown: files of the newest epoch seen in the
+lake's intent markers (of every epoch, if there are none) must then be an hour old.
+
+A merge takes a run of files whose ranges neither overlap nor leave room for another
+live file of theirs, so the merged file never hides a row it does not hold. Temp
+files left by killed writers are removed once a minute old (or `--min-age`, if
+longer): a younger one may be a live writer's, just before its rename.
+
+Planning (`plan_folder`, `plan_merges`) is pure; `run_compact` does the I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from pulse.kafka import CLIENT_DEFAULTS, broker_reachable
+from pulse.schemas import lake
+from pulse.schemas.lake import Folder, LakeNotLocal, folders
+from pulse.schemas.topics import Topics
+from pulse.settings import Settings
+
+from .epoch import current_epoch
+from .lake_sink import write_atomic
+
+log = logging.getLogger("pulse.compact")
+
+UNKNOWN_OFFSETS_MIN_AGE = 3600.0
+TEMP_MIN_AGE = 60.0
+KAFKA_TIMEOUT = 30.0
+ROW_GROUP_ROWS = 256 * 1024
+PROGRESS_SECONDS = 1.0
+DELETE_GRACE = 2.0
+
+
+# ---- what may be merged --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """A lake file as listed: its parsed name, size and modification time."""
+
+    file: lake.LakeFile
+    size: int
+    mtime: float
+
+    @property
+    def name(self) -> str:
+        return self.file.name
+
+
+@dataclass(frozen=True)
+class Rule:
+    """When a file is final (can no longer change), for this run."""
+
+    now: float
+    min_age: float
+    current_epoch: str | None
+    committed: dict[int, int] | None  # None: Kafka not asked; current epoch goes by age
+    current_min_age: float
+
+    def final(self, source: Source) -> bool:
+        if source.file.compacted:
+            return True
+        age = self.now - source.mtime
+        if age < self.min_age:
+            return False
+        if self.committed is not None:  # Kafka answered: the current epoch is known
+            if source.file.epoch != self.current_epoch:
+                return True
+            committed = self.committed.get(source.file.partition)
+            return committed is not None and source.file.last < committed
+        if self.current_epoch is None or source.file.epoch == self.current_epoch:
+            return age >= self.current_min_age
+        return True
+
+    def describe(self) -> str:
+        if self.committed is not None:
+            return (f"merging files older than {self.min_age:g} s; of the current epoch "
+                    f"{self.current_epoch} only offsets the ingest group has committed")
+        newest = (f"epoch {self.current_epoch} (the newest, maybe still written)"
+                  if self.current_epoch else "every epoch")
+        return (f"merging files of earlier epochs older than {self.min_age:g} s, and of "
+                f"{newest} only files older than {self.current_min_age:g} s")
+
+
+@dataclass(frozen=True)
+class Merge:
+    """Sources (a run of one epoch and partition) that become one compacted file."""
+
+    sources: tuple[Source, ...]
+
+    @property
+    def target(self) -> lake.LakeFile:
+        first, last = self.sources[0].file, self.sources[-1].file
+        return lake.LakeFile(first.epoch, first.partition, first.first, last.last,
+                             compacted=True)
+
+    @property
+    def size(self) -> int:
+        return sum(s.size for s in self.sources)
+
+
+@dataclass
+class FolderPlan:
+    """What one folder needs: merges, superseded files and stale temp files to delete."""
+
+    folder: Folder
+    files: int = 0
+    size: int = 0
+    merges: list[Merge] = field(default_factory=list)
+    superseded: list[Source] = field(default_factory=list)
+    temps: list[str] = field(default_factory=list)
+
+
+def plan_merges(live: list[Source], final: Callable[[Source], bool]) -> list[Merge]:
+    """Runs of 2+ final files per (epoch, partition) that one compacted file may replace.
+
+    `live` must hold every live file of the folder: a file that is not final, or whose
+    range overlaps the one before, ends the run, so no merged range can cover a live
+    file outside its run.
+    """
+    groups: dict[tuple[str, int], list[Source]] = {}
+    for source in live:
+        groups.setdefault((source.file.epoch, source.file.partition), []).append(source)
+    merges = []
+    for group in groups.values():
+        run: list[Source] = []
+        for source in sorted(group, key=lambda s: (s.file.first, s.file.last)):
+            if not final(source) or (run and source.file.first <= run[-1].file.last):
+                if len(run) > 1:
+                    merges.append(Merge(tuple(run)))
+                run = [source] if final(source) else []
+            else:
+                run.append(source)
+        if len(run) > 1:
+            merges.append(Merge(tuple(run)))
+    return merges
+
+
+def plan_folder(folder: Folder, listing: list[tuple[str, int, float]], rule: Rule,
+                temp_min_age: float) -> FolderPlan:
+    """The plan for one folder, from its (name, size, mtime) listing."""
+    plan = FolderPlan(folder)
+    sources = []
+    for name, size, mtime in listing:
+        parsed = lake.parse_name(name)
+        if parsed is not None:
+            sources.append(Source(parsed, size, mtime))
+            plan.files += 1
+            plan.size += size
+        elif name.startswith(".") and name.endswith(".tmp") and rule.now - mtime >= temp_min_age:
+            plan.temps.append(name)
+    live = set(lake.live_files([s.name for s in sources]))
+    plan.superseded = [s for s in sources if s.name not in live]
+    plan.merges = plan_merges([s for s in sources if s.name in live], rule.final)
+    return plan
+
+
+# ---- Kafka: the current epoch and the committed offsets ------------------------------
+
+
+async def _ingest_position(settings: Settings) -> tuple[str, dict[int, int]]:
+    """(current epoch, next offset the ingest group will read, per input partition)."""
+    epoch = await current_epoch(settings.kafka_bootstrap,
+                                Topics(settings.topic, settings.dlq_topic))
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=f"{settings.group}-ingest", enable_auto_commit=False,
+                                **CLIENT_DEFAULTS)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        committed = {}
+        for partition in sorted(consumer.partitions_for_topic(settings.topic) or ()):
+            offset = await consumer.committed(TopicPartition(settings.topic, partition))
+            if offset is not None:
+                committed[partition] = offset
+        return epoch, committed
+    finally:
+        await consumer.stop()
+
+
+def make_rule(settings: Settings, min_age: float) -> Rule:
+    """The rule for this run; asks Kafka, and says so when Kafka does not answer."""
+    now = time.time()
+    if not broker_reachable(settings.kafka_bootstrap, timeout=2.0):
+        reason = "no answer"
+    else:
+        try:
+            epoch, committed = asyncio.run(
+                asyncio.wait_for(_ingest_position(settings), KAFKA_TIMEOUT))
+            return Rule(now, min_age, epoch, committed, min_age)
+        except (KafkaError, OSError, TimeoutError, RuntimeError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+    print(f"pulse compact: Kafka at {settings.kafka_bootstrap} (PULSE_KAFKA_BOOTSTRAP) is not "
+          f"reachable ({reason}), so the committed offsets are unknown", file=sys.stderr)
+    return Rule(now, min_age, newest_epoch(settings.lake), None,
+                max(min_age, UNKNOWN_OFFSETS_MIN_AGE))
+
+
+def newest_epoch(root: str) -> str | None:
+    """The epoch whose ingest intent marker was written last (the worker's, if any runs)."""
+    base = os.path.join(root, "_pulse", "ingest")
+    newest: tuple[float, str] | None = None
+    try:
+        epochs = os.listdir(base)
+    except FileNotFoundError:
+        return None
+    for epoch in epochs:
+        try:
+            with os.scandir(os.path.join(base, epoch)) as entries:
+                for entry in entries:
+                    mtime = entry.stat().st_mtime
+                    if newest is None or mtime > newest[0]:
+                        newest = (mtime, epoch)
+        except NotADirectoryError:
+            continue
+    return newest[1] if newest else None
+
+
+# ---- doing it ------------------------------------------------------------------------
+
+
+def list_folder(folder: Folder) -> list[tuple[str, int, float]]:
+    out = []
+    try:
+        with os.scandir(folder.path) as entries:
+            for entry in entries:
+                try:
+                    stat = entry.stat()
+                except FileNotFoundError:  # deleted since listed
+                    continue
+                out.append((entry.name, stat.st_size, stat.st_mtime))
+    except FileNotFoundError:
+        return []
+    return out
+
+
+class UnmergeableFiles(Exception):
+    """Files of one run cannot be merged (unreadable or of different schemas)."""
+
+
+def write_merge(folder: Folder, plan: Merge) -> int:
+    """Write the merged file (its sources are then superseded); returns its size."""
+    paths = [os.path.join(folder.path, s.name) for s in plan.sources]
+    schema = _common_schema(paths)
+    target = os.path.join(folder.path, plan.target.name)
+    write_atomic(target, lambda fh: _write_merged(fh, paths, schema))
+    return os.path.getsize(target)
+
+
+class Deleter:
+    """Deletes merged sources a little after their merged file appeared.
+
+    Readers skip superseded files, but one that listed a folder just before the rename
+    may still be about to open them; the grace spares it a retry.
+    """
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self.queue: deque[tuple[float, list[str]]] = deque()
+
+    def later(self, paths: list[str]) -> None:
+        self.queue.append((time.monotonic(), paths))
+
+    def run(self, wait: bool = False) -> None:
+        """Delete what is due (everything, waiting for it, if `wait`)."""
+        while self.queue:
+            at, paths = self.queue[0]
+            left = at + self.grace - time.monotonic()
+            if left > 0:
+                if not wait:
+                    return
+                time.sleep(left)
+            self.queue.popleft()
+            for path in paths:
+                _unlink(path)
+
+
+def _common_schema(paths: list[str]) -> pa.Schema:
+    schemas = []
+    for path in paths:
+        try:
+            schemas.append(pq.read_schema(path))
+        except (OSError, pa.ArrowException) as exc:
+            raise UnmergeableFiles(f"cannot read {path}: {exc}") from None
+    for path, schema in zip(paths[1:], schemas[1:], strict=True):
+        if not schema.equals(schemas[0]):
+            raise UnmergeableFiles(f"{path} has other columns than {paths[0]}")
+    return schemas[0]
+
+
+def _write_merged(fh: object, paths: list[str], schema: pa.Schema) -> None:
+    """Rows of `paths` (a run in offset order), sorted by offset, in large row groups."""
+    with pq.ParquetWriter(fh, schema, compression="zstd") as writer:
+        pending: list[pa.Table] = []
+        rows = 0
+        for path in paths:
+            table = pq.read_table(path, partitioning=None).sort_by("kafka_offset")
+            pending.append(table)
+            rows += table.num_rows
+            if rows >= ROW_GROUP_ROWS:
+                writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+                pending, rows = [], 0
+        if pending:
+            writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:  # already gone (an earlier, interrupted run)
+        pass
+
+
+@dataclass
+class Totals:
+    folders: int = 0
+    files_before: int = 0
+    files_after: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    merged: int = 0
+    errors: int = 0
+
+
+class Progress:
+    """A progress line on stderr, at most once a second (rewritten in place on a tty)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.tty = sys.stderr.isatty()
+        self.shown = time.monotonic()
+
+    def update(self, done: int, merged: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.shown < PROGRESS_SECONDS:
+            return
+        self.shown = now
+        text = f"pulse compact: {done}/{self.total} folders, {merged} files merged"
+        print(("\r" + text) if self.tty else text, end="" if self.tty else "\n",
+              file=sys.stderr, flush=True)
+        if self.tty and force:
+            print(file=sys.stderr)
+
+
+def compact_folder(plan: FolderPlan, totals: Totals, deleter: Deleter) -> None:
+    """Carry out `plan`, counting into `totals`; a run that fails is left as it is."""
+    totals.files_before += plan.files
+    totals.bytes_before += plan.size
+    files, size = plan.files, plan.size
+    for source in plan.superseded:
+        _unlink(os.path.join(plan.folder.path, source.name))
+        files, size = files - 1, size - source.size
+    for name in plan.temps:
+        _unlink(os.path.join(plan.folder.path, name))
+    for run in plan.merges:
+        try:
+            written = write_merge(plan.folder, run)
+        except (UnmergeableFiles, OSError, pa.ArrowException) as exc:
+            totals.errors += 1
+            log.error("%s: not merged, left as it is: %s. Move an unreadable file out of the "
+                      "lake (readers fail on it too), then run pulse compact again",
+                      plan.folder.rel, exc)
+            continue
+        deleter.later([os.path.join(plan.folder.path, s.name) for s in run.sources])
+        files, size = files - len(run.sources) + 1, size - run.size + written
+        totals.merged += len(run.sources)
+    totals.files_after += files
+    totals.bytes_after += size
+
+
+def describe_plan(plan: FolderPlan) -> Iterator[str]:
+    for run in plan.merges:
+        yield (f"{plan.folder.rel}: {len(run.sources)} files ({_size(run.size)}) -> "
+               f"{run.target.name}")
+    if plan.superseded:
+        yield f"{plan.folder.rel}: delete {len(plan.superseded)} superseded files"
+    if plan.temps:
+        yield f"{plan.folder.rel}: delete {len(plan.temps)} stale temp files"
+
+
+def _size(n: float) -> str:
+    units = ("B", "KiB", "MiB", "GiB")
+    step = 0
+    while n >= 1024 and step < len(units) - 1:
+        n, step = n / 1024, step + 1
+    return f"{n:.0f} B" if step == 0 else f"{n:.1f} {units[step]}"
+
+
+@contextmanager
+def _exclusive(root: str) -> Iterator[bool]:
+    """One compaction per lake at a time (the lock goes with the process, even on kill -9)."""
+    path = os.path.join(root, "_pulse", "compact.lock")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def run_compact(settings: Settings, *, min_age: float, dry_run: bool) -> int:
+    """`pulse compact`; returns the exit code (1 if some files could not be merged)."""
+    try:
+        return _run(settings, min_age, dry_run)
+    except LakeNotLocal as exc:
+        print(f"pulse compact: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\npulse compact: interrupted; the lake is consistent, run pulse compact again "
+              "to finish", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        print(f"pulse compact: {exc}. The lake is consistent; check that this user may write "
+              f"to {os.path.abspath(settings.lake)}, then run pulse compact again",
+              file=sys.stderr)
+        return 1
+
+
+def _run(settings: Settings, min_age: float, dry_run: bool) -> int:
+    found = folders(settings.lake)
+    if not found:
+        print(f"pulse compact: no lake files under {os.path.abspath(settings.lake)}; nothing "
+              "to do")
+        return 0
+    rule = make_rule(settings, min_age)
+    print(f"pulse compact: {rule.describe()}", file=sys.stderr)
+    temp_min_age = max(min_age, TEMP_MIN_AGE)
+    if dry_run:
+        return _dry_run(found, rule, temp_min_age)
+    with _exclusive(settings.lake) as mine:
+        if not mine:
+            print("pulse compact: another pulse compact is running on this lake; run this one "
+                  "when it has finished", file=sys.stderr)
+            return 1
+        return _compact(found, rule, temp_min_age)
+
+
+def _dry_run(found: list[Folder], rule: Rule, temp_min_age: float) -> int:
+    files = after = size = merged = 0
+    for folder in found:
+        plan = plan_folder(folder, list_folder(folder), rule, temp_min_age)
+        for line in describe_plan(plan):
+            print(line)
+        files += plan.files
+        size += plan.size
+        merged += sum(len(m.sources) for m in plan.merges)
+        after += plan.files - len(plan.superseded) - sum(len(m.sources) - 1
+                                                         for m in plan.merges)
+    print(f"pulse compact (dry run): {len(found)} folders, {files} -> {after} files "
+          f"({merged} merged), {_size(size)} now; nothing changed")
+    return 0
+
+
+def _compact(found: list[Folder], rule: Rule, temp_min_age: float) -> int:
+    started = time.monotonic()
+    totals = Totals(folders=len(found))
+    progress = Progress(len(found))
+    deleter = Deleter(DELETE_GRACE)
+    for done, folder in enumerate(found, 1):
+        plan = plan_folder(folder, list_folder(folder), rule, temp_min_age)
+        compact_folder(plan, totals, deleter)
+        deleter.run()
+        progress.update(done, totals.merged, force=done == len(found))
+    deleter.run(wait=True)
+    print(f"pulse compact: {totals.folders} folders, {totals.files_before} -> "
+          f"{totals.files_after} files, {_size(totals.bytes_before)} -> "
+          f"{_size(totals.bytes_after)}, {time.monotonic() - started:.1f} s")
+    if totals.errors:
+        print(f"pulse compact: {totals.errors} runs were not merged (see above)",
+              file=sys.stderr)
+    return 1 if totals.errors else 0
