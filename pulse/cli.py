@@ -224,6 +224,21 @@ def replay(force: bool, **flags: Any) -> None:
     sys.exit(run_replay(settings, force))
 
 
+@main.group()
+def bench() -> None:
+    """Benchmarks; each prints one line with its ratio to a baseline run beside it."""
+
+
+@bench.command("ingest")
+@click.option("--events", "n", default=2_000_000, show_default=True, help="messages to ingest")
+@click.option("--quick", is_flag=True, help="a small run that checks it works (CI)")
+def bench_ingest(n: int, quick: bool) -> None:
+    """One worker vs a bare aiokafka getmany() drain of the same topic."""
+    from pulse.benchmarks.ingest import run_ingest
+
+    sys.exit(run_ingest(50_000 if quick else n, quick))
+
+
 @main.command()
 def schema() -> None:
     """Print the JSON Schema of an event, for producers."""

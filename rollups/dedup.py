@@ -70,16 +70,24 @@ class _Run:
 
 
 class SeenSet:
-    """Digests of counted events; `lookup` then `add` once per batch."""
+    """Digests of counted events: a dict of recent ones, and sorted runs of older ones.
+
+    New digests go to the dict (a batch's in-batch duplicates are found there too);
+    once it holds `RECENT_LIMIT` entries they are sorted into a run, so sorting is paid
+    once per many batches and memory stays at the run's 24 bytes per event.
+    """
+
+    RECENT_LIMIT = 65_536
 
     def __init__(self) -> None:
         self._runs: list[_Run] = []
+        self._recent: dict[bytes, tuple[int, int]] = {}
 
     def __len__(self) -> int:
-        return sum(len(run) for run in self._runs)
+        return sum(len(run) for run in self._runs) + len(self._recent)
 
-    def lookup(self, hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(found, stored content digest) for each queried digest."""
+    def lookup_runs(self, hi: np.ndarray, lo: np.ndarray) -> tuple[list[bool], list[int]]:
+        """(found, stored content digest) in the sorted runs, for each queried digest."""
         found = np.zeros(len(hi), bool)
         content = np.zeros(len(hi), np.uint32)
         for run in self._runs:
@@ -87,16 +95,36 @@ class SeenSet:
             hit = at >= 0
             found |= hit
             content[hit] = run.content[at[hit]]
-        return found, content
+        return found.tolist(), content.tolist()
+
+    def recent(self, digest: bytes) -> int | None:
+        """The stored content digest of `digest` among the recent entries, if there."""
+        entry = self._recent.get(digest)
+        return None if entry is None else entry[0]
+
+    def add_recent(self, digest: bytes, content: int, day: int) -> None:
+        self._recent[digest] = (content, day)
+
+    def settle(self) -> None:
+        """Move the recent entries into a sorted run once there are enough of them."""
+        if len(self._recent) >= self.RECENT_LIMIT:
+            self._add_run(self._recent_entries())
+            self._recent = {}
 
     def add(self, entries: np.ndarray) -> None:
-        """Add entries (dtype `entry_dtype()`) known to be absent."""
-        if len(entries) == 0:
-            return
+        """Add packed entries (see `pack_entries`) known to be absent: journal folds."""
+        if len(entries):
+            self._add_run(entries)
+
+    def _add_run(self, entries: np.ndarray) -> None:
         self._runs.append(_Run(entries))
         while len(self._runs) >= 2 and len(self._runs[-2]) <= len(self._runs[-1]):
             last, before = self._runs.pop(), self._runs.pop()
             self._runs.append(_Run(np.concatenate([before.entries(), last.entries()])))
+
+    def _recent_entries(self) -> np.ndarray:
+        values = list(self._recent.values())
+        return pack_entries(list(self._recent), [c for c, _ in values], [d for _, d in values])
 
     def expire(self, min_day: int) -> None:
         """Forget events of UTC days before `min_day` (outside retention)."""
@@ -108,11 +136,11 @@ class SeenSet:
             elif keep.any():
                 kept.append(_Run(run.entries()[keep]))
         self._runs = kept
+        self._recent = {d: v for d, v in self._recent.items() if v[1] >= min_day}
 
     def to_bytes(self) -> bytes:
-        if not self._runs:
-            return b""
-        return np.concatenate([run.entries() for run in self._runs]).tobytes()
+        parts = [run.entries() for run in self._runs] + [self._recent_entries()]
+        return np.concatenate(parts).tobytes()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SeenSet:
@@ -121,8 +149,15 @@ class SeenSet:
         return seen
 
 
-def entry_dtype() -> np.dtype:
-    return _ENTRY
+def pack_entries(digests: list[bytes], contents: list[int], days: list[int]) -> np.ndarray:
+    """Parallel lists -> the packed layout of runs and journals."""
+    out = np.empty(len(digests), _ENTRY)
+    if digests:
+        halves = np.frombuffer(b"".join(digests), "<u8").reshape(-1, 2)
+        out["hi"], out["lo"] = halves[:, 0], halves[:, 1]
+        out["content"] = np.array(contents, dtype=np.uint32)
+        out["day"] = np.array(days, dtype=np.int32)
+    return out
 
 
 def entries_from_bytes(data: bytes) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 from pulse.schemas.events import Event
 
 from . import funnel
-from .dedup import SeenSet, content_digest, entries_from_bytes, entry_dtype, id_digest
+from .dedup import SeenSet, content_digest, entries_from_bytes, id_digest, pack_entries
 from .journal import Delta, LakeMark, Snapshot
 from .metrics import Measures, fold_event
 from .windows import DAY_US, HOUR_US, HOURS_PER_DAY
@@ -133,22 +133,24 @@ class PartitionState:
         """Count the events not seen before; returns the new dedup entries as bytes."""
         digests = [id_digest(e.tenant_id, e.id) for e in events]
         halves = np.frombuffer(b"".join(digests), dtype="<u8").reshape(-1, 2)
-        found, stored = self.seen.lookup(halves[:, 0], halves[:, 1])
-        contents = [content_digest(_event_encoder.encode(e)) for e in events]
-        in_batch: dict[bytes, int] = {}
-        new_rows: list[int] = []
-        engaged = self.spec.engaged_seconds
-        for i, event in enumerate(events):
-            content = contents[i]
-            previous = int(stored[i]) if found[i] else in_batch.get(digests[i])
+        found, stored = self.seen.lookup_runs(halves[:, 0], halves[:, 1])
+        seen, encode, engaged = self.seen, _event_encoder.encode, self.spec.engaged_seconds
+        new_digests: list[bytes] = []
+        new_contents: list[int] = []
+        new_days: list[int] = []
+        duplicates = conflicting = 0
+        for event, digest, hit, before in zip(events, digests, found, stored, strict=True):
+            content = content_digest(encode(event))
+            previous = before if hit else seen.recent(digest)
             if previous is not None:
-                counters["duplicates"] += 1
-                if previous != content:
-                    counters["conflicting_duplicates"] += 1
+                duplicates += 1
+                conflicting += previous != content
                 continue
-            in_batch[digests[i]] = content
-            new_rows.append(i)
-            counters["accepted"] += 1
+            day = event.occurred_us // DAY_US
+            seen.add_recent(digest, content, day)
+            new_digests.append(digest)
+            new_contents.append(content)
+            new_days.append(day)
             key = (event.tenant_id, event.campaign_id, event.occurred_us // HOUR_US)
             bucket = buckets.get(key)
             if bucket is None:
@@ -156,17 +158,12 @@ class PartitionState:
             fold_event(bucket, event, engaged)
             if event.event_type == "funnel_step":
                 self._step(event, horizon, buckets, journeys)
-
-        if not new_rows:
-            return b""
-        rows = np.asarray(new_rows)
-        entries = np.empty(len(rows), entry_dtype())
-        entries["hi"] = halves[rows, 0]
-        entries["lo"] = halves[rows, 1]
-        entries["content"] = np.asarray(contents, dtype=np.uint32)[rows]
-        entries["day"] = [events[i].occurred_us // DAY_US for i in new_rows]
-        self.seen.add(entries)
-        return entries.tobytes()
+        for name, n in (("accepted", len(new_days)), ("duplicates", duplicates),
+                        ("conflicting_duplicates", conflicting)):
+            if n:
+                counters[name] += n
+        seen.settle()
+        return pack_entries(new_digests, new_contents, new_days).tobytes() if new_days else b""
 
     def _step(
         self,

@@ -50,9 +50,8 @@ def create_app(settings: Settings, epoch: str) -> faust.App:
         partitions=settings.partitions,
     )
 
-    async def send(topic: str, value: bytes, partition: int) -> int:
-        metadata = await app.producer.send_and_wait(topic, None, value, partition, None, None)
-        return metadata.offset
+    async def send(topic: str, value: bytes, partition: int) -> Any:
+        return await app.producer.send(topic, None, value, partition, None, None)
 
     owners = PartitionOwners(settings, rollup_spec(settings), epoch, topics.rollups, send)
     register_rollup_agent(app, by_tenant, owners)

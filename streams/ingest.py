@@ -9,8 +9,11 @@ consumer and reads `getmany()` batches. Each message ends up in exactly one plac
 - valid -> the lake's `events/`, and the rollup agent's keyed topic, grouped by tenant
   into a few large messages (so Faust's per-message cost is paid per batch).
 
-Input offsets are committed by the lake sink, only after the lake holds the data; the
-forwards and dead letters they cover have been acknowledged before that.
+Polls are pipelined: the next poll is read while the previous one's forwards are in
+flight, and a poll's rows reach the lake sink only once all its forwards and dead
+letters are acknowledged, strictly in poll order. Input offsets are committed by the
+lake sink, after the lake holds the rows, so a committed offset is always forwarded,
+dead-lettered and durable.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -40,10 +44,22 @@ from .lake_sink import DeadLetter, LakeSink, LakeWriter
 log = logging.getLogger("pulse.ingest")
 
 POLL_RECORDS = 20_000
+POLLS_IN_FLIGHT = 4
 FORWARD_EVENTS = 2_000
 FORWARD_BYTES = 512 * 1024
 HEARTBEAT_SECONDS = 5.0
 MAX_PENDING_ROWS_PER_PARTITION = 400_000
+
+
+@dataclass
+class Routed:
+    """One poll on its way: forwards in flight, rows waiting for their acks."""
+
+    futures: list[asyncio.Future]
+    rows: dict[int, tuple[int, list[ConsumerRecord], list[Event | DeadLetter]]] = field(
+        default_factory=dict)
+    """Input partition -> (the offset its first record continues from, records, rows)."""
+    progress: dict[int, int] = field(default_factory=dict)
 
 
 class Ingest(Service):
@@ -61,9 +77,13 @@ class Ingest(Service):
             commit=self._commit,
             on_flushed=self._lake_flushed,
         )
+        self._reading: dict[int, int] = {}
+        """Input partition -> the next offset this stage expects from the consumer."""
         self._progress: dict[int, int] = {}
         self._lake_marks: dict[int, dict[int, LakeMark]] = defaultdict(dict)
         self._last_sent: dict[int, float] = {}
+        self._tenant_partition: dict[str, int] = {}
+        self._in_flight: deque[Routed] = deque()
         self.counts: dict[str, int] = defaultdict(int)
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -95,6 +115,8 @@ class Ingest(Service):
     async def on_stop(self) -> None:
         self._stopping = True
         if self.consumer is not None:
+            while self._in_flight:
+                await self._settle()
             try:
                 await asyncio.wait_for(self.sink.drain(), timeout=30)
             except TimeoutError:
@@ -110,80 +132,89 @@ class Ingest(Service):
     @Service.task
     async def _consume(self) -> None:
         assert self.consumer is not None
+        limit = MAX_PENDING_ROWS_PER_PARTITION
         while not self.should_stop and not self._stopping:
-            if self.sink.pending_rows > MAX_PENDING_ROWS_PER_PARTITION * max(1, len(self._progress)):  # noqa: E501
+            while self._in_flight and (len(self._in_flight) >= POLLS_IN_FLIGHT
+                                       or all(f.done() for f in self._in_flight[0].futures)):
+                await self._settle()
+            if self.sink.pending_rows > limit * max(1, len(self._reading)):
                 await asyncio.sleep(0.05)  # the lake is behind: stop reading, keep memory bounded
                 continue
             polled_us = time.time_ns() // 1000
             rebalances = self._rebalances
             batches = await self.consumer.getmany(timeout_ms=200, max_records=POLL_RECORDS)
-            await self._route(batches, polled_us, rebalances)
+            self._in_flight.append(await self._route(batches, polled_us, rebalances))
 
     async def _route(self, batches: dict[TopicPartition, list[ConsumerRecord]],
-                     polled_us: int, rebalances: int) -> None:
-        """Forward and dead-letter one poll, then hand its rows to the lake sink."""
+                     polled_us: int, rebalances: int) -> Routed:
+        """Decode one poll, dead-letter and forward it; its rows wait in the result."""
         assert self.producer is not None
+        routed = Routed([])
         taken = self._in_sequence(batches, moved=rebalances != self._rebalances)
         now_us = time.time_ns() // 1000
         outgoing: dict[int, list[tuple[int, int, Event | str]]] = defaultdict(list)
         sizes: dict[int, int] = defaultdict(int)
-        pending: list[asyncio.Future] = []
-        rows: dict[int, list[Event | DeadLetter]] = {}
         n = self.keyed_partitions
-        for p, (_, records) in taken.items():
-            out = rows[p] = []
+        q_of = self._tenant_partition
+        for p, (expected, records) in taken.items():
+            rows: list[Event | DeadLetter] = []
             for record in records:
                 raw = record.value or b""
                 result = decode_event(raw, now_us)
                 if isinstance(result, Event):
-                    q = tenant_partition(result.tenant_id, n)
+                    q = q_of.get(result.tenant_id)
+                    if q is None:
+                        q = q_of[result.tenant_id] = tenant_partition(result.tenant_id, n)
                     outgoing[q].append((p, record.offset, result))
                     sizes[q] += len(raw)
-                    out.append(result)
+                    rows.append(result)
                 else:
-                    pending.append(await send_dead_letter(
+                    routed.futures.append(await send_dead_letter(
                         self.producer, self.topics.dlq, record, result))
                     outgoing[p % n].append((p, record.offset, str(result.reason)))
-                    out.append(DeadLetter(raw, str(result.reason), result.message,
-                                          record.offset, record.timestamp * 1000))
+                    rows.append(DeadLetter(raw, str(result.reason), result.message,
+                                           record.offset, record.timestamp * 1000))
                     self.counts["dead_letters"] += 1
-            self._progress[p] = max(self._progress.get(p, 0),
-                                    max(r.timestamp for r in records) * 1000)
+            routed.rows[p] = (expected, records, rows)
+            self._progress[p] = max(self._progress.get(p, 0), records[-1].timestamp * 1000)
             self.counts["read"] += len(records)
-        for p in self._assigned():
+        for p in self._reading:
             if p not in taken:
                 self._progress[p] = max(self._progress.get(p, 0), polled_us)
+        routed.progress = dict(self._progress)
+        routed.futures.extend(await self._forward(outgoing, sizes))
+        return routed
 
-        pending.extend(await self._forward(outgoing, sizes))
-        if pending:
-            await asyncio.gather(*pending)
-        # Everything above is acknowledged: only now may the lake sink (and so the
-        # offset commit) take these rows, unless the partition was re-opened meanwhile.
-        for p, (expected, records) in taken.items():
+    async def _settle(self) -> None:
+        """Wait for the oldest poll's acks, then give its rows to the lake sink."""
+        routed = self._in_flight.popleft()
+        if routed.futures:
+            await asyncio.gather(*routed.futures)
+        for p, (expected, records, rows) in routed.rows.items():
             if self.sink.next_offset(p) != expected:
-                continue
-            for record, row in zip(records, rows[p], strict=True):
+                continue  # re-opened at its committed offset meanwhile: read again
+            for record, row in zip(records, rows, strict=True):
                 if isinstance(row, Event):
                     self.sink.add_event(p, record.offset, row)
                 else:
                     self.sink.add_dead_letter(p, row)
-        for p in self._assigned():
-            self.sink.note_progress(p, self._progress.get(p, polled_us))
+        for p, as_of in routed.progress.items():
+            self.sink.note_progress(p, as_of)
 
     def _in_sequence(self, batches: dict[TopicPartition, list[ConsumerRecord]],
                      moved: bool) -> dict[int, tuple[int, list[ConsumerRecord]]]:
-        """Per partition, the records that continue exactly where its open flush is.
+        """Per partition, the records that continue exactly where this stage is reading.
 
         Around a rebalance a poll can return records of a partition that is no longer
         ours, or that were fetched before it was re-opened at its committed offset;
-        those are skipped (the consumer is sent back to where the flush continues), so
+        those are skipped (the consumer is sent back to where reading continues), so
         nothing is buffered twice or skipped. `moved` says a rebalance overlapped this
         poll; otherwise a jump forward is a real gap in the log and is accepted.
         """
         assert self.consumer is not None
         taken = {}
         for tp, records in batches.items():
-            expected = self.sink.next_offset(tp.partition)
+            expected = self._reading.get(tp.partition)
             if expected is None or not records:
                 continue  # not ours (any more); whoever opens it seeks to its start
             if records[0].offset < expected:
@@ -193,6 +224,7 @@ class Ingest(Service):
             if moved and records[0].offset != expected:
                 self.consumer.seek(tp, expected)
                 continue
+            self._reading[tp.partition] = records[-1].offset + 1
             taken[tp.partition] = (expected, records)
         return taken
 
@@ -213,10 +245,6 @@ class Ingest(Service):
             self._last_sent[q] = now
         self.counts["forwarded_messages"] += len(futures)
         return futures
-
-    def _assigned(self) -> list[int]:
-        assert self.consumer is not None
-        return [tp.partition for tp in self.consumer.assignment()]
 
     async def _commit(self, partition: int, next_offset: int) -> None:
         assert self.consumer is not None
@@ -250,10 +278,10 @@ def _chunks(entries: list, size: int) -> list[list]:
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    """Keeps the lake sink's open flushes in step with the assignment.
+    """Keeps the reading positions and the lake sink's open flushes with the assignment.
 
     The rebalance count moves when each callback starts and when it ends, so a poll
-    that overlaps any part of a callback is recognised by `Ingest._route`.
+    that overlaps any part of a callback is recognised by `Ingest._in_sequence`.
     """
 
     def __init__(self, ingest: Ingest) -> None:
@@ -263,6 +291,7 @@ class _Rebalance(ConsumerRebalanceListener):
         self.ingest._rebalances += 1
         for tp in revoked:
             await self.ingest.sink.revoke(tp.partition)
+            self.ingest._reading.pop(tp.partition, None)
             self.ingest._progress.pop(tp.partition, None)
         self.ingest._rebalances += 1
 
@@ -279,6 +308,7 @@ class _Rebalance(ConsumerRebalanceListener):
             sink.assign(tp.partition, position, intent)
             # Read from exactly where the open flush starts, whatever was prefetched.
             consumer.seek(tp, position)
+            self.ingest._reading[tp.partition] = position
         self.ingest._rebalances += 1
         if assigned:
             log.info("ingest reads input partitions %s", sorted(tp.partition for tp in assigned))

@@ -20,6 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -32,8 +33,8 @@ from .bootstrap import rebuild_partition
 
 log = logging.getLogger("pulse.owners")
 
-Send = Callable[[str, bytes, int], Awaitable[int]]
-"""(topic, value, partition) -> offset of the written record, once acknowledged."""
+Send = Callable[[str, bytes, int], Awaitable[Awaitable[Any]]]
+"""(topic, value, partition) -> a future of the write's acknowledgement (its metadata)."""
 
 
 class PartitionOwners:
@@ -67,8 +68,13 @@ class PartitionOwners:
         for q in partitions:
             self._states.pop(q, None)
 
-    async def write(self, partition: int, record: journal.Record) -> int:
+    async def send(self, partition: int, record: journal.Record) -> Awaitable[Any]:
+        """Queue a journal record; await the result to know it is written."""
         return await self._send(self.journal_topic, journal.encode(record), partition)
+
+    async def write(self, partition: int, record: journal.Record) -> int:
+        """Write a journal record and return its offset."""
+        return (await (await self.send(partition, record))).offset
 
     async def _recover(self, partition: int) -> tuple[PartitionState, str]:
         started = time.monotonic()

@@ -1,0 +1,1 @@
+"""`pulse bench`: each benchmark runs its baseline beside it and reports the ratio."""

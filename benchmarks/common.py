@@ -1,0 +1,187 @@
+"""What every benchmark needs: a fresh broker, a synthetic workload, a summary line.
+
+Machines here are shared and noisy, so each benchmark runs its baseline in the same
+run and reports the ratio; `Summary.finish` prints one line and, at full size, exits
+non-zero when the ratio falls below its floor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from pulse.kafka import CLIENT_DEFAULTS
+from pulse.settings import Settings
+
+RESULTS = Path("benchmarks/results")
+HOUR_MS = 3_600_000
+TENANTS = ("acme", "globex", "initech")
+TYPES = ("call_ended", "chat_ended", "intent_detected", "funnel_step", "funnel_step",
+         "tag_changed", "usage")
+INTENTS = ("buy", "cancel", "question", "callback", "complaint")
+STEPS = ("picked_up", "interested", "qualified", "voicemail")
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def broker() -> Iterator[str]:
+    """A fresh in-memory broker on a free loopback port, for this benchmark alone."""
+    from pulse.streams.broker import EmbeddedBroker
+
+    embedded = EmbeddedBroker("127.0.0.1", free_port())
+    embedded.start()
+    try:
+        yield embedded.bootstrap
+    finally:
+        embedded.stop()
+
+
+def bench_settings(bootstrap: str, root: Path, **changes: Any) -> Settings:
+    """Settings of a deployment of its own (topics, group, lake, state) under `root`."""
+    name = f"bench{uuid.uuid4().hex[:8]}"
+    return Settings(kafka_bootstrap=bootstrap, topic=name, dlq_topic=f"{name}-dlq", group=name,
+                    lake=str(root / "lake"), state_dir=str(root / "state")).replace(**changes)
+
+
+def events(n: int, seed: int = 1, duplicates: float = 0.05, invalid: float = 0.001,
+           days: int = 7, now_ms: int | None = None) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of `n` messages: realistic events, exact duplicates, a few invalid.
+
+    Written with string formatting rather than a JSON encoder: the producer should not
+    be what a benchmark measures.
+    """
+    rnd = random.Random(seed)
+    now_ms = now_ms or int(time.time() * 1000)
+    recent: list[tuple[bytes, bytes]] = []
+    for i in range(n):
+        r = rnd.random()
+        if r < duplicates and recent:
+            yield recent[rnd.randrange(len(recent))]
+            continue
+        if r < duplicates + invalid:
+            yield b"bad", b'{"id": "broken-%d", "tenant_id": "acme"' % i
+            continue
+        tenant = TENANTS[i % 3]
+        kind = TYPES[rnd.randrange(7)]
+        customer = f"c{rnd.randrange(20_000)}"
+        at = now_ms - rnd.randrange(days * 24 * HOUR_MS)
+        campaign = ("null", '"spring"', '"summer"', '"fall"')[rnd.randrange(4)]
+        extra = ""
+        if kind in ("call_ended", "chat_ended"):
+            extra = f', "value": {rnd.random() * 300:.3f}'
+        elif kind == "intent_detected":
+            extra = f', "label": "{INTENTS[rnd.randrange(5)]}"'
+        elif kind == "funnel_step":
+            extra = f', "label": "{STEPS[rnd.randrange(4)]}"'
+        elif kind == "tag_changed":
+            extra = ', "label": "vip"'
+        else:
+            extra = f', "category": "call_minutes", "value": {rnd.random() * 5:.2f}'
+        who = "" if kind == "usage" else f'"customer_id": "{customer}", '
+        value = (f'{{"id": "ev-{seed}-{i}", "tenant_id": "{tenant}", "event_type": "{kind}", '
+                 f'{who}"campaign_id": {campaign}, "occurred_at": {at}{extra}}}').encode()
+        message = (customer.encode(), value)
+        if len(recent) < 10_000:
+            recent.append(message)
+        else:
+            recent[rnd.randrange(10_000)] = message
+        yield message
+
+
+async def produce(bootstrap: str, topic: str, messages: Iterator[tuple[bytes, bytes]],
+                  total: int) -> float:
+    """Send everything as fast as the broker takes it; returns seconds."""
+    from pulse.streams.produce import Outbox
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False,
+                                max_request_size=8 * 1024 * 1024, linger_ms=5, **CLIENT_DEFAULTS)
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        partitions = sorted(await producer.partitions_for(topic))
+        outbox = Outbox(producer, topic, partitions)
+        for i, (key, value) in enumerate(messages, 1):
+            await outbox.put(key, value)
+            if i % 200_000 == 0:
+                say(f"  produced {i:,}/{total:,}")
+        await outbox.flush()
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM), in MiB."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def spawn(args: list[str], settings: Settings, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    variables = {
+        **os.environ, "PULSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "PULSE_TOPIC": settings.topic, "PULSE_DLQ_TOPIC": settings.dlq_topic,
+        "PULSE_GROUP": settings.group, "PULSE_LAKE": settings.lake,
+        "PULSE_STATE_DIR": settings.state_dir, "PULSE_PARTITIONS": str(settings.partitions),
+        **env,
+    }
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "pulse.cli", *args], env=variables,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@dataclass
+class Summary:
+    """One benchmark's result: numbers, the ratio to its baseline and its floor."""
+
+    name: str
+    quick: bool
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+    def finish(self, line: str, ok: bool, floor: str) -> int:
+        """Print the one-line summary; at full size a miss of the floor is an error."""
+        status = "ok" if ok else f"BELOW FLOOR ({floor})"
+        print(f"pulse bench {self.name}: {line} [{status}{', quick' if self.quick else ''}]",
+              flush=True)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        record = {"benchmark": self.name, "quick": self.quick, "ok": ok, "summary": line,
+                  "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "commit": _commit(), "machine": f"{platform.node()} {os.cpu_count()} cpus",
+                  **self.numbers}
+        (RESULTS / f"{self.name}{'-quick' if self.quick else ''}.json").write_text(
+            json.dumps(record, indent=2) + "\n")
+        return 0 if ok or self.quick else 1
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=False).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"

@@ -1,0 +1,196 @@
+"""`pulse bench ingest`: one worker against a bare aiokafka drain of the same topic.
+
+The same messages (5 % exact duplicates, a few invalid) are produced once; then (a) a
+plain `getmany()` loop reads them all, and (b) one `pulse worker`, from empty state,
+runs until every message is in the rollups and durable in the lake. The worker's clock
+starts when its ingest stage has joined its group, as the drain's starts at its first
+fetch: group joins cost the same to both and measure the broker, not the pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from pulse.kafka import CLIENT_DEFAULTS
+from pulse.rollups import journal
+from pulse.rollups.store import RollupStore
+from pulse.schemas import lake
+from pulse.schemas.decode import decode_event
+from pulse.schemas.events import Event
+from pulse.schemas.topics import Topics
+from pulse.settings import Settings
+
+from .common import Summary, bench_settings, broker, events, peak_rss_mb, produce, say, spawn
+
+FLOOR = 0.3
+GOAL = 0.5
+
+
+async def drain(bootstrap: str, topic: str, expected: int) -> float:
+    """Seconds for a bare getmany() loop to read `expected` messages."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                max_partition_fetch_bytes=8 * 1024 * 1024,
+                                fetch_max_bytes=64 * 1024 * 1024, **CLIENT_DEFAULTS)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen = 0
+        started = time.perf_counter()
+        while seen < expected:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=20_000)
+            seen += sum(len(records) for records in batches.values())
+        return time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+def lake_rows(root: str) -> tuple[int, int, int, int]:
+    """(event rows, dead-letter rows, files, bytes) of the live lake files."""
+    rows = [0, 0]
+    files = size = 0
+    for i, kind in enumerate((lake.EVENTS, lake.DEAD_LETTERS)):
+        for folder, _, names in os.walk(os.path.join(root, kind)):
+            for name in lake.live_files(names):
+                path = os.path.join(folder, name)
+                rows[i] += pq.read_metadata(path).num_rows
+                files += 1
+                size += os.path.getsize(path)
+    return rows[0], rows[1], files, size
+
+
+class JournalWatch:
+    """Folds the journal as an API replica would, to see when the rollups are complete."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = RollupStore()
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        topic = Topics(self.settings.topic, self.settings.dlq_topic).rollups
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                         enable_auto_commit=False,
+                                         max_partition_fetch_bytes=32 * 1024 * 1024,
+                                         **CLIENT_DEFAULTS)
+        await self.consumer.start()
+        tps = [TopicPartition(topic, q) for q in range(self.settings.partitions)]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_beginning(*tps)
+
+    async def poll(self) -> dict[str, int]:
+        assert self.consumer is not None
+        for tp, records in (await self.consumer.getmany(timeout_ms=100)).items():
+            fold = self.store.fold(tp.partition)
+            for record in records:
+                fold.feed(journal.decode(record.value))
+        totals: dict[str, int] = {}
+        for info in self.store.partitions.values():
+            for key, value in info.counters.items():
+                totals[key] = totals.get(key, 0) + value
+        return totals
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+
+async def run_worker(settings: Settings, root: Path, expected: dict[str, int],
+                     timeout: float) -> dict[str, float]:
+    log = root / "worker.log"
+    process = spawn(["worker"], settings, log)
+    watch = JournalWatch(settings)
+    await watch.start()
+    try:
+        while b"ingest reads input partitions" not in log.read_bytes():
+            if process.poll() is not None:
+                raise RuntimeError(f"the worker exited:\n{log.read_text()[-2000:]}")
+            await asyncio.sleep(0.05)
+        started = time.perf_counter()
+        deadline = started + timeout
+        rollups_done = lake_done = None
+        last_report = started
+        while rollups_done is None or lake_done is None:
+            totals = await watch.poll()
+            now = time.perf_counter()
+            if rollups_done is None and totals.get("read", 0) >= expected["read"]:
+                rollups_done = now - started
+            if lake_done is None and (now - last_report > 1 or rollups_done is not None):
+                events_in_lake, dead_in_lake, _, _ = lake_rows(settings.lake)
+                if (events_in_lake, dead_in_lake) == (expected["valid"], expected["dead"]):
+                    lake_done = now - started
+            if now - last_report > 2:
+                say(f"  worker: {totals.get('read', 0):,}/{expected['read']:,} in rollups "
+                    f"after {now - started:.1f} s")
+                last_report = now
+            if now > deadline:
+                raise RuntimeError(f"the worker did not finish in {timeout:.0f} s: {totals}")
+        rss = peak_rss_mb(process.pid)
+        assert totals.get("accepted") == expected["unique"], totals
+        assert totals.get("duplicates", 0) == expected["valid"] - expected["unique"], totals
+        assert totals.get("dead_letters", 0) == expected["dead"], totals
+        return {"rollups_s": rollups_done, "lake_s": lake_done, "rss_mb": rss}
+    finally:
+        await watch.stop()
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
+
+
+def count(messages: list[tuple[bytes, bytes]]) -> dict[str, int]:
+    now_us = time.time_ns() // 1000
+    valid = unique = dead = 0
+    seen: set[tuple[str, str]] = set()
+    for _, value in messages:
+        result = decode_event(value, now_us)
+        if isinstance(result, Event):
+            valid += 1
+            key = (result.tenant_id, result.id)
+            if key not in seen:
+                seen.add(key)
+                unique += 1
+        else:
+            dead += 1
+    return {"read": len(messages), "valid": valid, "unique": unique, "dead": dead}
+
+
+def run_ingest(n: int, quick: bool) -> int:
+    summary = Summary("ingest", quick)
+    with tempfile.TemporaryDirectory() as tmp, broker() as bootstrap:
+        root = Path(tmp)
+        settings = bench_settings(bootstrap, root)
+        from pulse.streams.broker import ensure_topics
+
+        asyncio.run(ensure_topics(settings))
+        say(f"pulse bench ingest: generating {n:,} messages")
+        messages = list(events(n))
+        expected = count(messages)
+        produced = asyncio.run(produce(bootstrap, settings.topic, iter(messages), n))
+        say(f"  produced in {produced:.1f} s ({n / produced:,.0f}/s)")
+        drained = asyncio.run(drain(bootstrap, settings.topic, n))
+        say(f"  bare getmany() drain: {drained:.2f} s ({n / drained:,.0f}/s)")
+        worker = asyncio.run(run_worker(settings, root, expected, timeout=max(120, n / 5000)))
+        _, _, files, size = lake_rows(settings.lake)
+    seconds = max(worker["rollups_s"], worker["lake_s"])
+    rate, base = n / seconds, n / drained
+    ratio = rate / base
+    summary.numbers.update({
+        "messages": n, "drain_per_s": round(base), "worker_per_s": round(rate),
+        "ratio": round(ratio, 3), "worker_rollups_s": round(worker["rollups_s"], 2),
+        "worker_lake_s": round(worker["lake_s"], 2), "worker_peak_rss_mb": round(worker["rss_mb"]),
+        "lake_files_per_million": round(files / n * 1e6),
+        "lake_mb_per_million": round(size / n, 1), **expected,
+    })
+    line = (f"worker {rate:,.0f} msg/s vs bare drain {base:,.0f} msg/s = {ratio:.2f}x "
+            f"(goal {GOAL}x); rollups {worker['rollups_s']:.1f} s, lake {worker['lake_s']:.1f} s; "
+            f"{files / n * 1e6:,.0f} files and {size / n:,.1f} MB per million; "
+            f"peak RSS {worker['rss_mb']:,.0f} MiB")
+    return summary.finish(line, ratio >= FLOOR, f"{FLOOR}x")
