@@ -51,9 +51,9 @@ def events_to_table(
     events: Sequence[Event],
     partition: int,
     offsets: Sequence[int],
-    ingested_us: Sequence[int],
-) -> tuple[pa.Table, pa.Array, pa.Array]:
-    """Columns for the lake, plus the tenant and UTC-date arrays that choose each folder."""
+    ingested_us: int,
+) -> pa.Table:
+    """The lake columns of one folder's events (tenant and date are the folder)."""
     n = len(events)
     columns = [
         pa.array([e.id for e in events], pa.string()),
@@ -67,11 +67,8 @@ def events_to_table(
         pa.array([e.occurred_us for e in events], pa.int64()).cast(UTC_MICROS),
         pa.array([e.metadata for e in events], pa.string()),
         pa.array([e.schema_version for e in events], pa.int32()),
-        pa.array(ingested_us, pa.int64()).cast(UTC_MICROS),
-        pa.array([partition] * n, pa.int32()),
+        pa.nulls(n, pa.int64()).fill_null(ingested_us).cast(UTC_MICROS),
+        pa.nulls(n, pa.int32()).fill_null(partition),
         pa.array(offsets, pa.int64()),
     ]
-    table = pa.Table.from_arrays(columns, schema=EVENT_SCHEMA)
-    tenants = pa.array([e.tenant_id for e in events], pa.string())
-    days = pa.array([e.occurred_us // 86_400_000_000 for e in events], pa.int32())
-    return table, tenants, days
+    return pa.Table.from_arrays(columns, schema=EVENT_SCHEMA)

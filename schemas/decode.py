@@ -17,6 +17,7 @@ from .events import (
     MAX_FUTURE_US,
     MAX_MESSAGE_BYTES,
     MAX_METADATA_BYTES,
+    NO_METADATA,
     RULES,
     Event,
     Rejected,
@@ -88,9 +89,8 @@ def _normalize(wire: WireEvent, now_us: int) -> Event | Rejected:
             "clock; at most 1 h is accepted",
         )
 
-    metadata_raw = bytes(wire.metadata)
     metadata: str | None = None
-    if metadata_raw != _NULL:
+    if wire.metadata is not NO_METADATA and (metadata_raw := bytes(wire.metadata)) != _NULL:
         if not metadata_raw.startswith(b"{"):
             return Rejected(
                 RejectReason.WRONG_TYPE, "metadata must be a JSON object - at `$.metadata`"

@@ -24,7 +24,8 @@ EventType = Literal[
 ]
 Channel = Literal["call", "chat"]
 
-_NULL_RAW = msgspec.Raw(b"null")
+NO_METADATA = msgspec.Raw(b"null")
+"""The default of `WireEvent.metadata`; `decode` recognises it by identity, without a copy."""
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 TenantId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -43,7 +44,7 @@ class WireEvent(msgspec.Struct, gc=False):
     category: Id | None = None
     label: Id | None = None
     value: float | None = None
-    metadata: msgspec.Raw = msgspec.field(default_factory=lambda: _NULL_RAW)
+    metadata: msgspec.Raw = msgspec.field(default_factory=lambda: NO_METADATA)
     schema_version: int = 1
 
 

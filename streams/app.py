@@ -18,7 +18,7 @@ from pulse.settings import Settings
 
 from .agents import register_rollup_agent
 from .bootstrap import rollup_spec
-from .ingest import Ingest
+from .ingest_process import IngestProcess
 from .owners import PartitionOwners
 
 
@@ -55,7 +55,7 @@ def create_app(settings: Settings, epoch: str) -> faust.App:
 
     owners = PartitionOwners(settings, rollup_spec(settings), epoch, topics.rollups, send)
     register_rollup_agent(app, by_tenant, owners)
-    app.service(Ingest(settings, epoch))
+    app.service(IngestProcess(settings, epoch))
 
     @app.on_partitions_revoked.connect
     async def release_keyed(sender: Any, revoked: set[Any], **kwargs: Any) -> None:

@@ -1,8 +1,9 @@
 """Stage one of the worker: read the input topic in batches and route every message.
 
 FAUST: Faust hands agents one message at a time and tops out near 10 k events/s here
-(FINDINGS), so this stage is a service inside the Faust app that owns an aiokafka
-consumer and reads `getmany()` batches. Each message ends up in exactly one place:
+(FINDINGS), so this stage owns an aiokafka consumer and reads `getmany()` batches; it
+runs in a child process of the worker (see `streams.ingest_process`) so that it has a
+core of its own. Each message ends up in exactly one place:
 
 - invalid -> the dead-letter topic (byte for byte, with reason headers) and the lake's
   `dead_letters/`, and a dead-letter note to the rollup agent so it is counted once;
@@ -28,7 +29,6 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
-from mode import Service
 
 from pulse.kafka import CLIENT_DEFAULTS
 from pulse.rollups.journal import LakeMark
@@ -62,11 +62,10 @@ class Routed:
     progress: dict[int, int] = field(default_factory=dict)
 
 
-class Ingest(Service):
+class Ingest:
     """Validates, dead-letters, forwards and sinks the input topic."""
 
-    def __init__(self, settings: Settings, epoch: str, **kwargs: object) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, settings: Settings, epoch: str) -> None:
         self.settings = settings
         self.topics = Topics(settings.topic, settings.dlq_topic)
         self.keyed_partitions = settings.partitions
@@ -88,9 +87,32 @@ class Ingest(Service):
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._stopping = False
+        self._drained = False
         self._rebalances = 0
 
-    async def on_start(self) -> None:
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume and flush until `stop` is set, then drain the lake and commit."""
+        await self._start()
+        consume = asyncio.create_task(self._consume(), name="ingest-consume")
+        flush = asyncio.create_task(self.sink.run(stopping=lambda: self._drained),
+                                    name="ingest-lake")
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait({consume, flush, stopped},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {stopped}:
+                task.result()  # a crashed loop ends the process with its error
+        finally:
+            # Stop reading, then let the flush loop write everything read, then stop it.
+            self._stopping = True
+            consume.cancel()
+            stopped.cancel()
+            await asyncio.gather(consume, return_exceptions=True)
+            await self._stop()
+            self._drained = True
+            await asyncio.gather(flush, return_exceptions=True)
+
+    async def _start(self) -> None:
         common = {"bootstrap_servers": self.settings.kafka_bootstrap, **CLIENT_DEFAULTS}
         # TANSU: no idempotent producer (InitProducerId fails); exactness does not need it.
         self.producer = AIOKafkaProducer(
@@ -112,8 +134,7 @@ class Ingest(Service):
         await self.consumer.start()
         self.consumer.subscribe([self.topics.input], listener=_Rebalance(self))
 
-    async def on_stop(self) -> None:
-        self._stopping = True
+    async def _stop(self) -> None:
         if self.consumer is not None:
             while self._in_flight:
                 await self._settle()
@@ -125,15 +146,10 @@ class Ingest(Service):
         if self.producer is not None:
             await self.producer.stop()
 
-    @Service.task
-    async def _flush_lake(self) -> None:
-        await self.sink.run(stopping=lambda: self._stopping)
-
-    @Service.task
     async def _consume(self) -> None:
         assert self.consumer is not None
         limit = MAX_PENDING_ROWS_PER_PARTITION
-        while not self.should_stop and not self._stopping:
+        while not self._stopping:
             while self._in_flight and (len(self._in_flight) >= POLLS_IN_FLIGHT
                                        or all(f.done() for f in self._in_flight[0].futures)):
                 await self._settle()
@@ -193,11 +209,7 @@ class Ingest(Service):
         for p, (expected, records, rows) in routed.rows.items():
             if self.sink.next_offset(p) != expected:
                 continue  # re-opened at its committed offset meanwhile: read again
-            for record, row in zip(records, rows, strict=True):
-                if isinstance(row, Event):
-                    self.sink.add_event(p, record.offset, row)
-                else:
-                    self.sink.add_dead_letter(p, row)
+            self.sink.add_rows(p, [record.offset for record in records], rows)
         for p, as_of in routed.progress.items():
             self.sink.note_progress(p, as_of)
 

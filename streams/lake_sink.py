@@ -19,6 +19,7 @@ whatever the timing of that second run. A failed write aborts the flush before s
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
 import os
@@ -35,6 +36,8 @@ from pulse.rollups.journal import LakeMark
 from pulse.schemas import lake
 from pulse.schemas.arrow import DEAD_LETTER_SCHEMA, UTC_MICROS, events_to_table
 from pulse.schemas.events import Event
+
+DAY_US = 86_400_000_000
 
 log = logging.getLogger("pulse.lake")
 
@@ -59,11 +62,19 @@ class Flush:
     partition: int
     first: int
     last: int = -1
-    events: dict[tuple[str, int], list[tuple[Event, int]]] = field(default_factory=dict)
+    events: dict[tuple[str, int], tuple[list[Event], list[int]]] = field(default_factory=dict)
+    """(tenant, day) -> the folder's events and their offsets."""
     dead: dict[int, list[DeadLetter]] = field(default_factory=dict)
     rows: int = 0
     opened_at: float = 0.0
     as_of_us: int = 0
+
+    def add_event(self, event: Event, offset: int) -> None:
+        """One event into its folder (the sink adds whole polls in `LakeSink.add_rows`)."""
+        events, offsets = self.events.setdefault(
+            (event.tenant_id, event.occurred_us // DAY_US), ([], []))
+        events.append(event)
+        offsets.append(offset)
 
 
 def write_atomic(path: str, write: Callable[[object], object]) -> None:
@@ -118,10 +129,8 @@ class LakeWriter:
         name = lake.LakeFile(self.epoch, flush.partition, flush.first, flush.last).name
         now_us = time.time_ns() // 1000
         files = size = 0
-        for (tenant, day), rows in flush.events.items():
-            table, _, _ = events_to_table(
-                [e for e, _ in rows], flush.partition, [o for _, o in rows], [now_us] * len(rows)
-            )
+        for (tenant, day), (events, offsets) in flush.events.items():
+            table = events_to_table(events, flush.partition, offsets, now_us)
             path = os.path.join(self.root, lake.event_dir(tenant, day), name)
             size += self._write_table(path, table)
             files += 1
@@ -208,34 +217,41 @@ class LakeSink:
 
     # ---- rows in -------------------------------------------------------------------
 
-    def _flush_for(self, partition: int, offset: int) -> Flush:
-        flush = self._open[partition]
-        if offset < flush.first or (flush.rows and offset <= flush.last):
-            raise LakeOrderError(
-                f"partition {partition}: offset {offset} arrived after offsets up to "
-                f"{flush.last} (open flush starts at {flush.first})")
+    def add_rows(self, partition: int, offsets: list[int],
+                 rows: list[Event | DeadLetter]) -> None:
+        """A poll's rows of one partition, in offset order, into its open flush."""
         forced = self._forced_last.get(partition)
-        if forced is not None and offset > forced:
+        if forced is not None and offsets and offsets[-1] > forced:
+            cut = bisect.bisect_right(offsets, forced)
+            self._add(partition, offsets[:cut], rows[:cut])
             self._seal(partition, last=forced)
             del self._forced_last[partition]
-            flush = self._open[partition]
+            offsets, rows = offsets[cut:], rows[cut:]
+        self._add(partition, offsets, rows)
+
+    def _add(self, partition: int, offsets: list[int], rows: list[Event | DeadLetter]) -> None:
+        if not offsets:
+            return
+        flush = self._open[partition]
+        if offsets[0] < flush.first or (flush.rows and offsets[0] <= flush.last):
+            raise LakeOrderError(
+                f"partition {partition}: offset {offsets[0]} arrived after offsets up to "
+                f"{flush.last} (open flush starts at {flush.first})")
         if not flush.rows:
             flush.opened_at = time.monotonic()
-        flush.rows += 1
-        flush.last = offset
-        return flush
-
-    def add_event(self, partition: int, offset: int, event: Event) -> None:
-        flush = self._flush_for(partition, offset)
-        key = (event.tenant_id, event.occurred_us // 86_400_000_000)
-        rows = flush.events.get(key)
-        if rows is None:
-            rows = flush.events[key] = []
-        rows.append((event, offset))
-
-    def add_dead_letter(self, partition: int, letter: DeadLetter) -> None:
-        flush = self._flush_for(partition, letter.offset)
-        flush.dead.setdefault(letter.timestamp_us // 86_400_000_000, []).append(letter)
+        flush.rows += len(offsets)
+        flush.last = offsets[-1]
+        events, dead = flush.events, flush.dead
+        for offset, row in zip(offsets, rows, strict=True):
+            if type(row) is Event:
+                key = (row.tenant_id, row.occurred_us // DAY_US)
+                folder = events.get(key)
+                if folder is None:
+                    folder = events[key] = ([], [])
+                folder[0].append(row)
+                folder[1].append(offset)
+            else:
+                dead.setdefault(row.timestamp_us // DAY_US, []).append(row)
 
     def note_progress(self, partition: int, as_of_us: int) -> None:
         """Everything of `partition` produced before `as_of_us` is now in its open flush."""

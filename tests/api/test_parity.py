@@ -49,8 +49,7 @@ def build(stream, lake_root: str, retention_hours: int):
         next_offset[p] += 1
         per_q[tenant_partition(event.tenant_id, PARTITIONS)].append((p, offset, event))
         flush = flushes.setdefault(p, Flush(p, 0))
-        flush.events.setdefault((event.tenant_id, event.occurred_us // (24 * HOUR)), []).append(
-            (event, offset))
+        flush.add_event(event, offset)
         flush.last = offset
     for q, entries in per_q.items():
         for start in range(0, len(entries), 7):  # a few batches per partition

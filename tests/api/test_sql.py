@@ -192,9 +192,7 @@ def write_lake(root: Path, n: int = 300) -> tuple[list[Event], int]:
             flush.last = offset
             if isinstance(decoded, Event):
                 valid.append(decoded)
-                flush.events.setdefault(
-                    (decoded.tenant_id, decoded.occurred_us // 86_400_000_000), []
-                ).append((decoded, offset))
+                flush.add_event(decoded, offset)
             else:
                 letters += 1
                 flush.dead.setdefault(now_us // 86_400_000_000, []).append(

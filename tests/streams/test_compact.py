@@ -236,8 +236,7 @@ def _add(flush: Flush, raw: bytes, offset: int, now_us: int) -> None:
     decoded = decode_event(raw, now_us)
     flush.last = offset
     if isinstance(decoded, Event):
-        key = (decoded.tenant_id, decoded.occurred_us // 86_400_000_000)
-        flush.events.setdefault(key, []).append((decoded, offset))
+        flush.add_event(decoded, offset)
     else:
         flush.dead.setdefault(now_us // 86_400_000_000, []).append(
             DeadLetter(raw, decoded.reason, decoded.message, offset, now_us))

@@ -1,0 +1,106 @@
+"""The ingest stage in a child process, owned by a service of the worker's Faust app.
+
+Decoding, routing and Parquet encoding run under the child's own GIL, so the rollup
+agent keeps the Faust app's process to itself and a two-core machine uses both cores.
+The Faust app still owns the stage's lifecycle: the service starts the child with the
+app, restarts it if it dies, and on shutdown asks it (SIGTERM) to drain the lake and
+commit before the app stops. The child dies with its parent even on kill -9
+(`PR_SET_PDEATHSIG`), so no orphan ever keeps consuming.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+
+from mode import Service
+
+from pulse.settings import Settings
+
+log = logging.getLogger("pulse.ingest")
+
+STOP_SECONDS = 60.0
+_LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def _die_with(parent: int) -> None:
+    """Ask Linux to kill this process when its parent dies, however it dies."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the request above
+        os._exit(1)
+
+
+def child_main(settings: Settings, epoch: str, parent: int) -> None:
+    _die_with(parent)
+    logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
+                        format=_LOG_FORMAT, stream=sys.stderr)
+    import uvloop
+
+    from .ingest import Ingest
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Ingest(settings, epoch).run(stop)
+
+    uvloop.run(run())
+
+
+class IngestProcess(Service):
+    """Starts, watches and stops the ingest child."""
+
+    def __init__(self, settings: Settings, epoch: str, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.epoch = epoch
+        self._context = multiprocessing.get_context("spawn")
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self.restarts = 0
+
+    def _spawn(self) -> None:
+        self._process = self._context.Process(
+            target=child_main, args=(self.settings, self.epoch, os.getpid()),
+            name="pulse-ingest", daemon=True)
+        self._process.start()
+
+    async def on_start(self) -> None:
+        self._spawn()
+
+    @Service.task
+    async def _watch(self) -> None:
+        delay = 1.0
+        while not self.should_stop:
+            await asyncio.sleep(0.5)
+            process = self._process
+            if process is None or process.is_alive() or self.should_stop:
+                continue
+            self.restarts += 1
+            log.error("the ingest process exited (code %s); restarting it in %.0f s",
+                      process.exitcode, delay)
+            started = time.monotonic()
+            await asyncio.sleep(delay)
+            self._spawn()
+            delay = 1.0 if time.monotonic() - started > 60 else min(delay * 2, 30.0)
+
+    async def on_stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or not process.is_alive():
+            return
+        process.terminate()  # SIGTERM: drain the lake and commit
+        await asyncio.to_thread(process.join, STOP_SECONDS)
+        if process.is_alive():
+            log.warning("the ingest process did not stop in %.0f s; killing it "
+                        "(what it had not committed is read again)", STOP_SECONDS)
+            process.kill()
+            await asyncio.to_thread(process.join)
