@@ -239,6 +239,63 @@ def bench_ingest(n: int, quick: bool) -> None:
     sys.exit(run_ingest(50_000 if quick else n, quick))
 
 
+@bench.command("query")
+@click.option("--events", "n", default=10_000_000, show_default=True,
+              help="events in the generated lake (60 days, 3 tenants)")
+@click.option("--runs", default=20, show_default=True, help="timed runs of each query")
+@click.option("--quick", is_flag=True, help="a small run that checks it works (CI)")
+def bench_query(n: int, runs: int, quick: bool) -> None:
+    """Lake-backed reports vs hand-written DuckDB over the same files, before and after
+    compaction."""
+    from pulse.benchmarks.query import run_query
+
+    sys.exit(run_query(200_000 if quick else n, 3 if quick else runs, quick))
+
+
+@bench.command("api")
+@click.option("--seconds", default=20.0, show_default=True, help="load duration per target")
+@click.option("--clients", default=32, show_default=True, help="concurrent clients")
+@click.option("--quick", is_flag=True, help="a small run that checks it works (CI)")
+def bench_api(seconds: float, clients: int, quick: bool) -> None:
+    """A rollup-backed endpoint vs a Starlette hello-JSON served the same way."""
+    from pulse.benchmarks.api import run_api_bench
+
+    sys.exit(run_api_bench(3.0 if quick else seconds, 8 if quick else clients, quick))
+
+
+@bench.command("freshness")
+@click.option("--rate", default=5000, show_default=True, help="events produced per second")
+@click.option("--seconds", default=60.0, show_default=True, help="how long to produce")
+@click.option("--quick", is_flag=True, help="a small run that checks it works (CI)")
+def bench_freshness(rate: int, seconds: float, quick: bool) -> None:
+    """Time from produce to visible in an API answer, at a steady rate."""
+    from pulse.benchmarks.freshness import run_freshness
+
+    sys.exit(run_freshness(1000 if quick else rate, 10.0 if quick else seconds, quick))
+
+
+@bench.command("peers")
+@click.option("--events", "n", default=500_000, show_default=True, help="messages to process")
+@click.option("--quick", is_flag=True, help="a small run that checks it works (CI)")
+def bench_peers(n: int, quick: bool) -> None:
+    """The ingest job written for each system a user might pick instead, beside Pulse."""
+    from pulse.benchmarks.peers import run_peers
+
+    sys.exit(run_peers(20_000 if quick else n, quick))
+
+
+@bench.command("memory")
+@click.option("--sizes", default="1000000,5000000,10000000", show_default=True,
+              help="events held inside rollup retention, comma-separated")
+@click.option("--quick", is_flag=True, help="a small run that checks it works (CI)")
+def bench_memory(sizes: str, quick: bool) -> None:
+    """Worker peak RSS per event held inside rollup retention."""
+    from pulse.benchmarks.memory import run_memory
+
+    counts = [100_000] if quick else [int(s) for s in sizes.split(",") if s.strip()]
+    sys.exit(run_memory(counts, quick))
+
+
 @main.command()
 def schema() -> None:
     """Print the JSON Schema of an event, for producers."""
