@@ -14,7 +14,7 @@ import time
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from pulse.kafka import CLIENT_DEFAULTS, broker_reachable
+from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS, broker_reachable
 from pulse.rollups import journal
 from pulse.rollups.store import RollupStore
 from pulse.settings import Settings
@@ -73,6 +73,7 @@ class JournalReplica:
         consumer = self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, enable_auto_commit=False,
             max_partition_fetch_bytes=32 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS, auto_offset_reset="earliest",
             **CLIENT_DEFAULTS,
         )
         await consumer.start()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from pulse.kafka import CLIENT_DEFAULTS
+from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS
 from pulse.rollups import journal
 from pulse.rollups.store import RollupStore
 from pulse.schemas import lake
@@ -81,6 +81,7 @@ class JournalWatch:
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
                                          enable_auto_commit=False,
                                          max_partition_fetch_bytes=32 * 1024 * 1024,
+                                         fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
                                          **CLIENT_DEFAULTS)
         await self.consumer.start()
         tps = [TopicPartition(topic, q) for q in range(self.settings.partitions)]

@@ -12,7 +12,9 @@ import os
 from typing import Any
 
 import faust
+from faust.transport.drivers import aiokafka as faust_kafka
 
+from pulse.kafka import FETCH_MAX_WAIT_MS
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
 
@@ -22,9 +24,36 @@ from .ingest_process import IngestProcess
 from .owners import PartitionOwners
 
 
+class _PromptConsumerThread(faust_kafka.AIOKafkaConsumerThread):
+    """FAUST: fetch_max_wait_ms is hard-coded to 1500; Pulse's value is FETCH_MAX_WAIT_MS.
+
+    TANSU holds fetches for their whole max-wait, which put up to 1.5 s on the keyed
+    topic's hop (see `pulse.kafka.FETCH_MAX_WAIT_MS`).
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts
+        return consumer
+
+
+class _Consumer(faust_kafka.Consumer):
+    def _new_consumer_thread(self) -> faust_kafka.AIOKafkaConsumerThread:
+        return _PromptConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(faust_kafka.Transport):
+    Consumer = _Consumer
+
+
+class PulseApp(faust.App):
+    def _new_transport(self) -> Any:
+        return _Transport(self.conf.broker_consumer, self)
+
+
 def create_app(settings: Settings, epoch: str) -> faust.App:
     topics = Topics(settings.topic, settings.dlq_topic)
-    app = faust.App(
+    app = PulseApp(
         settings.group,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
         store="memory://",

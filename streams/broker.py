@@ -14,6 +14,8 @@ with a `TANSU:` comment, and nowhere else:
   lake flush boundaries are kept in the lake).
 - TANSU: idempotent producers and transactions fail, so exactness comes from the
   rollup journal's design, not from Kafka transactions.
+- TANSU: a fetch is held for its whole max-wait even when data arrives, so every Pulse
+  consumer (Faust's too, see `streams.app`) uses `pulse.kafka.FETCH_MAX_WAIT_MS`.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from pulse.kafka import CLIENT_DEFAULTS
+from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS
 from pulse.rollups.journal import LakeMark
 from pulse.rollups.partition import SourceBatch
 from pulse.schemas.decode import decode_event
@@ -125,6 +125,7 @@ class Ingest:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             session_timeout_ms=6_000,
             heartbeat_interval_ms=2_000,
             max_poll_interval_ms=600_000,

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from pulse.kafka import CLIENT_DEFAULTS, read_until
+from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS, read_until
 from pulse.rollups import journal
 from pulse.rollups.partition import PartitionState, RollupSpec
 from pulse.settings import Settings
@@ -88,6 +88,7 @@ class PartitionOwners:
             enable_auto_commit=False,
             max_partition_fetch_bytes=32 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             **CLIENT_DEFAULTS,
         )
         await consumer.start()

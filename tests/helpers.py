@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from pulse.kafka import FETCH_MAX_WAIT_MS
 from pulse.rollups import journal
 from pulse.rollups.store import RollupStore
 from pulse.schemas.topics import Topics
@@ -141,6 +142,7 @@ class Pulse:
         async def go() -> RollupStore:
             consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
                                         enable_auto_commit=False,
+                                        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
                                         max_partition_fetch_bytes=32 * 1024 * 1024)
             await consumer.start()
             try:
