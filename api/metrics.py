@@ -7,6 +7,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from pulse.rollups.journal import LakeMark
 from pulse.rollups.store import RollupStore
 
 from .replica import JournalReplica
@@ -61,18 +62,31 @@ class _JournalCollector:
                                   labels=["partition"])
         lag = GaugeMetricFamily("pulse_rollups_behind_seconds",
                                 "now minus as_of, per keyed partition", labels=["partition"])
-        marks: dict[int, float] = {}
+        failures = GaugeMetricFamily("pulse_lake_write_failures",
+                                     "failed lake writes per input partition (retried)",
+                                     labels=["partition"])
+        failing = GaugeMetricFamily("pulse_lake_write_failing",
+                                    "1 while an input partition's lake writes fail",
+                                    labels=["partition"])
+        marks: dict[int, LakeMark] = {}
         now = time.time()
         for q, info in self.store.partitions.items():
             for p, mark in info.lake.items():
-                marks[p] = max(marks.get(p, 0.0), mark.flushed_at_us / 1e6)
+                seen = marks.get(p)
+                if seen is None or (mark.flushed_at_us, mark.failures) > (seen.flushed_at_us,
+                                                                          seen.failures):
+                    marks[p] = mark
             if info.progress:
                 t = min(info.progress.values()) / 1e6
                 as_of.add_metric([str(q)], t)
                 lag.add_metric([str(q)], max(0.0, now - t))
-        for p, t in sorted(marks.items()):
-            flush.add_metric([str(p)], t)
+        for p, mark in sorted(marks.items()):
+            flush.add_metric([str(p)], mark.flushed_at_us / 1e6)
+            failures.add_metric([str(p)], mark.failures)
+            failing.add_metric([str(p)], 1.0 if mark.error else 0.0)
         yield flush
+        yield failures
+        yield failing
         yield as_of
         yield lag
         records = GaugeMetricFamily("pulse_replica_journal_records",

@@ -31,6 +31,10 @@ class LakeMark(msgspec.Struct, array_like=True, frozen=True):
 
     as_of_us: int
     flushed_at_us: int
+    failures: int = 0
+    """Failed lake writes of this partition's current writer (they are retried)."""
+    error: str | None = None
+    """The last write error, while writes are failing; None once one succeeds."""
 
 
 class Claim(msgspec.Struct, tag="claim", array_like=True, frozen=True):

@@ -98,11 +98,13 @@ class PartitionState:
         new_seen = self._count_unique(fresh, horizon, counters, buckets, journeys) if fresh else b""
 
         progress = _advance(self.progress, batch.progress)
-        lake = {
-            p: mark
-            for p, mark in batch.lake.items()
-            if p not in self.lake or mark.as_of_us > self.lake[p].as_of_us
-        }
+        lake = {}
+        for p, mark in batch.lake.items():
+            old = self.lake.get(p)
+            if old is not None and mark.as_of_us < old.as_of_us:  # never move back in time
+                mark = LakeMark(old.as_of_us, old.flushed_at_us, mark.failures, mark.error)
+            if mark != old:
+                lake[p] = mark
         self.lake.update(lake)
         if not (applied or progress or lake):
             return None

@@ -74,7 +74,7 @@ class Ingest:
             settings.lake_flush_rows,
             settings.lake_flush_seconds,
             commit=self._commit,
-            on_flushed=self._lake_flushed,
+            on_mark=self._lake_mark,
         )
         self._reading: dict[int, int] = {}
         """Input partition -> the next offset this stage expects from the consumer."""
@@ -276,7 +276,7 @@ class Ingest:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    def _lake_flushed(self, partition: int, mark: LakeMark) -> None:
+    def _lake_mark(self, partition: int, mark: LakeMark) -> None:
         for q in range(self.keyed_partitions):
             self._lake_marks[q][partition] = mark
 

@@ -177,13 +177,15 @@ class LakeSink:
         flush_rows: int,
         flush_seconds: float,
         commit: Callable[[int, int], Awaitable[None]],
-        on_flushed: Callable[[int, LakeMark], None],
+        on_mark: Callable[[int, LakeMark], None],
     ) -> None:
         self.writer = writer
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self._commit = commit
-        self._on_flushed = on_flushed
+        self._on_mark = on_mark
+        self._marks: dict[int, LakeMark] = {}
+        self._failures: dict[int, int] = {}
         self._open: dict[int, Flush] = {}
         self._forced_last: dict[int, int] = {}
         self._sealed: deque[Flush] = deque()
@@ -317,6 +319,7 @@ class LakeSink:
             except OSError as exc:
                 self.stats.failures += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                self._mark(flush.partition, error=self.stats.last_error)
                 log.error("lake write failed for partition %d offsets %d..%d: %s; retrying in "
                           "%.1f s (nothing is committed past it)",
                           flush.partition, flush.first, flush.last, exc, backoff)
@@ -342,9 +345,20 @@ class LakeSink:
         self.stats.last_flush_at = time.time()
         log.debug("partition %d: flushed %d..%d, %d files, %d bytes", flush.partition,
                   flush.first, flush.last, files, size)
-        self._on_flushed(
-            flush.partition, LakeMark(flush.as_of_us, int(self.stats.last_flush_at * 1e6))
-        )
+        self._mark(flush.partition, as_of_us=flush.as_of_us,
+                   flushed_at_us=int(self.stats.last_flush_at * 1e6))
+
+    def _mark(self, partition: int, as_of_us: int | None = None,
+              flushed_at_us: int | None = None, error: str | None = None) -> None:
+        """Report a partition's lake progress, or its write failure, to the rollups."""
+        old = self._marks.get(partition, LakeMark(0, 0))
+        if error is not None:
+            self._failures[partition] = self._failures.get(partition, 0) + 1
+        mark = LakeMark(old.as_of_us if as_of_us is None else as_of_us,
+                        old.flushed_at_us if flushed_at_us is None else flushed_at_us,
+                        self._failures.get(partition, 0), error)
+        self._marks[partition] = mark
+        self._on_mark(partition, mark)
 
     async def drain(self) -> None:
         """Seal everything open and wait until it is written (used at shutdown)."""

@@ -48,8 +48,10 @@ async def status(request: Request) -> Response:
             as_of.append(min(info.progress.values()))
         for p, mark in info.lake.items():
             seen = lake_marks.get(p)
-            if seen is None or mark.flushed_at_us > seen["flushed_at_us"]:  # type: ignore[operator]
-                lake_marks[p] = {"flushed_at_us": mark.flushed_at_us, "as_of_us": mark.as_of_us}
+            if seen is None or (mark.flushed_at_us, mark.failures) > (seen["flushed_at_us"],
+                                                                      seen["failures"]):
+                lake_marks[p] = {"flushed_at_us": mark.flushed_at_us, "as_of_us": mark.as_of_us,
+                                 "failures": mark.failures, "error": mark.error}
     for key in ("read", "accepted", "duplicates", "conflicting_duplicates", "dead_letters",
                 "beyond_retention"):
         totals.setdefault(key, 0)
@@ -70,9 +72,11 @@ async def status(request: Request) -> Response:
         "lake": {
             "root": ctx.settings.lake,
             "last_flush": {
-                str(p): {"at": iso(m["flushed_at_us"]), "complete_to": iso(m["as_of_us"])}  # type: ignore[arg-type]
+                str(p): {"at": iso(m["flushed_at_us"]), "complete_to": iso(m["as_of_us"]),  # type: ignore[arg-type]
+                         "write_failures": m["failures"], "error": m["error"]}
                 for p, m in sorted(lake_marks.items())
             },
+            "writes_failing": sorted(str(p) for p, m in lake_marks.items() if m["error"]),
             "read_errors": int(ctx.metrics.lake_errors._value.get()),
         },
         "lag": {"rollups_behind_seconds": None if not as_of
