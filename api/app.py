@@ -29,7 +29,7 @@ from . import models
 from .auth import Keys
 from .context import Context
 from .endpoints import admin, health, reports
-from .errors import EXCEPTION_HANDLERS
+from .errors import EXCEPTION_HANDLERS, error_response
 from .lake import LakeReader
 from .metrics import ApiMetrics
 from .openapi import CAMPAIGN, FROM, TO, Endpoint, Param, document
@@ -108,13 +108,38 @@ def create_app(settings: Settings, keys: dict[str, str] | None = None,
         routes.append(Mount("/assets", StaticFiles(directory=assets), name="assets"))
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(Observe, ctx=ctx)],
+        middleware=[Middleware(Observe, ctx=ctx), Middleware(Limits)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )
     app.state.pulse = ctx
     app.state.openapi = document(ENDPOINTS, pulse.__version__)
     return app
+
+
+MAX_QUERY_BYTES = 4096
+MAX_HEADER_BYTES = 16 * 1024
+
+
+class Limits:
+    """Refuse oversized query strings (414) and headers (431) before any work is done."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            problem = None
+            if len(scope.get("query_string", b"")) > MAX_QUERY_BYTES:
+                problem = (414, "uri_too_long", f"the query string is limited to "
+                           f"{MAX_QUERY_BYTES} bytes")
+            elif sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADER_BYTES:
+                problem = (431, "headers_too_large", f"request headers are limited to "
+                           f"{MAX_HEADER_BYTES} bytes")
+            if problem is not None:
+                await error_response(*problem)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class Observe:

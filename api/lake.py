@@ -45,6 +45,42 @@ class LakeTimeout(Exception):
     pass
 
 
+class LakeBusy(Exception):
+    """The tenant already has its share of lake queries running."""
+
+
+class TenantSlots:
+    """At most `per_tenant` lake queries per tenant at once, so none can starve others.
+
+    The thread pool bounds the total; this bounds each tenant's part of it, and says
+    no at once (the API answers 429) rather than queueing behind a flood.
+    """
+
+    def __init__(self, per_tenant: int) -> None:
+        self.per_tenant = per_tenant
+        self._running: dict[str, int] = {}
+
+    def __call__(self, tenant_id: str) -> _Slot:
+        return _Slot(self, tenant_id)
+
+
+class _Slot:
+    def __init__(self, slots: TenantSlots, tenant_id: str) -> None:
+        self.slots, self.tenant_id = slots, tenant_id
+
+    async def __aenter__(self) -> None:
+        running = self.slots._running
+        if running.get(self.tenant_id, 0) >= self.slots.per_tenant:
+            raise LakeBusy(self.tenant_id)
+        running[self.tenant_id] = running.get(self.tenant_id, 0) + 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        running = self.slots._running
+        running[self.tenant_id] -= 1
+        if not running[self.tenant_id]:
+            del running[self.tenant_id]
+
+
 @dataclass(frozen=True)
 class Group:
     """How an answer is split: one total, per campaign, or per time bucket."""
@@ -70,13 +106,14 @@ def by_bucket(width_us: int) -> Group:
 
 class LakeReader:
     def __init__(self, root: str, engaged_seconds: float, steps: tuple[str, ...],
-                 threads: int = 4, timeout: float = 30.0) -> None:
+                 threads: int = 4, timeout: float = 30.0, per_tenant: int = 2) -> None:
         self.root = root
         self.engaged_seconds = engaged_seconds
         self.steps = steps
         self.timeout = timeout
         self._db = duckdb.connect(config={"threads": 2})
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="lake")
+        self.slots = TenantSlots(per_tenant)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -156,6 +193,11 @@ class LakeReader:
     async def _run(self, tenant_id: str, days: tuple[int, int] | None,
                    statements: list[tuple[str, dict[str, Any]]]) -> list[list[tuple]] | None:
         """Run `statements` over the tenant's files of `days`; None when there are none."""
+        async with self.slots(tenant_id):
+            return await self._run_listed(tenant_id, days, statements)
+
+    async def _run_listed(self, tenant_id: str, days: tuple[int, int] | None,
+                          statements: list[tuple[str, dict[str, Any]]]) -> list[list[tuple]] | None:
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             files = self.files(tenant_id, days)

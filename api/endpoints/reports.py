@@ -19,7 +19,7 @@ from .. import params
 from ..auth import tenant_for
 from ..context import Context, context
 from ..errors import ApiError
-from ..lake import LakeTimeout, LakeUnreadable
+from ..lake import LakeBusy, LakeTimeout, LakeUnreadable
 from ..query import Answer
 
 METRICS = ("conversations", "engaged", "intents", "funnel_entries")
@@ -56,6 +56,10 @@ async def _ask(ctx: Context, request: Request, coro: Any) -> Answer:
     except LakeTimeout as exc:
         ctx.metrics.lake_errors.inc()
         raise ApiError(503, "lake_timeout", f"{exc}; ask for a shorter range") from None
+    except LakeBusy:
+        raise ApiError(429, "too_many_requests",
+                       "this tenant already has lake queries running; retry in a second",
+                       headers={"Retry-After": "1"}) from None
 
 
 def _common(request: Request) -> tuple[Context, str, params.Range]:
