@@ -43,6 +43,9 @@ class Claim(msgspec.Struct, tag="claim", array_like=True, frozen=True):
 
 class Delta(msgspec.Struct, tag="delta", array_like=True, gc=False):
     session: str
+    seq: int
+    """Counts the session's deltas in its partition, so a record that a producer retry
+    wrote twice is folded once (no idempotent producers on the embedded broker)."""
     applied: dict[int, int]
     """Source partition -> highest source offset now applied (only those that moved)."""
     counters: dict[str, int]
@@ -120,17 +123,22 @@ class JournalFold:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.owner: str | None = None
+        self._seq = -1
         self._parts: list[bytes] = []
 
     def feed(self, record: Record) -> None:
         if isinstance(record, Claim):
-            self.owner = record.session
-            self._parts = []
+            if record.session != self.owner:
+                self.owner, self._seq, self._parts = record.session, -1, []
         elif record.session != self.owner:
             return  # written by a session that no longer owns the partition
         elif isinstance(record, Delta):
-            self.target.apply_delta(record)
+            if record.seq > self._seq:  # else a producer retry wrote it twice
+                self._seq = record.seq
+                self.target.apply_delta(record)
         else:
+            if record.part < len(self._parts):
+                return  # a part written twice
             if record.part != len(self._parts):
                 self._parts = []
                 if record.part != 0:

@@ -62,6 +62,8 @@ class PartitionState:
         self.horizon_hour: int | None = None
         self.progress: dict[int, int] = {}
         self.lake: dict[int, LakeMark] = {}
+        self._session: str | None = None
+        self._seq = 0
 
     # ---- live processing -----------------------------------------------------------
 
@@ -111,8 +113,12 @@ class PartitionState:
         self.counters.update(counters)
         self.watermark_us = watermark
         self._advance_horizon()
+        if session != self._session:
+            self._session, self._seq = session, 0
+        self._seq += 1
         return Delta(
             session=session,
+            seq=self._seq,
             applied=applied,
             counters=dict(counters),
             buckets=[(t, c, h, m) for (t, c, h), m in buckets.items() if not m.is_empty()],

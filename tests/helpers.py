@@ -122,8 +122,8 @@ class Pulse:
         async def go() -> int:
             producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap,
                                         enable_idempotence=False, linger_ms=5)
-            await producer.start()
             try:
+                await producer.start()
                 futures = [await producer.send(self.topics.input, value, key=key,
                                                partition=partition)
                            for key, value, partition in messages]
@@ -131,6 +131,24 @@ class Pulse:
                 return len(futures)
             finally:
                 await producer.stop()
+        return asyncio.run(go())
+
+    def input_messages(self) -> list[tuple[bytes | None, bytes, int]]:
+        """(key, value, partition) of everything on the input topic, for ground truth."""
+        async def go() -> list[tuple[bytes | None, bytes, int]]:
+            consumer = AIOKafkaConsumer(self.topics.input,
+                                        bootstrap_servers=self.settings.kafka_bootstrap,
+                                        enable_auto_commit=False, auto_offset_reset="earliest",
+                                        fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+            await consumer.start()
+            out: list[tuple[bytes | None, bytes, int]] = []
+            try:
+                while batches := await consumer.getmany(timeout_ms=1500):
+                    for records in batches.values():
+                        out.extend((r.key, r.value or b"", r.partition) for r in records)
+                return out
+            finally:
+                await consumer.stop()
         return asyncio.run(go())
 
     def ensure_topics(self) -> None:

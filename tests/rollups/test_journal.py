@@ -27,9 +27,9 @@ class Recorder:
         self.snapshots.append(snapshot)
 
 
-def delta(session: str) -> Delta:
-    return Delta(session, {0: 1}, {"read": 1}, [("t", None, 1, Measures(events=1))], b"", [],
-                 None, None, {}, {})
+def delta(session: str, seq: int) -> Delta:
+    return Delta(session, seq, {0: 1}, {"read": 1}, [("t", None, 1, Measures(events=1))], b"",
+                 [], None, None, {}, {})
 
 
 def snapshot(n: int) -> Snapshot:
@@ -39,7 +39,8 @@ def snapshot(n: int) -> Snapshot:
 def test_only_the_latest_claimant_is_folded():
     target = Recorder()
     fold = JournalFold(target)
-    for record in [delta("a"), Claim("a"), delta("a"), Claim("b"), delta("a"), delta("b")]:
+    for record in [delta("a", 1), Claim("a"), delta("a", 2), Claim("b"), delta("a", 3),
+                   delta("b", 1)]:
         fold.feed(decode(encode(record)))
     assert target.deltas == ["a", "b"]
 
@@ -68,3 +69,46 @@ def test_an_interrupted_reset_is_dropped_and_a_later_one_wins():
     for record in first[2:]:  # a zombie's late parts are ignored
         fold.feed(record)
     assert target.snapshots == [snapshot(5)]
+
+
+def test_a_record_written_twice_by_a_producer_retry_is_folded_once():
+    """Without idempotent producers a lost acknowledgement makes the client send a
+    record again; the fold must not count it twice."""
+    from pulse.rollups.funnel import FunnelSpec
+    from pulse.rollups.partition import PartitionState, RollupSpec, SourceBatch
+    from pulse.rollups.store import ALL, RollupStore
+    from pulse.schemas.events import Event
+    from tests.strategies import BASE_US, HOUR
+
+    spec = RollupSpec(FunnelSpec(("picked_up",)), 30.0, 10_000)
+    state = PartitionState(spec)
+    sample = [Event(("acme", "globex")[i % 2], f"e{i}", ("call_ended", "funnel_step")[i % 2],
+                    BASE_US + i * HOUR // 4, f"c{i % 5}", "spring", "call", None,
+                    "picked_up" if i % 2 else None, 45.0 if i % 2 == 0 else None, None, 1)
+              for i in range(30)]
+    deltas = [state.process(SourceBatch([(0, i, e)], {}, {}), "s") for i, e in enumerate(sample)]
+    store, once = RollupStore(), RollupStore()
+    for target, records in ((store, [d for d in deltas for _ in (1, 2)]), (once, deltas)):
+        fold = target.fold(0)
+        fold.feed(Claim("s"))
+        for record in records:
+            fold.feed(decode(encode(record)))
+    h0, h1 = BASE_US // HOUR - 200, BASE_US // HOUR + 200
+    for tenant in ("acme", "globex"):
+        assert store.total(tenant, ALL, h0, h1) == once.total(tenant, ALL, h0, h1)
+
+    recovered = PartitionState(spec)
+    fold = JournalFold(recovered)
+    fold.feed(Claim("s"))
+    for record in [d for d in deltas for _ in (1, 2)]:
+        fold.feed(record)
+    assert recovered.counters == state.counters
+
+
+def test_a_reset_part_written_twice_is_folded_once():
+    target = Recorder()
+    fold = JournalFold(target)
+    records = reset_records("r", snapshot(2_000_000))
+    for record in [records[0], records[1], records[1], *records[2:], records[-1]]:
+        fold.feed(record)
+    assert target.snapshots == [snapshot(2_000_000)]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from pulse.rollups import report
 from pulse.rollups.funnel import FunnelSpec
-from pulse.rollups.journal import Claim, Delta
+from pulse.rollups.journal import Claim, JournalFold
 from pulse.rollups.partition import PartitionState, RollupSpec, SourceBatch
 from pulse.rollups.store import ALL, RollupStore
 from tests import oracle
@@ -34,12 +34,14 @@ def batches(entries, cuts: list[int]) -> list[SourceBatch]:
     return [SourceBatch(list(entries[a:b]), {}, {}) for a, b in pairwise(bounds)]
 
 
-def fold(deltas: list[Delta]) -> RollupStore:
+def fold(records: list) -> RollupStore:
+    """A reader's rollups from a journal; a bare list of deltas gets session s1's claim."""
     store = RollupStore()
     journal = store.fold(0)
-    journal.feed(Claim("s1"))
-    for d in deltas:
-        journal.feed(d)
+    if records and not isinstance(records[0], Claim):
+        journal.feed(Claim("s1"))
+    for record in records:
+        journal.feed(record)
     return store
 
 
@@ -94,20 +96,25 @@ def test_crash_and_redelivery_change_nothing(scenario, crashes):
     reference = PartitionState(SPEC)
     reference_deltas = [d for b in source_batches if (d := reference.process(b, "s1"))]
 
-    journal: list[Delta] = []
+    journal: list = [Claim("s1")]
     state = PartitionState(SPEC)
+    session = "s1"
     position = 0
     plan = list(crashes)
     while position < len(source_batches):
-        delta = state.process(source_batches[position], "s1")
+        delta = state.process(source_batches[position], session)
         if delta:
             journal.append(delta)
         position += 1
         if plan and plan[0][0] % (len(source_batches) + 1) == position:
             _, back = plan.pop(0)
-            state = PartitionState(SPEC)  # kill -9: memory gone, journal kept
-            for d in journal:
-                state.apply_delta(d)
+            # kill -9: memory gone, journal kept; the next owner claims and folds it.
+            session = f"s{len(journal)}"
+            journal.append(Claim(session))
+            state = PartitionState(SPEC)
+            recovery = JournalFold(state)
+            for record in journal:
+                recovery.feed(record)
             position = max(0, position - back)  # offsets committed earlier than processed
 
     assert_same_state(state, reference)

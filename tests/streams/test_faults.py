@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from aiokafka.errors import KafkaError
 
 from pulse.rollups import report
 from pulse.rollups.store import ALL
@@ -30,7 +31,14 @@ class Producer(threading.Thread):
             slices = 40
             step = -(-len(self.messages) // slices)
             for i in range(0, len(self.messages), step):
-                self.pulse.produce(self.messages[i : i + step])
+                for attempt in range(20):  # the broker may be unreachable for a moment
+                    try:
+                        self.pulse.produce(self.messages[i : i + step])
+                        break
+                    except KafkaError:
+                        if attempt == 19:
+                            raise
+                        time.sleep(0.5)
                 time.sleep(self.seconds / slices)
         except BaseException as exc:  # surfaced by the test
             self.error = exc
