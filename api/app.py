@@ -30,6 +30,7 @@ from .auth import Keys
 from .context import Context
 from .endpoints import admin, health, reports
 from .errors import EXCEPTION_HANDLERS, error_response
+from .lag import LagWatch
 from .lake import LakeReader
 from .metrics import ApiMetrics
 from .openapi import CAMPAIGN, FROM, TO, Endpoint, Param, document
@@ -83,6 +84,7 @@ def create_app(settings: Settings, keys: dict[str, str] | None = None,
     topics = Topics(settings.topic, settings.dlq_topic)
     replica = JournalReplica(settings, topics.rollups, store)
     lake = LakeReader(settings.lake, settings.engaged_seconds, settings.funnel_steps)
+    lag = LagWatch(settings)
     ctx = Context(
         settings=settings,
         keys=Keys(None if insecure else (keys if keys is not None else settings.api_keys or {})),
@@ -90,15 +92,18 @@ def create_app(settings: Settings, keys: dict[str, str] | None = None,
         replica=replica,
         lake=lake,
         query=Query(store, lake, settings.partitions),
-        metrics=ApiMetrics(store, replica),
+        metrics=ApiMetrics(store, replica, lag),
+        lag=lag,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await replica.start()
+        await lag.start()
         try:
             yield
         finally:
+            await lag.stop()
             await replica.stop()
             lake.close()
 

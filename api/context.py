@@ -10,6 +10,7 @@ from pulse.rollups.store import RollupStore
 from pulse.settings import Settings
 
 from .auth import Keys
+from .lag import LagWatch
 from .lake import LakeReader
 from .metrics import ApiMetrics
 from .query import Query
@@ -25,6 +26,7 @@ class Context:
     lake: LakeReader
     query: Query
     metrics: ApiMetrics
+    lag: LagWatch
 
 
 def context(request: Request) -> Context:

@@ -10,11 +10,12 @@ from prometheus_client.core import GaugeMetricFamily
 from pulse.rollups.journal import LakeMark
 from pulse.rollups.store import RollupStore
 
+from .lag import LagWatch
 from .replica import JournalReplica
 
 
 class ApiMetrics:
-    def __init__(self, store: RollupStore, replica: JournalReplica) -> None:
+    def __init__(self, store: RollupStore, replica: JournalReplica, lag: LagWatch) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("pulse_http_requests", "HTTP requests by route and status",
                                 ["route", "status"], registry=self.registry)
@@ -29,7 +30,7 @@ class ApiMetrics:
         self.replica_ready = Gauge("pulse_replica_ready", "1 once the rollup replica caught up",
                                    registry=self.registry)
         self.replica_ready.set_function(lambda: float(replica.ready))
-        self.registry.register(_JournalCollector(store, replica))
+        self.registry.register(_JournalCollector(store, replica, lag))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -38,9 +39,10 @@ class ApiMetrics:
 class _JournalCollector:
     """What the journal says about the pipeline, read at scrape time."""
 
-    def __init__(self, store: RollupStore, replica: JournalReplica) -> None:
+    def __init__(self, store: RollupStore, replica: JournalReplica, lag: LagWatch) -> None:
         self.store = store
         self.replica = replica
+        self.lag = lag
 
     def describe(self) -> list:
         return []
@@ -60,7 +62,7 @@ class _JournalCollector:
         as_of = GaugeMetricFamily("pulse_as_of_timestamp_seconds",
                                   "time the rollups are complete up to, per keyed partition",
                                   labels=["partition"])
-        lag = GaugeMetricFamily("pulse_rollups_behind_seconds",
+        behind = GaugeMetricFamily("pulse_rollups_behind_seconds",
                                 "now minus as_of, per keyed partition", labels=["partition"])
         failures = GaugeMetricFamily("pulse_lake_write_failures",
                                      "failed lake writes per input partition (retried)",
@@ -79,7 +81,7 @@ class _JournalCollector:
             if info.progress:
                 t = min(info.progress.values()) / 1e6
                 as_of.add_metric([str(q)], t)
-                lag.add_metric([str(q)], max(0.0, now - t))
+                behind.add_metric([str(q)], max(0.0, now - t))
         for p, mark in sorted(marks.items()):
             flush.add_metric([str(p)], mark.flushed_at_us / 1e6)
             failures.add_metric([str(p)], mark.failures)
@@ -88,7 +90,14 @@ class _JournalCollector:
         yield failures
         yield failing
         yield as_of
-        yield lag
+        yield behind
+        consumer_lag = GaugeMetricFamily("pulse_consumer_lag",
+                                         "messages not yet committed, per group and partition",
+                                         labels=["group", "partition"])
+        for group, partitions in sorted(self.lag.lag.items()):
+            for p, offsets in sorted(partitions.items()):
+                consumer_lag.add_metric([group, str(p)], offsets["lag"])
+        yield consumer_lag
         records = GaugeMetricFamily("pulse_replica_journal_records",
                                     "journal records folded by this API process")
         records.add_metric([], self.replica.records)

@@ -79,7 +79,13 @@ async def status(request: Request) -> Response:
             "writes_failing": sorted(str(p) for p, m in lake_marks.items() if m["error"]),
             "read_errors": int(ctx.metrics.lake_errors._value.get()),
         },
-        "lag": {"rollups_behind_seconds": None if not as_of
-                else round(max(0.0, time.time() - min(as_of) / 1e6), 3)},
+        "lag": {
+            "rollups_behind_seconds": None if not as_of
+            else round(max(0.0, time.time() - min(as_of) / 1e6), 3),
+            "consumer": {group: {str(p): offsets for p, offsets in sorted(partitions.items())}
+                         for group, partitions in sorted(ctx.lag.lag.items())},
+            "consumer_read_at": None if ctx.lag.read_at is None
+            else iso(int(ctx.lag.read_at * 1e6)),
+        },
         "as_of": iso(min(as_of)) if as_of else None,
     })

@@ -73,6 +73,23 @@ export interface Usage extends Report {
 
 type Params = Record<string, string | null | undefined>;
 
+const MAX_ATTEMPTS = 5;
+
+export function retryAfterMs(header: string | null): number {
+  const seconds = Number(header);
+  return Number.isFinite(seconds) && seconds > 0 ? Math.min(seconds, 10) * 1000 : 1000;
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    });
+  });
+}
+
 export async function getJson<T>(path: string, params: Params, auth: Auth, signal?: AbortSignal): Promise<T> {
   const q = new URLSearchParams();
   for (const [name, value] of Object.entries({ ...params, tenant: auth.tenant })) {
@@ -82,12 +99,17 @@ export async function getJson<T>(path: string, params: Params, auth: Auth, signa
   const headers: Record<string, string> = { Accept: "application/json" };
   if (auth.key) headers.Authorization = `Bearer ${auth.key}`;
   let response: Response;
-  try {
-    // Relative: the API serves this page at `/`, and the page works under a prefix too.
-    response = await fetch(`analytics/${path}${query ? `?${query}` : ""}`, { headers, signal });
-  } catch (err) {
-    if (signal?.aborted) throw err;
-    throw new ApiError(0, "network_error", "Cannot reach the Pulse API (network error). Is it running?");
+  for (let attempt = 1; ; attempt++) {
+    try {
+      // Relative: the API serves this page at `/`, and the page works under a prefix too.
+      response = await fetch(`analytics/${path}${query ? `?${query}` : ""}`, { headers, signal });
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      throw new ApiError(0, "network_error", "Cannot reach the Pulse API (network error). Is it running?");
+    }
+    // 429: this tenant's lake queries are all busy; the API says when to come back.
+    if (response.status !== 429 || attempt >= MAX_ATTEMPTS) break;
+    await sleep(retryAfterMs(response.headers.get("Retry-After")), signal);
   }
   let body: unknown = null;
   try {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { type DashboardData, keepStale, mergeSeries, oldestAsOf } from "./dashboard";
-import { ApiError } from "./api";
+import { ApiError, retryAfterMs } from "./api";
 
 describe("dashboard data", () => {
   it("merges the three series by bucket", () => {
@@ -61,5 +61,15 @@ describe("dashboard data", () => {
     expect(merged.loadedAt).toEqual(base.loadedAt);
     const fresh = { ...base, asOf: "2026-11-30T10:00:05Z" };
     expect(keepStale(base, fresh)).toBe(fresh);
+  });
+});
+
+describe("retryAfterMs", () => {
+  it("follows the API's Retry-After within bounds", () => {
+    expect(retryAfterMs("1")).toBe(1000);
+    expect(retryAfterMs("3")).toBe(3000);
+    expect(retryAfterMs("600")).toBe(10000);
+    expect(retryAfterMs(null)).toBe(1000);
+    expect(retryAfterMs("soon")).toBe(1000);
   });
 });

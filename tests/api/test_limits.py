@@ -40,16 +40,29 @@ def test_a_tenant_over_its_lake_share_gets_429_with_retry_after(client: TestClie
     assert response.json()["error"]["code"] == "too_many_requests"
 
 
-def test_slots_bound_each_tenant_not_the_others():
+def test_slots_bound_each_tenant_queue_a_burst_and_refuse_a_flood():
     async def go() -> None:
-        slots = TenantSlots(per_tenant=2)
-        async with slots("a"), slots("a"):
-            with pytest.raises(LakeBusy):
-                async with slots("a"):
-                    pass
-            async with slots("b"):  # another tenant still gets in
+        slots = TenantSlots(per_tenant=2, queue=1)
+        entered: list[str] = []
+
+        async def query(name: str, hold: asyncio.Event) -> None:
+            async with slots("a"):
+                entered.append(name)
+                await hold.wait()
+
+        hold = asyncio.Event()
+        running = [asyncio.create_task(query(n, hold)) for n in ("q1", "q2", "q3")]
+        await asyncio.sleep(0.01)
+        assert entered == ["q1", "q2"]  # the third waits in the queue
+        with pytest.raises(LakeBusy):  # the queue is full: refused at once
+            async with slots("a"):
                 pass
-        async with slots("a"):  # released
+        async with slots("b"):  # another tenant still gets in
+            pass
+        hold.set()
+        await asyncio.gather(*running)
+        assert entered == ["q1", "q2", "q3"]
+        async with slots("a"), slots("a"):  # all released
             pass
     asyncio.run(go())
 
