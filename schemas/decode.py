@@ -8,6 +8,7 @@ human-readable `pulse-error` header.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -17,6 +18,7 @@ from .events import (
     MAX_FUTURE_US,
     MAX_MESSAGE_BYTES,
     MAX_METADATA_BYTES,
+    MAX_NESTING,
     NO_METADATA,
     RULES,
     Event,
@@ -29,6 +31,9 @@ _ONE_US = timedelta(microseconds=1)
 _MIN_MS = -62135596800000  # 0001-01-01T00:00:00Z
 _MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
 _NULL = b"null"
+_STRING = re.compile(rb'"[^"\\]*(?:\\[\s\S][^"\\]*)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_OPENERS = b"[{"
 
 _decoder = msgspec.json.Decoder(WireEvent)
 
@@ -39,6 +44,12 @@ def decode_event(raw: bytes, now_us: int) -> Event | Rejected:
         return Rejected(
             RejectReason.TOO_LARGE,
             f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES} bytes",
+        )
+    if _nested_deeper_than(raw, MAX_NESTING):
+        return Rejected(
+            RejectReason.TOO_LARGE,
+            f"arrays and objects are nested more than {MAX_NESTING} levels deep; "
+            f"the limit is {MAX_NESTING}",
         )
     try:
         wire = _decoder.decode(raw)
@@ -116,6 +127,23 @@ def _normalize(wire: WireEvent, now_us: int) -> Event | Rejected:
         metadata,
         wire.schema_version,
     )
+
+
+def _nested_deeper_than(raw: bytes, limit: int) -> bool:
+    """Whether `raw` nests arrays and objects more than `limit` deep, brackets in strings
+    aside: never less deep than the parser would go, so it never hits the recursion limit.
+
+    Counting the brackets first keeps the scan off every ordinary message, and a message
+    no longer than `limit` bytes cannot hold more than `limit` of them.
+    """
+    if len(raw) <= limit or raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    depth = 0
+    for bracket in _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS):
+        depth += 1 if bracket in _OPENERS else -1
+        if depth > limit:
+            return True
+    return False
 
 
 def _missing(field: str, event_type: str) -> Rejected:

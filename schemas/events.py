@@ -16,6 +16,11 @@ import msgspec
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_METADATA_BYTES = 8 * 1024
+MAX_NESTING = 256
+"""Arrays and objects nested deeper than this are a dead letter. The JSON parser recurses
+once per level against Python's recursion limit (1000), so without a fixed limit well
+below it a deeply nested message would raise instead of being rejected, at a depth that
+depends on the caller's stack. Messages of at most this many bytes are never checked."""
 MAX_FUTURE_US = 3600 * 1_000_000
 """An `occurred_at` more than this far ahead of the worker's clock is a dead letter."""
 

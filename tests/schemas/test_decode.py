@@ -20,6 +20,14 @@ def with_(**changes: object) -> bytes:
     return json.dumps({k: v for k, v in body.items() if v is not ...}).encode()
 
 
+def nested(levels: int) -> object:
+    """A JSON array `levels` deep."""
+    value: object = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(("raw", "reason"), [
     (b"", "invalid_json"),
     (b"{", "invalid_json"),
@@ -55,6 +63,10 @@ def with_(**changes: object) -> bytes:
     (with_(occurred_at=True), "bad_timestamp"),
     (with_(occurred_at="2026-09-21T13:00:00.001Z"), "future_timestamp"),
     (with_(metadata={"k": "v" * 9000}), "too_large"),
+    (with_(zz=nested(256)), "too_large"),  # 257 levels with the event's own object
+    (with_(metadata={"a": nested(300)}), "too_large"),
+    (b"[" * 2000 + b"]" * 2000, "too_large"),
+    (b'{"zz":' + b"{" * 5000, "too_large"),
 ])
 def test_bad_messages_are_rejected_with_their_reason(raw: bytes, reason: str):
     result = decode_event(raw, NOW_US)
@@ -79,8 +91,26 @@ def test_bad_messages_are_rejected_with_their_reason(raw: bytes, reason: str):
     (with_(schema_version=3), "schema_version", 3),
     (with_(occurred_at="2026-09-21T13:00:00Z"), "id", "e1"),  # 1 h ahead is still fine
     (with_(id="é" * 128), "id", "é" * 128),  # characters, not bytes
+    (with_(zz=nested(255)), "id", "e1"),  # 256 levels: the limit
+    (with_(zz="[{" * 5000), "id", "e1"),  # brackets in strings are text
+    (with_(zz='\\"' + "[" * 300), "id", "e1"),  # and escaped quotes do not end them
 ])
 def test_valid_messages_are_normalized(raw: bytes, field: str, expected: object):
     result = decode_event(raw, NOW_US)
     assert isinstance(result, Event), result
     assert getattr(result, field) == expected
+
+
+def test_deep_nesting_is_rejected_the_same_at_any_stack_depth():
+    """The parser's own limit is Python's recursion limit, which the caller's stack uses
+    up too: the same message must get the same answer however deep it is decoded."""
+    messages = [with_(zz="MARK").replace(b'"MARK"', b"[" * levels + b"]" * levels)
+                for levels in (255, 256, 900, 990, 5000)]
+
+    def decode_at(depth: int) -> list[str]:
+        if depth:
+            return decode_at(depth - 1)
+        return [type(decode_event(raw, NOW_US)).__name__ for raw in messages]
+
+    assert {tuple(decode_at(depth)) for depth in (0, 200, 600)} == {
+        ("Event", "Rejected", "Rejected", "Rejected", "Rejected")}
