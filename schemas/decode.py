@@ -111,7 +111,12 @@ def _normalize(wire: WireEvent, now_us: int) -> Event | Rejected:
                 RejectReason.TOO_LARGE,
                 f"metadata is {len(metadata_raw)} bytes; the limit is {MAX_METADATA_BYTES}",
             )
-        metadata = metadata_raw.decode()
+        try:
+            metadata = metadata_raw.decode()
+        except UnicodeDecodeError as exc:  # the parser skips over raw values unchecked
+            return Rejected(
+                RejectReason.INVALID_JSON, f"metadata is not valid UTF-8: {exc} - at `$.metadata`"
+            )
 
     return Event(
         wire.tenant_id,

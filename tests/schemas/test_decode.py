@@ -67,6 +67,8 @@ def nested(levels: int) -> object:
     (with_(metadata={"a": nested(300)}), "too_large"),
     (b"[" * 2000 + b"]" * 2000, "too_large"),
     (b'{"zz":' + b"{" * 5000, "too_large"),
+    (with_(metadata={"k": "MARK"}).replace(b"MARK", b"\xff"), "invalid_json"),
+    (with_(metadata={"k": "MARK"}).replace(b"MARK", b"\xed\xa0\x80"), "invalid_json"),
 ])
 def test_bad_messages_are_rejected_with_their_reason(raw: bytes, reason: str):
     result = decode_event(raw, NOW_US)
