@@ -34,6 +34,8 @@ NO_METADATA = msgspec.Raw(b"null")
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 TenantId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+SchemaVersion = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
+"""The lake's `schema_version` column is int32; the parser alone takes any integer."""
 
 
 class WireEvent(msgspec.Struct, gc=False):
@@ -50,7 +52,7 @@ class WireEvent(msgspec.Struct, gc=False):
     label: Id | None = None
     value: float | None = None
     metadata: msgspec.Raw = msgspec.field(default_factory=lambda: NO_METADATA)
-    schema_version: int = 1
+    schema_version: SchemaVersion = 1
 
 
 @dataclass(frozen=True)

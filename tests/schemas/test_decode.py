@@ -69,6 +69,8 @@ def nested(levels: int) -> object:
     (b'{"zz":' + b"{" * 5000, "too_large"),
     (with_(metadata={"k": "MARK"}).replace(b"MARK", b"\xff"), "invalid_json"),
     (with_(metadata={"k": "MARK"}).replace(b"MARK", b"\xed\xa0\x80"), "invalid_json"),
+    (with_(schema_version=2**31), "bad_value"),
+    (with_(schema_version=2**70), "bad_value"),
 ])
 def test_bad_messages_are_rejected_with_their_reason(raw: bytes, reason: str):
     result = decode_event(raw, NOW_US)
@@ -96,6 +98,7 @@ def test_bad_messages_are_rejected_with_their_reason(raw: bytes, reason: str):
     (with_(zz=nested(255)), "id", "e1"),  # 256 levels: the limit
     (with_(zz="[{" * 5000), "id", "e1"),  # brackets in strings are text
     (with_(zz='\\"' + "[" * 300), "id", "e1"),  # and escaped quotes do not end them
+    (with_(schema_version=2**31 - 1), "schema_version", 2**31 - 1),
 ])
 def test_valid_messages_are_normalized(raw: bytes, field: str, expected: object):
     result = decode_event(raw, NOW_US)
