@@ -30,6 +30,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 _MIN_MS = -62135596800000  # 0001-01-01T00:00:00Z
 _MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
+_MIN_US = _MIN_MS * 1000
+_END_US = (_MAX_MS + 1) * 1000  # 10000-01-01T00:00:00Z
 _NULL = b"null"
 _STRING = re.compile(rb'"[^"\\]*(?:\\[\s\S][^"\\]*)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
@@ -93,6 +95,11 @@ def _normalize(wire: WireEvent, now_us: int) -> Event | Rejected:
                 "occurred_at needs a UTC offset (`Z` or `+hh:mm`) - at `$.occurred_at`",
             )
         occurred_us = (occurred - _EPOCH) // _ONE_US
+        if not _MIN_US <= occurred_us < _END_US:  # the lake's folders are UTC dates
+            return Rejected(
+                RejectReason.BAD_TIMESTAMP,
+                f"occurred_at {occurred.isoformat()} is outside years 1-9999 in UTC",
+            )
     if occurred_us > now_us + MAX_FUTURE_US:
         return Rejected(
             RejectReason.FUTURE_TIMESTAMP,

@@ -71,6 +71,7 @@ def nested(levels: int) -> object:
     (with_(metadata={"k": "MARK"}).replace(b"MARK", b"\xed\xa0\x80"), "invalid_json"),
     (with_(schema_version=2**31), "bad_value"),
     (with_(schema_version=2**70), "bad_value"),
+    (with_(occurred_at="0001-01-01T00:59:59.999999+01:00"), "bad_timestamp"),
 ])
 def test_bad_messages_are_rejected_with_their_reason(raw: bytes, reason: str):
     result = decode_event(raw, NOW_US)
@@ -99,6 +100,7 @@ def test_bad_messages_are_rejected_with_their_reason(raw: bytes, reason: str):
     (with_(zz="[{" * 5000), "id", "e1"),  # brackets in strings are text
     (with_(zz='\\"' + "[" * 300), "id", "e1"),  # and escaped quotes do not end them
     (with_(schema_version=2**31 - 1), "schema_version", 2**31 - 1),
+    (with_(occurred_at="0001-01-01T01:00:00+01:00"), "occurred_us", -62135596800000000),
 ])
 def test_valid_messages_are_normalized(raw: bytes, field: str, expected: object):
     result = decode_event(raw, NOW_US)
