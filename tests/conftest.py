@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,20 +48,6 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def pulse(broker: str, tmp_path: Path) -> Iterator[Pulse]:
     """A Pulse deployment of its own on the shared broker (topics, group, lake, state)."""
-    name = f"t{uuid.uuid4().hex[:10]}"
-    deployment = Pulse(
-        root=tmp_path,
-        env={
-            "PULSE_KAFKA_BOOTSTRAP": broker,
-            "PULSE_TOPIC": name,
-            "PULSE_DLQ_TOPIC": f"{name}-dlq",
-            "PULSE_GROUP": name,
-            "PULSE_LAKE": str(tmp_path / "lake"),
-            "PULSE_STATE_DIR": str(tmp_path / "state"),
-            "PULSE_PARTITIONS": "4",
-            "PULSE_LAKE_FLUSH_SECONDS": "0.5",
-            "PULSE_LOG_LEVEL": "info",
-        },
-    )
+    deployment = Pulse.on(broker, tmp_path)
     yield deployment
     deployment.stop_all()

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pulse.kafka import FETCH_MAX_WAIT_MS
 from pulse.rollups import journal
 from pulse.rollups.store import RollupStore
+from pulse.schemas.events import Event
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
 
@@ -91,6 +93,19 @@ class Pulse:
     root: Path
     env: dict[str, str]
     procs: list[Proc] = field(default_factory=list)
+
+    @classmethod
+    def on(cls, broker: str, root: Path, **env: str) -> Pulse:
+        """A deployment of its own on `broker`: fresh topics and group, lake and state
+        under `root`, small partitions and quick flushes; `env` adds or overrides."""
+        name = f"t{uuid.uuid4().hex[:10]}"
+        return cls(root=root, env={
+            "PULSE_KAFKA_BOOTSTRAP": broker, "PULSE_TOPIC": name,
+            "PULSE_DLQ_TOPIC": f"{name}-dlq", "PULSE_GROUP": name,
+            "PULSE_LAKE": str(root / "lake"), "PULSE_STATE_DIR": str(root / "state"),
+            "PULSE_PARTITIONS": "4", "PULSE_LAKE_FLUSH_SECONDS": "0.5",
+            "PULSE_LOG_LEVEL": "info", **env,
+        })
 
     @property
     def settings(self) -> Settings:
@@ -230,6 +245,22 @@ class Pulse:
                          "hive_partitioning = true)",
         )
         return duckdb.sql(sql).fetchall()
+
+    def lake_events(self) -> list[tuple]:
+        """The lake's events as contract section 5 deduplicates them (first copy by
+        partition and offset), in the shape of `event_rows`."""
+        return sorted(self.lake_sql("""
+            SELECT tenant_id, id, event_type, customer_id, campaign_id, channel, category,
+                   label, value, epoch_us(occurred_at), metadata
+            FROM (SELECT DISTINCT ON (tenant_id, id) * FROM {events}
+                  ORDER BY tenant_id, id, kafka_partition, kafka_offset)"""), key=str)
+
+
+def event_rows(events: Iterable[Event]) -> list[tuple]:
+    """What `Pulse.lake_events` should hold for these (unique) events."""
+    return sorted(((e.tenant_id, e.id, e.event_type, e.customer_id, e.campaign_id, e.channel,
+                    e.category, e.label, e.value, e.occurred_us, e.metadata) for e in events),
+                  key=str)
 
 
 def counters(store: RollupStore) -> dict[str, int]:

@@ -10,7 +10,6 @@ import json
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -64,14 +63,8 @@ def wait_ready(url: str, timeout: float = 60) -> None:
 @pytest.fixture(scope="module")
 def stack(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("api-stack")
-    name = f"t{uuid.uuid4().hex[:10]}"
     keys = ",".join(f"{k}={t}" for k, t in KEYS.items())
-    pulse = Pulse(root=root, env={
-        "PULSE_KAFKA_BOOTSTRAP": broker, "PULSE_TOPIC": name, "PULSE_DLQ_TOPIC": f"{name}-dlq",
-        "PULSE_GROUP": name, "PULSE_LAKE": str(root / "lake"),
-        "PULSE_STATE_DIR": str(root / "state"), "PULSE_PARTITIONS": "4",
-        "PULSE_LAKE_FLUSH_SECONDS": "0.5", "PULSE_API_KEYS": keys,
-    })
+    pulse = Pulse.on(broker, root, PULSE_API_KEYS=keys)
     now_us = time.time_ns() // 1000
     messages, valid, bad = make_stream(seed=31, n=3000, now_us=now_us)
     pulse.ensure_topics()

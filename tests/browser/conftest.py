@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,21 +279,7 @@ def iso(ms: int) -> str:
 @pytest.fixture(scope="module")
 def stack(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("browser-stack")
-    name = f"b{uuid.uuid4().hex[:10]}"
-    pulse = Pulse(
-        root=root,
-        env={
-            "PULSE_KAFKA_BOOTSTRAP": broker,
-            "PULSE_TOPIC": name,
-            "PULSE_DLQ_TOPIC": f"{name}-dlq",
-            "PULSE_GROUP": name,
-            "PULSE_LAKE": str(root / "lake"),
-            "PULSE_STATE_DIR": str(root / "state"),
-            "PULSE_PARTITIONS": "4",
-            "PULSE_LAKE_FLUSH_SECONDS": "0.5",
-            "PULSE_LOG_LEVEL": "info",
-        },
-    )
+    pulse = Pulse.on(broker, root)
     try:
         now_ms = time.time_ns() // 1_000_000
         events = known_events(now_ms)

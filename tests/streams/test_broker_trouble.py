@@ -10,7 +10,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
@@ -25,16 +24,6 @@ from tests.streams.test_pipeline import make_stream
 pytestmark = pytest.mark.broker
 
 
-def deployment(root: Path, bootstrap: str) -> Pulse:
-    name = f"t{uuid.uuid4().hex[:10]}"
-    return Pulse(root=root, env={
-        "PULSE_KAFKA_BOOTSTRAP": bootstrap, "PULSE_TOPIC": name,
-        "PULSE_DLQ_TOPIC": f"{name}-dlq", "PULSE_GROUP": name,
-        "PULSE_LAKE": str(root / "lake"), "PULSE_STATE_DIR": str(root / "state"),
-        "PULSE_PARTITIONS": "4", "PULSE_LAKE_FLUSH_SECONDS": "0.5",
-    })
-
-
 def status(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -46,7 +35,7 @@ def status(url: str) -> tuple[int, str]:
 
 
 def test_worker_and_api_wait_for_a_broker_that_comes_later(tmp_path: Path):
-    pulse = deployment(tmp_path, f"127.0.0.1:{free_port()}")
+    pulse = Pulse.on(f"127.0.0.1:{free_port()}", tmp_path)
     api_port = free_port()
     try:
         worker = pulse.start_worker()
@@ -129,7 +118,7 @@ def test_dropped_connections_lose_nothing_and_count_nothing_twice(tmp_path: Path
     proxy = CuttableProxy(front, real)
     proxy.start()
     proxy.ready.wait(5)
-    pulse = deployment(tmp_path, f"127.0.0.1:{front}")
+    pulse = Pulse.on(f"127.0.0.1:{front}", tmp_path)
     try:
         time.sleep(1)
         pulse.ensure_topics()

@@ -13,7 +13,7 @@ from pulse.rollups.store import ALL
 from pulse.schemas.decode import decode_event
 from pulse.schemas.events import Event
 from tests import oracle
-from tests.helpers import Pulse, counters, read_all
+from tests.helpers import Pulse, counters, event_rows, read_all
 
 HOUR = 3_600_000_000
 STEPS = ("picked_up", "interested", "qualified")
@@ -155,14 +155,7 @@ def test_events_become_exact_rollups_lake_rows_and_dead_letters(pulse: Pulse):
 
     # The lake, read with plain DuckDB and deduplicated as contract section 5 says.
     assert pulse.lake_rows(len(valid)) == len(valid)
-    rows = pulse.lake_sql("""
-        SELECT tenant_id, id, event_type, customer_id, campaign_id, channel, category, label,
-               value, epoch_us(occurred_at), metadata
-        FROM (SELECT DISTINCT ON (tenant_id, id) * FROM {events}
-              ORDER BY tenant_id, id, kafka_partition, kafka_offset)""")
-    assert sorted(rows, key=str) == sorted(
-        ((e.tenant_id, e.id, e.event_type, e.customer_id, e.campaign_id, e.channel,
-          e.category, e.label, e.value, e.occurred_us, e.metadata) for e in unique), key=str)
+    assert pulse.lake_events() == event_rows(unique)
     (raw_rows, distinct_offsets), = pulse.lake_sql(
         "SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM {events}")
     assert raw_rows == distinct_offsets == len(valid)

@@ -26,7 +26,7 @@ from pulse.streams.simulate import (
     plan_options,
 )
 from tests import oracle
-from tests.helpers import Pulse, counters, read_all
+from tests.helpers import Pulse, counters, event_rows, read_all
 
 HOUR = 3_600_000_000
 STEPS = ("picked_up", "interested", "qualified")
@@ -258,14 +258,7 @@ def test_a_simulated_run_becomes_exact_rollups_lake_rows_and_dead_letters(pulse:
                  "usage": oracle.usage_report(valid, tenant, frm, to)}), (tenant, frm, to)
 
     assert pulse.lake_rows(len(valid)) == len(valid)
-    rows = pulse.lake_sql("""
-        SELECT tenant_id, id, event_type, customer_id, campaign_id, channel, category, label,
-               value, epoch_us(occurred_at), metadata
-        FROM (SELECT DISTINCT ON (tenant_id, id) * FROM {events}
-              ORDER BY tenant_id, id, kafka_partition, kafka_offset)""")
-    assert sorted(rows, key=str) == sorted(
-        ((e.tenant_id, e.id, e.event_type, e.customer_id, e.campaign_id, e.channel,
-          e.category, e.label, e.value, e.occurred_us, e.metadata) for e in unique), key=str)
+    assert pulse.lake_events() == event_rows(unique)
 
     dlq = pulse.dead_letter_topic(expected=len(invalid))
     assert sorted(r.value or b"" for r in dlq) == sorted(invalid)
