@@ -165,23 +165,25 @@ class LakeReader:
         if campaign is not None:
             where += " AND campaign_id = $campaign"
             params["campaign"] = campaign
-        head = _events_cte(where)
         g = group.sql("occurred_at")
+        # One statement, so the files are read and deduplicated once for all three parts.
+        sql = _events_cte(where, materialized=True) + f"""
+SELECT 0 AS part, g, NULL AS key, events, calls, chats, duration_s, engaged
+FROM ({metrics.measures_sql(g, "TRUE")})
+UNION ALL SELECT 1, g, label, n, 0, 0, 0.0, 0 FROM ({metrics.intents_sql(g, "TRUE")})
+UNION ALL SELECT 2, g, category, 0, 0, 0, amount, 0 FROM ({metrics.usage_sql(g, "TRUE")})"""
         results = await self._run(tenant_id, days, [
-            (head + metrics.measures_sql(g, "TRUE"), {**params, "engaged": self.engaged_seconds}),
-            (head + metrics.intents_sql(g, "TRUE"), params),
-            (head + metrics.usage_sql(g, "TRUE"), params),
-        ])
+            (sql, {**params, "engaged": self.engaged_seconds})])
         out: dict[Any, Measures] = {}
-        if results is None:
-            return out
-        rows, intents, usage = results
-        for g_value, events, calls, chats, duration, engaged in rows:
-            out[g_value] = Measures(events, calls, chats, float(duration), engaged)
-        for g_value, label, n in intents:
-            out.setdefault(g_value, Measures()).intents[label] = n
-        for g_value, category, amount in usage:
-            out.setdefault(g_value, Measures()).usage[category] = float(amount)
+        for part, g_value, key, n, calls, chats, amount, engaged in results[0] if results else []:
+            if part == 0:
+                m = out.setdefault(g_value, Measures())
+                m.events, m.calls, m.chats = n, calls, chats
+                m.duration_s, m.engaged = float(amount), engaged
+            elif part == 1:
+                out.setdefault(g_value, Measures()).intents[key] = n
+            else:
+                out.setdefault(g_value, Measures()).usage[key] = float(amount)
         return out
 
     async def funnel(self, tenant_id: str, campaign: str | None,
@@ -248,10 +250,10 @@ class LakeReader:
             cursor.close()
 
 
-def _events_cte(where: str) -> str:
+def _events_cte(where: str, materialized: bool = False) -> str:
     """One row per event id (the first copy by kafka_partition, kafka_offset)."""
     return f"""
-WITH events AS (
+WITH events AS {"MATERIALIZED " if materialized else ""}(
     SELECT DISTINCT ON (id) {_COLUMNS}
     FROM read_parquet($files)
     WHERE {where}
