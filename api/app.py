@@ -174,12 +174,20 @@ class Observe:
             route = _route_name(scope)
             self.ctx.metrics.requests.labels(route, str(status)).inc()
             self.ctx.metrics.latency.labels(route).observe(elapsed)
-            request = Request(scope)
-            query = "&".join(f"{k}={'***' if k == 'key' else v}"
-                             for k, v in request.query_params.multi_items())
-            access_log.info('%s "%s %s%s" %d %.1fms', request.client.host if request.client
-                            else "-", scope["method"], scope["path"],
-                            f"?{query}" if query else "", status, elapsed * 1000)
+            if access_log.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                access_log.info('%s "%s %s%s" %d %.1fms', client[0] if client else "-",
+                                scope["method"], scope["path"], _logged_query(scope),
+                                status, elapsed * 1000)
+
+
+def _logged_query(scope: Scope) -> str:
+    """The query string as logged: an API key in it (`?key=`) masked."""
+    query = scope["query_string"].decode("latin-1")
+    if "key" in query.lower() or "%" in query:  # a key, perhaps percent-encoded: mask it
+        query = "&".join(f"{k}={'***' if k == 'key' else v}"
+                         for k, v in Request(scope).query_params.multi_items())
+    return f"?{query}" if query else ""
 
 
 def _route_name(scope: Scope) -> str:

@@ -14,6 +14,9 @@ from .journal import Delta, JournalFold, LakeMark, Snapshot
 from .metrics import Measures
 from .windows import HOURS_PER_DAY
 
+TOTALS_KEPT = 256
+"""Ranges whose totals each (tenant, campaign) remembers between two changes."""
+
 ALL = object()
 """Campaign filter meaning "every event of the tenant, campaign or not"."""
 
@@ -24,8 +27,13 @@ class _Sums:
 
     hours: dict[int, Measures] = field(default_factory=dict)
     days: dict[int, Measures] = field(default_factory=dict)
+    totals: dict[tuple[int, int], Measures] = field(default_factory=dict)
+    """Answers of `total` since the sums last changed: a dashboard asks the same ranges
+    again and again, far more often than the journal changes one tenant's sums."""
 
     def add(self, hour: int, m: Measures) -> None:
+        if self.totals:
+            self.totals.clear()
         for table, key in ((self.hours, hour), (self.days, hour // HOURS_PER_DAY)):
             bucket = table.get(key)
             if bucket is None:
@@ -33,7 +41,16 @@ class _Sums:
             bucket.add(m)
 
     def total(self, from_hour: int, to_hour: int) -> Measures:
-        """Sum of [from_hour, to_hour): whole days from the day sums, edges from hours."""
+        """Sum of [from_hour, to_hour), shared with later callers: read it, never change it."""
+        cached = self.totals.get((from_hour, to_hour))
+        if cached is None:
+            if len(self.totals) >= TOTALS_KEPT:
+                self.totals.clear()
+            cached = self.totals[from_hour, to_hour] = self._sum(from_hour, to_hour)
+        return cached
+
+    def _sum(self, from_hour: int, to_hour: int) -> Measures:
+        """Whole days from the day sums, the edges from the hours."""
         out = Measures()
         first_full_day = -(-from_hour // HOURS_PER_DAY)
         last_full_day = to_hour // HOURS_PER_DAY
@@ -65,6 +82,7 @@ class _Sums:
                     out.add(m)
 
     def expire(self, horizon_hour: int) -> None:
+        self.totals.clear()
         for hour in [h for h in self.hours if h < horizon_hour]:
             del self.hours[hour]
         for day in [d for d in self.days if (d + 1) * HOURS_PER_DAY <= horizon_hour]:
@@ -139,11 +157,12 @@ class RollupStore:
         return None if tenant is None else self.partitions.get(tenant.partition)
 
     def total(self, tenant_id: str, campaign: object, from_hour: int, to_hour: int) -> Measures:
+        """Shared with later callers: read it, never change it."""
         sums = self._sums(tenant_id, campaign)
         return Measures() if sums is None else sums.total(from_hour, to_hour)
 
     def campaigns(self, tenant_id: str, from_hour: int, to_hour: int) -> dict[str, Measures]:
-        """Campaigns (not None) with any event in range, with their measures."""
+        """Campaigns (not None) with any event in range, with their (shared) measures."""
         tenant = self._tenants.get(tenant_id)
         if tenant is None:
             return {}
