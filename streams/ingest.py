@@ -157,15 +157,14 @@ class Ingest:
             if self.sink.pending_rows > limit * max(1, len(self._reading)):
                 await asyncio.sleep(0.05)  # the lake is behind: stop reading, keep memory bounded
                 continue
-            polled_us = time.time_ns() // 1000
             rebalances = self._rebalances
             batches = await self.consumer.getmany(timeout_ms=200, max_records=POLL_RECORDS)
-            self._in_flight.append(await self._route(batches, polled_us, rebalances))
+            self._in_flight.append(await self._route(batches, rebalances))
 
     async def _route(self, batches: dict[TopicPartition, list[ConsumerRecord]],
-                     polled_us: int, rebalances: int) -> Routed:
+                     rebalances: int) -> Routed:
         """Decode one poll, dead-letter and forward it; its rows wait in the result."""
-        assert self.producer is not None
+        assert self.producer is not None and self.consumer is not None
         routed = Routed([])
         taken = self._in_sequence(batches, moved=rebalances != self._rebalances)
         now_us = time.time_ns() // 1000
@@ -195,12 +194,32 @@ class Ingest:
             routed.rows[p] = (expected, records, rows)
             self._progress[p] = max(self._progress.get(p, 0), records[-1].timestamp * 1000)
             self.counts["read"] += len(records)
-        for p in self._reading:
-            if p not in taken:
-                self._progress[p] = max(self._progress.get(p, 0), polled_us)
+        assigned = self.consumer.assignment()
+        for p, expected in self._reading.items():
+            tp = TopicPartition(self.topics.input, p)
+            if p not in taken and tp in assigned and (
+                    seen_us := self._caught_up_at(tp, expected)) is not None:
+                self._progress[p] = max(self._progress.get(p, 0), seen_us)
         routed.progress = dict(self._progress)
         routed.futures.extend(await self._forward(outgoing, sizes))
         return routed
+
+    def _caught_up_at(self, tp: TopicPartition, expected: int) -> int | None:
+        """Since when (µs) `tp` is known to hold nothing past `expected`, else None.
+
+        A poll can leave out a partition that has a backlog (it returns at most
+        `POLL_RECORDS`, often from one partition only), so only a partition read up to
+        the end offset of its last fetch is idle, and only since that fetch was sent:
+        everything the broker had taken by then has been read. A broker holds a fetch
+        for at most its max-wait, so it was sent that long (and a round trip) before
+        its answer came.
+        """
+        assert self.consumer is not None
+        end = self.consumer.highwater(tp)
+        answered_ms = self.consumer.last_poll_timestamp(tp)
+        if end is None or answered_ms is None or expected < end:
+            return None
+        return (answered_ms - FETCH_MAX_WAIT_MS) * 1000
 
     async def _settle(self) -> None:
         """Wait for the oldest poll's acks, then give its rows to the lake sink."""
