@@ -270,8 +270,12 @@ class Ingest:
             idle = now - self._last_sent.get(q, 0.0) >= HEARTBEAT_SECONDS
             if not entries and not idle and not self._lake_marks.get(q):
                 continue
-            for chunk in _chunks(entries, sizes.get(q, 0)):
-                batch = SourceBatch(chunk, dict(self._progress), self._lake_marks.pop(q, {}))
+            chunks = _chunks(entries, sizes.get(q, 0))
+            for chunk in chunks:
+                # The progress rides on the last chunk only: each chunk becomes a journal
+                # record of its own, and an earlier one must not claim the later ones.
+                progress = dict(self._progress) if chunk is chunks[-1] else {}
+                batch = SourceBatch(chunk, progress, self._lake_marks.pop(q, {}))
                 futures.append(await self.producer.send(
                     self.topics.by_tenant, msgspec.msgpack.encode(batch), partition=q))
             self._last_sent[q] = now
