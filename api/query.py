@@ -65,6 +65,9 @@ class Query:
         return Plan((a, b), edges)
 
     def as_of(self, tenant_id: str, plan: Plan) -> int | None:
+        """Where the sources of `plan` are complete up to now. Taken before they are read:
+        the journal is folded on while the lake answers, and the numbers must not be
+        older than their `as_of`."""
         info = self._info(tenant_id)
         if info is None:
             return None
@@ -81,6 +84,7 @@ class Query:
                     measures: bool = True, funnel: bool = True) -> Answer:
         """Measures of the whole range; the lake skips what the caller will not show."""
         plan = self.plan(tenant_id, r)
+        as_of = self.as_of(tenant_id, plan)
         out = Measures()
         if plan.rollups:
             a, b = plan.rollups
@@ -93,12 +97,13 @@ class Query:
             if funnel:
                 lake_funnel = await self.lake.funnel(tenant_id, campaign, plan.lake, TOTAL)
                 out.add(Measures(funnel=lake_funnel.get(None, {})))
-        return Answer(out, plan.source, self.as_of(tenant_id, plan))
+        return Answer(out, plan.source, as_of)
 
     async def series(self, tenant_id: str, campaign: str | None, r: Range, width_us: int,
                      funnel: bool) -> Answer:
         """{bucket start: Measures} for every bucket from the one holding `from` on."""
         plan = self.plan(tenant_id, r)
+        as_of = self.as_of(tenant_id, plan)
         points = {start: Measures() for start in bucket_starts(r.from_us, r.to_us, width_us)}
         if plan.rollups:
             a, b = plan.rollups
@@ -117,11 +122,12 @@ class Query:
                 for start, m in (await self.lake.measures(tenant_id, campaign, plan.lake,
                                                           group)).items():
                     points[start].add(m)
-        return Answer(points, plan.source, self.as_of(tenant_id, plan))
+        return Answer(points, plan.source, as_of)
 
     async def campaigns(self, tenant_id: str, r: Range) -> Answer:
         """{campaign: Measures} of the campaigns with any event in range."""
         plan = self.plan(tenant_id, r)
+        as_of = self.as_of(tenant_id, plan)
         out: dict[str, Measures] = {}
         if plan.rollups:
             a, b = plan.rollups
@@ -133,7 +139,7 @@ class Query:
                                                          BY_CAMPAIGN)).items():
                 if campaign is not None and m.events:
                     out.setdefault(campaign, Measures()).add(m)
-        return Answer(out, plan.source, self.as_of(tenant_id, plan))
+        return Answer(out, plan.source, as_of)
 
 
 def _filter(campaign: str | None) -> object:
