@@ -232,6 +232,7 @@ class Ingest:
             self.sink.add_rows(p, [record.offset for record in records], rows)
         for p, as_of in routed.progress.items():
             self.sink.note_progress(p, as_of)
+        self.sink.mark_idle()
 
     def _in_sequence(self, batches: dict[TopicPartition, list[ConsumerRecord]],
                      moved: bool) -> dict[int, tuple[int, list[ConsumerRecord]]]:

@@ -38,6 +38,8 @@ from pulse.schemas.arrow import DEAD_LETTER_SCHEMA, UTC_MICROS, events_to_table
 from pulse.schemas.events import Event
 
 DAY_US = 86_400_000_000
+IDLE_MARK_SECONDS = 5.0
+"""How often partitions with nothing to write report their progress (see `mark_idle`)."""
 
 log = logging.getLogger("pulse.lake")
 
@@ -192,6 +194,7 @@ class LakeSink:
         self._writing: Flush | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._idle_marked_at = 0.0
         self.stats = SinkStats()
 
     # ---- partitions come and go ----------------------------------------------------
@@ -264,6 +267,22 @@ class LakeSink:
             if forced is not None and flush.last == forced:
                 self._seal(partition, last=forced)
                 del self._forced_last[partition]
+
+    def mark_idle(self) -> None:
+        """Every `IDLE_MARK_SECONDS`, report the progress of partitions with nothing left
+        to write: their lake is complete up to it, as a flush would say. Without this,
+        lake-backed answers would keep the time of a partition's last event as their
+        `as_of` for as long as no new event comes to it."""
+        now = time.monotonic()
+        if now - self._idle_marked_at < IDLE_MARK_SECONDS:
+            return
+        self._idle_marked_at = now
+        busy = {f.partition for f in self._sealed} | set(self._forced_last)
+        for partition, flush in self._open.items():
+            mark = self._marks.get(partition)
+            if (not flush.rows and partition not in busy
+                    and (mark is None or flush.as_of_us > mark.as_of_us)):
+                self._mark(partition, as_of_us=flush.as_of_us)
 
     def _seal(self, partition: int, last: int) -> None:
         flush = self._open[partition]

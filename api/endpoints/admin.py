@@ -71,8 +71,9 @@ async def status(request: Request) -> Response:
         "partitions": partitions,
         "lake": {
             "root": ctx.settings.lake,
-            "last_flush": {
-                str(p): {"at": iso(m["flushed_at_us"]), "complete_to": iso(m["as_of_us"]),  # type: ignore[arg-type]
+            "last_flush": {  # "at" is None for a partition idle since it was assigned
+                str(p): {"at": iso(m["flushed_at_us"]) if m["flushed_at_us"] else None,  # type: ignore[arg-type]
+                         "complete_to": iso(m["as_of_us"]),  # type: ignore[arg-type]
                          "write_failures": m["failures"], "error": m["error"]}
                 for p, m in sorted(lake_marks.items())
             },
