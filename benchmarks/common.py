@@ -134,12 +134,19 @@ async def produce(bootstrap: str, topic: str, messages: Iterator[tuple[bytes, by
     return time.perf_counter() - started
 
 
-def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident set (VmHWM), in MiB."""
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
+def rss_mb(pid: int | str, field: str = "VmRSS") -> float:
+    """A process's resident set (VmRSS) or its peak (VmHWM), in MiB; 0 once it has gone.
+
+    Not `wait4`'s ru_maxrss: Linux carries a parent's peak into a child it starts (the
+    memory it had before exec), which would make every child as large as its harness.
+    """
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return 0.0
 
 

@@ -12,8 +12,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -28,7 +32,7 @@ from pulse.schemas.events import Event
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
 
-from .common import Summary, bench_settings, broker, events, peak_rss_mb, produce, say, spawn
+from .common import Summary, bench_settings, broker, events, produce, rss_mb, say, spawn
 
 FLOOR = 0.3
 GOAL = 0.5
@@ -105,17 +109,39 @@ class JournalWatch:
             await self.consumer.stop()
 
 
-async def run_worker(settings: Settings, root: Path, expected: dict[str, int],
-                     timeout: float) -> dict[str, float]:
+@asynccontextmanager
+async def running_worker(settings: Settings, root: Path) -> AsyncIterator[Worker]:
+    """A `pulse worker` whose ingest stage has joined its group, with a journal watch."""
     log = root / "worker.log"
-    process = spawn(["worker"], settings, log)
-    watch = JournalWatch(settings)
-    await watch.start()
+    worker = Worker(spawn(["worker"], settings, log), JournalWatch(settings), log)
+    await worker.watch.start()
     try:
         while b"ingest reads input partitions" not in log.read_bytes():
-            if process.poll() is not None:
-                raise RuntimeError(f"the worker exited:\n{log.read_text()[-2000:]}")
+            worker.check()
             await asyncio.sleep(0.05)
+        yield worker
+    finally:
+        await worker.watch.stop()
+        os.killpg(worker.process.pid, signal.SIGTERM)
+        worker.process.wait(120)
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen[bytes]
+    watch: JournalWatch
+    log: Path
+
+    def check(self) -> None:
+        """Raise with the end of its log if the worker has exited."""
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the worker exited:\n{self.log.read_text()[-2000:]}")
+
+
+async def run_worker(settings: Settings, root: Path, expected: dict[str, int],
+                     timeout: float) -> dict[str, float]:
+    async with running_worker(settings, root) as worker:
+        watch = worker.watch
         started = time.perf_counter()
         deadline = started + timeout
         rollups_done = lake_done = None
@@ -135,15 +161,11 @@ async def run_worker(settings: Settings, root: Path, expected: dict[str, int],
                 last_report = now
             if now > deadline:
                 raise RuntimeError(f"the worker did not finish in {timeout:.0f} s: {totals}")
-        rss = peak_rss_mb(process.pid)
+        rss = rss_mb(worker.process.pid, "VmHWM")
         assert totals.get("accepted") == expected["unique"], totals
         assert totals.get("duplicates", 0) == expected["valid"] - expected["unique"], totals
         assert totals.get("dead_letters", 0) == expected["dead"], totals
         return {"rollups_s": rollups_done, "lake_s": lake_done, "rss_mb": rss}
-    finally:
-        await watch.stop()
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(30)
 
 
 def count(messages: list[tuple[bytes, bytes]]) -> dict[str, int]:

@@ -12,24 +12,14 @@ grow with what the rollups hold.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import tempfile
 import time
 from pathlib import Path
 
-from .common import Summary, bench_settings, broker, events, produce, say, spawn
-from .ingest import JournalWatch
+from .common import Summary, bench_settings, broker, events, produce, rss_mb, say
+from .ingest import running_worker
 
 GOAL, FLOOR = 150, 300
-
-
-def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def child_of(pid: int) -> int | None:
@@ -48,34 +38,22 @@ async def hold(n: int) -> dict[str, float]:
         from pulse.streams.broker import ensure_topics
 
         await ensure_topics(settings)
-        log = root / "worker.log"
-        worker = spawn(["worker"], settings, log)
-        watch = JournalWatch(settings)
-        await watch.start()
-        try:
-            while b"ingest reads input partitions" not in log.read_bytes():
-                if worker.poll() is not None:
-                    raise RuntimeError(log.read_text()[-2000:])
-                await asyncio.sleep(0.1)
+        async with running_worker(settings, root) as worker:
             await asyncio.sleep(3)
-            idle = rss_mb(worker.pid)
+            pid = worker.process.pid
+            idle = rss_mb(pid)
             say(f"  {n:,} events: idle worker {idle:,.0f} MiB; producing")
             await produce(bootstrap, settings.topic, events(n, duplicates=0.0, invalid=0.0), n)
             started = time.monotonic()
-            while (await watch.poll()).get("accepted", 0) < n:
-                if worker.poll() is not None:
-                    raise RuntimeError(log.read_text()[-2000:])
+            while (await worker.watch.poll()).get("accepted", 0) < n:
+                worker.check()
                 if time.monotonic() - started > max(300, n / 20_000):
                     raise RuntimeError("the worker did not take every event in time")
-            held = rss_mb(worker.pid)
-            child = child_of(worker.pid)
-            return {"idle_mb": idle, "held_mb": held, "peak_mb": rss_mb(worker.pid, "VmHWM"),
+            held = rss_mb(pid)
+            child = child_of(pid)
+            return {"idle_mb": idle, "held_mb": held, "peak_mb": rss_mb(pid, "VmHWM"),
                     "child_peak_mb": rss_mb(child, "VmHWM") if child else 0.0,
                     "seconds": time.monotonic() - started}
-        finally:
-            await watch.stop()
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(120)
 
 
 def run_memory(counts: list[int], quick: bool) -> int:

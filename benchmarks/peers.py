@@ -58,7 +58,7 @@ from pulse.kafka import CLIENT_DEFAULTS
 from pulse.settings import Settings
 from pulse.streams.broker import TOPIC_EXISTS, ensure_topics
 
-from .common import Summary, bench_settings, broker, events, produce, say
+from .common import Summary, bench_settings, broker, events, produce, rss_mb, say
 from .ingest import count
 from .peers_answer import Answer, Outcome, compare, counts, oracle, rounded
 from .peers_pulse import run_pulse
@@ -141,22 +141,6 @@ def start(peer: Peer, bootstrap: str, topic: str, group: str, n: int, root: Path
     return job
 
 
-def _own_peak_mb(pid: int) -> float:
-    """The process's own peak RSS (VmHWM), 0 once it has gone.
-
-    Not `wait4`'s ru_maxrss: Linux carries the harness's peak into a child it starts
-    (the memory it had before exec), which would make every job as large as this one.
-    """
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def _wait(pid: int, deadline: float) -> tuple[int | None, float]:
     """(exit code, or None if still running at the deadline; peak RSS in MiB so far)."""
     peak = 0.0
@@ -164,7 +148,7 @@ def _wait(pid: int, deadline: float) -> tuple[int | None, float]:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             return os.waitstatus_to_exitcode(status), peak
-        peak = max(peak, _own_peak_mb(pid))
+        peak = max(peak, rss_mb(pid, "VmHWM"))
         if time.monotonic() >= deadline:
             return None, peak
         time.sleep(0.2)

@@ -20,7 +20,7 @@ from typing import Any
 
 from pulse.settings import Settings
 
-from .common import say
+from .common import rss_mb, say
 from .ingest import JournalWatch, run_worker
 from .peers_answer import Answer, Outcome, compare
 
@@ -49,16 +49,7 @@ def _tree_peak_rss_mb(root_pid: int) -> float:
             if parent == pid and child not in tree:
                 tree.add(child)
                 frontier.append(child)
-    total = 0.0
-    for pid in tree:
-        try:
-            with open(f"/proc/{pid}/status") as fh:
-                for line in fh:
-                    if line.startswith("VmHWM:"):
-                        total += int(line.split()[1]) / 1024
-        except OSError:
-            continue
-    return total
+    return sum(rss_mb(pid, "VmHWM") for pid in tree)
 
 
 def _worker_pid() -> int | None:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..common import rss_mb
+
 HOUR_MS = 3_600_000
 INTENT = "intent_detected"
 PROGRESS_EVERY_S = 1.0
@@ -134,20 +136,12 @@ class Clock:
         return 0.0 if self.first is None else time.perf_counter() - self.first
 
 
-def own_peak_rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def write_answer(args: JobArgs, clock: Clock, campaigns: Iterable[CampaignCount],
                  intents: Iterable[IntentCount], **extra: Any) -> None:
     """Write the job's answer atomically: the harness waits for this file."""
     seconds = clock.seconds()
     answer = {
-        "read": clock.read, "seconds": seconds, "peak_rss_mb": own_peak_rss_mb(),
+        "read": clock.read, "seconds": seconds, "peak_rss_mb": rss_mb("self", "VmHWM"),
         "campaigns": [list(c) for c in campaigns], "intents": [list(i) for i in intents],
         **extra,
     }
