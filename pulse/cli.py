@@ -8,6 +8,7 @@ environment at import time.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -227,6 +228,8 @@ def replay(force: bool, **flags: Any) -> None:
 @main.group()
 def bench() -> None:
     """Benchmarks; each prints one line with its ratio to a baseline run beside it."""
+    # SIGTERM as Ctrl-C: unwind, so the broker and workers a benchmark started stop too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 @bench.command("ingest")
