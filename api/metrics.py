@@ -83,7 +83,8 @@ class _JournalCollector:
                 as_of.add_metric([str(q)], t)
                 behind.add_metric([str(q)], max(0.0, now - t))
         for p, mark in sorted(marks.items()):
-            flush.add_metric([str(p)], mark.flushed_at_us / 1e6)
+            if mark.flushed_at_us:  # an idle partition reports progress before any flush
+                flush.add_metric([str(p)], mark.flushed_at_us / 1e6)
             failures.add_metric([str(p)], mark.failures)
             failing.add_metric([str(p)], 1.0 if mark.error else 0.0)
         yield flush
