@@ -38,6 +38,8 @@ from pulse.schemas.arrow import DEAD_LETTER_SCHEMA, UTC_MICROS, events_to_table
 from pulse.schemas.events import Event
 
 DAY_US = 86_400_000_000
+FOLDER_CHUNK_ROWS = 4096
+"""Events of one folder kept as Python objects before they become an Arrow chunk."""
 IDLE_MARK_SECONDS = 5.0
 """How often partitions with nothing to write report their progress (see `mark_idle`)."""
 
@@ -64,7 +66,7 @@ class Flush:
     partition: int
     first: int
     last: int = -1
-    events: dict[tuple[str, int], tuple[list[Event], list[int]]] = field(default_factory=dict)
+    events: dict[tuple[str, int], Folder] = field(default_factory=dict)
     """(tenant, day) -> the folder's events and their offsets."""
     dead: dict[int, list[DeadLetter]] = field(default_factory=dict)
     rows: int = 0
@@ -73,10 +75,38 @@ class Flush:
 
     def add_event(self, event: Event, offset: int) -> None:
         """One event into its folder (the sink adds whole polls in `LakeSink.add_rows`)."""
-        events, offsets = self.events.setdefault(
-            (event.tenant_id, event.occurred_us // DAY_US), ([], []))
-        events.append(event)
-        offsets.append(offset)
+        folder = self.events.setdefault((event.tenant_id, event.occurred_us // DAY_US), Folder())
+        folder.events.append(event)
+        folder.offsets.append(offset)
+
+    def pack(self) -> None:
+        """Turn each folder's full chunks of events into Arrow tables."""
+        for folder in self.events.values():
+            if len(folder.events) >= FOLDER_CHUNK_ROWS:
+                folder.pack(self.partition)
+
+
+@dataclass
+class Folder:
+    """One lake folder's part of a flush: Arrow chunks, then the newest events.
+
+    A flush may hold hundreds of thousands of rows per partition (few, large files);
+    as Python objects a row takes several hundred bytes, in Arrow a tenth of that.
+    """
+
+    tables: list[pa.Table] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+
+    def pack(self, partition: int) -> None:
+        if self.events:
+            self.tables.append(events_to_table(self.events, partition, self.offsets,
+                                               time.time_ns() // 1000))
+            self.events, self.offsets = [], []
+
+    def table(self, partition: int) -> pa.Table:
+        self.pack(partition)
+        return self.tables[0] if len(self.tables) == 1 else pa.concat_tables(self.tables)
 
 
 def write_atomic(path: str, write: Callable[[object], object]) -> None:
@@ -129,10 +159,9 @@ class LakeWriter:
     def write(self, flush: Flush) -> tuple[int, int]:
         """Write every file of `flush`; returns (files, bytes)."""
         name = lake.LakeFile(self.epoch, flush.partition, flush.first, flush.last).name
-        now_us = time.time_ns() // 1000
         files = size = 0
-        for (tenant, day), (events, offsets) in flush.events.items():
-            table = events_to_table(events, flush.partition, offsets, now_us)
+        for (tenant, day), folder in flush.events.items():
+            table = folder.table(flush.partition)
             path = os.path.join(self.root, lake.event_dir(tenant, day), name)
             size += self._write_table(path, table)
             files += 1
@@ -252,11 +281,12 @@ class LakeSink:
                 key = (row.tenant_id, row.occurred_us // DAY_US)
                 folder = events.get(key)
                 if folder is None:
-                    folder = events[key] = ([], [])
-                folder[0].append(row)
-                folder[1].append(offset)
+                    folder = events[key] = Folder()
+                folder.events.append(row)
+                folder.offsets.append(offset)
             else:
                 dead.setdefault(row.timestamp_us // DAY_US, []).append(row)
+        flush.pack()
 
     def note_progress(self, partition: int, as_of_us: int) -> None:
         """Everything of `partition` produced before `as_of_us` is now in its open flush."""
