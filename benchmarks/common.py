@@ -150,6 +150,21 @@ def rss_mb(pid: int | str, field: str = "VmRSS") -> float:
     return 0.0
 
 
+def ingest_child(pid: int) -> int | None:
+    """The worker's ingest process (not multiprocessing's resource tracker beside it)."""
+    try:
+        children = open(f"/proc/{pid}/task/{pid}/children").read().split()
+    except OSError:
+        return None
+    for child in children:
+        try:
+            if b"spawn_main" in open(f"/proc/{child}/cmdline", "rb").read():
+                return int(child)
+        except OSError:
+            continue
+    return None
+
+
 def spawn(args: list[str], settings: Settings, log: Path, **env: str) -> subprocess.Popen[bytes]:
     variables = {
         **os.environ, "PULSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,

@@ -16,18 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import Summary, bench_settings, broker, events, produce, rss_mb, say
+from .common import Summary, bench_settings, broker, events, ingest_child, produce, rss_mb, say
 from .ingest import running_worker
 
 GOAL, FLOOR = 150, 300
-
-
-def child_of(pid: int) -> int | None:
-    try:
-        children = open(f"/proc/{pid}/task/{pid}/children").read().split()
-    except OSError:
-        return None
-    return int(children[0]) if children else None
 
 
 async def hold(n: int) -> dict[str, float]:
@@ -50,7 +42,7 @@ async def hold(n: int) -> dict[str, float]:
                 if time.monotonic() - started > max(300, n / 20_000):
                     raise RuntimeError("the worker did not take every event in time")
             held = rss_mb(pid)
-            child = child_of(pid)
+            child = ingest_child(pid)
             return {"idle_mb": idle, "held_mb": held, "peak_mb": rss_mb(pid, "VmHWM"),
                     "child_peak_mb": rss_mb(child, "VmHWM") if child else 0.0,
                     "seconds": time.monotonic() - started}
