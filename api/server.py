@@ -29,8 +29,9 @@ def resolve_keys(settings: Settings, insecure: bool) -> tuple[dict[str, str] | N
                 f"--insecure turns authentication off and is only allowed on loopback; "
                 f"PULSE_API_HOST is {settings.api_host}. Set PULSE_API_KEYS instead.")
         return None, None
-    if settings.api_keys is not None:
-        return dict(settings.api_keys), None
+    keys = settings.read_api_keys()
+    if keys is not None:
+        return keys, None
     from .auth import Keys
 
     key, keys = Keys.generate_admin()

@@ -15,41 +15,42 @@ from typing import Any
 
 import click
 
-from .settings import Settings, SettingsError
+from .settings import SETTING_OF, Settings, SettingsError
 
-_FLAG_SETTINGS: dict[str, tuple[str, str]] = {
-    "kafka": ("kafka_bootstrap", "PULSE_KAFKA_BOOTSTRAP"),
-    "lake": ("lake", "PULSE_LAKE"),
-    "state_dir": ("state_dir", "PULSE_STATE_DIR"),
-    "partitions": ("partitions", "PULSE_PARTITIONS"),
+_FLAGS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "kafka": ("--kafka", "kafka_bootstrap", {"metavar": "HOST:PORT"}),
+    "lake": ("--lake", "lake", {"metavar": "PATH"}),
+    "state_dir": ("--state-dir", "state_dir", {"metavar": "PATH"}),
+    "partitions": ("--partitions", "partitions", {"type": int}),
 }
+"""Flag -> (option, the `Settings` field it overrides, click options)."""
 
 
 def settings_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Add the flags that override settings; the env name appears in `--help`."""
-    flags = {
-        "kafka": click.option("--kafka", metavar="HOST:PORT",
-                              help="Kafka bootstrap servers [env: PULSE_KAFKA_BOOTSTRAP]"),
-        "lake": click.option("--lake", metavar="PATH",
-                             help="Parquet lake root [env: PULSE_LAKE]"),
-        "state_dir": click.option("--state-dir", metavar="PATH",
-                                  help="worker-local state [env: PULSE_STATE_DIR]"),
-        "partitions": click.option("--partitions", type=int,
-                                   help="partitions of created topics [env: PULSE_PARTITIONS]"),
-    }
+    """Add the flags that override settings; each says what it sets and its env name."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         for name in reversed(names):
-            fn = flags[name](fn)
+            option, attr, extra = _FLAGS[name]
+            setting = SETTING_OF[attr]
+            fn = click.option(option, help=f"{setting.help} [env: {setting.env}]", **extra)(fn)
         return fn
 
     return decorate
 
 
 def load_settings(**flags: Any) -> Settings:
-    overrides = {_FLAG_SETTINGS[k][0]: v for k, v in flags.items() if k in _FLAG_SETTINGS}
+    overrides = {_FLAGS[k][1]: v for k, v in flags.items() if k in _FLAGS}
     try:
         return Settings.from_env(**overrides)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def check_api_keys(settings: Settings) -> None:
+    """`pulse api` and `pulse up` read the keys: refuse bad ones before starting anything."""
+    try:
+        settings.read_api_keys()
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
 
@@ -96,6 +97,7 @@ def up(kafka: str | None, simulate: bool, rate: float, insecure: bool, **flags: 
     broker that is already running. Ctrl-C or SIGTERM stops everything.
     """
     settings = load_settings(kafka=kafka, **flags)
+    check_api_keys(settings)
     from .supervisor import Supervisor
 
     sys.exit(Supervisor(settings, external_kafka=kafka is not None, simulate=simulate,
@@ -140,14 +142,16 @@ def worker(**flags: Any) -> None:
 
 @main.command()
 @settings_options("kafka", "lake")
-@click.option("--host", help="bind host [env: PULSE_API_HOST]")
-@click.option("--port", type=int, help="bind port [env: PULSE_API_PORT]")
+@click.option("--host", help=f"{SETTING_OF['api_host'].help} [env: {SETTING_OF['api_host'].env}]")
+@click.option("--port", type=int,
+              help=f"{SETTING_OF['api_port'].help} [env: {SETTING_OF['api_port'].env}]")
 @click.option("--insecure", is_flag=True,
               help="no API keys at all (refused unless the host is loopback)")
 def api(host: str | None, port: int | None, insecure: bool, **flags: Any) -> None:
     """Serve the HTTP API and the dashboard (run as many as you like)."""
     settings = load_settings(**flags).replace(
         **{k: v for k, v in (("api_host", host), ("api_port", port)) if v is not None})
+    check_api_keys(settings)
     setup_logging(settings.log_level)
     from pulse.api.server import run_api
 
@@ -176,7 +180,7 @@ def simulate(**flags: Any) -> None:
     setup_logging(settings.log_level)
     from pulse.streams.produce import run_simulate
 
-    options = {k: v for k, v in flags.items() if k not in _FLAG_SETTINGS}
+    options = {k: v for k, v in flags.items() if k not in _FLAGS}
     sys.exit(run_simulate(settings, **options))
 
 

@@ -57,10 +57,24 @@ def _positive_float(name: str, raw: str) -> float:
     return value
 
 
+def _raw(name: str, raw: str) -> str:
+    return raw
+
+
 def _text(name: str, raw: str) -> str:
     if not raw.strip():
         raise SettingsError(f"{name} must not be empty")
     return raw.strip()
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_level(name: str, raw: str) -> str:
+    level = raw.strip().lower()
+    if level not in LOG_LEVELS:
+        raise SettingsError(f"{name} must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return level
 
 
 def _bootstrap(name: str, raw: str) -> str:
@@ -109,55 +123,8 @@ def parse_api_keys(name: str, raw: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class Setting:
-    """One environment variable: where it lands, its default and what it means."""
-
-    env: str
-    attr: str
-    default: str | None
-    help: str
-    parse: Callable[[str, str], Any]
-
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting("PULSE_KAFKA_BOOTSTRAP", "kafka_bootstrap", "127.0.0.1:9092",
-            "Kafka bootstrap servers (HOST:PORT[,HOST:PORT])", _bootstrap),
-    Setting("PULSE_TOPIC", "topic", "analytics-events", "input topic", _text),
-    Setting("PULSE_DLQ_TOPIC", "dlq_topic", "analytics-events-dlq", "dead-letter topic", _text),
-    Setting("PULSE_LAKE", "lake", "./lake", "root folder of the Parquet lake", _text),
-    Setting("PULSE_API_HOST", "api_host", "127.0.0.1", "API bind host", _text),
-    Setting("PULSE_API_PORT", "api_port", "8000", "API bind port", _port),
-    Setting("PULSE_API_KEYS", "api_keys", None,
-            "key1=tenantA,key2=tenantB,key3=* (* = admin, all tenants)", parse_api_keys),
-    Setting("PULSE_API_KEYS_FILE", "api_keys_file", None,
-            "file holding PULSE_API_KEYS entries (one per line), kept out of process lists",
-            _text),
-    Setting("PULSE_FUNNEL_STEPS", "funnel_steps", "picked_up,interested,qualified",
-            "ordered funnel steps", _funnel_steps),
-    Setting("PULSE_ENGAGED_SECONDS", "engaged_seconds", "30",
-            "a conversation of at least this many seconds is engaged", _non_negative_float),
-    Setting("PULSE_STATE_DIR", "state_dir", "./state", "worker-local state (tables, offsets)",
-            _text),
-    Setting("PULSE_PARTITIONS", "partitions", "8",
-            "partitions of every topic Pulse creates", _positive_int),
-    Setting("PULSE_REPLICATION_FACTOR", "replication_factor", "1",
-            "replicas of every topic Pulse creates (3 on a production cluster)", _positive_int),
-    Setting("PULSE_RETENTION_DAYS", "retention_days", "35",
-            "days of event time the rollups keep (older ranges come from the lake)",
-            _positive_int),
-    Setting("PULSE_LAKE_FLUSH_ROWS", "lake_flush_rows", "200000",
-            "rows buffered per input partition before a lake flush", _positive_int),
-    Setting("PULSE_LAKE_FLUSH_SECONDS", "lake_flush_seconds", "5",
-            "longest time an event waits in memory before its lake flush", _positive_float),
-    Setting("PULSE_GROUP", "group", "pulse",
-            "consumer-group prefix and Faust app id; workers sharing it share the load", _text),
-    Setting("PULSE_LOG_LEVEL", "log_level", "info", "debug, info, warning or error", _text),
-)
-
-
-@dataclass(frozen=True)
 class Settings:
-    """The whole configuration of one Pulse process."""
+    """The whole configuration of one Pulse process; each field's default is the setting's."""
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     topic: str = "analytics-events"
@@ -165,7 +132,9 @@ class Settings:
     lake: str = "./lake"
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    api_keys: Mapping[str, str] | None = None
+    api_keys: str | None = None
+    """The raw `PULSE_API_KEYS` text: only `pulse api` and `pulse up` read keys, so only
+    they parse it (`read_api_keys`); one environment file serves every process."""
     api_keys_file: str | None = None
     funnel_steps: tuple[str, ...] = ("picked_up", "interested", "qualified")
     engaged_seconds: float = 30.0
@@ -187,21 +156,93 @@ class Settings:
             raw = env.get(setting.env)
             if raw is not None and raw != "":
                 values[setting.attr] = setting.parse(setting.env, raw)
-            elif setting.default is not None:
-                values[setting.attr] = setting.parse(setting.env, setting.default)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        settings = cls(**values)
-        if settings.api_keys_file and settings.api_keys is None:
-            settings = settings.replace(api_keys=_read_keys_file(settings.api_keys_file))
-        return settings
+        return cls(**values)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def read_api_keys(self) -> dict[str, str] | None:
+        """The API keys of `PULSE_API_KEYS`, else of `PULSE_API_KEYS_FILE` (None: neither).
+
+        Raises `SettingsError` naming the variable when an entry is not usable.
+        """
+        if self.api_keys is not None:
+            return parse_api_keys("PULSE_API_KEYS", self.api_keys)
+        if self.api_keys_file is not None:
+            return _read_keys_file(self.api_keys_file)
+        return None
 
     @property
     def bootstrap_host_port(self) -> tuple[str, int]:
         host, _, port = self.kafka_bootstrap.split(",")[0].rpartition(":")
         return host.strip("[]"), int(port)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _as_env(value: object) -> str:
+    """A default as it would be written in the environment."""
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: the field it sets, what it means and how it is read."""
+
+    env: str
+    attr: str
+    help: str
+    parse: Callable[[str, str], Any]
+
+    @property
+    def default(self) -> str | None:
+        """The field's default as an environment value (None: unset by default)."""
+        value = _FIELDS[self.attr].default
+        return None if value is None else _as_env(value)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("PULSE_KAFKA_BOOTSTRAP", "kafka_bootstrap",
+            "Kafka bootstrap servers (HOST:PORT[,HOST:PORT])", _bootstrap),
+    Setting("PULSE_TOPIC", "topic", "input topic", _text),
+    Setting("PULSE_DLQ_TOPIC", "dlq_topic", "dead-letter topic", _text),
+    Setting("PULSE_LAKE", "lake", "root folder of the Parquet lake", _text),
+    Setting("PULSE_API_HOST", "api_host", "API bind host", _text),
+    Setting("PULSE_API_PORT", "api_port", "API bind port", _port),
+    Setting("PULSE_API_KEYS", "api_keys",
+            "key1=tenantA,key2=tenantB,key3=* (* = admin, all tenants); read by "
+            "pulse api and pulse up only", _raw),
+    Setting("PULSE_API_KEYS_FILE", "api_keys_file",
+            "file holding PULSE_API_KEYS entries (one per line), kept out of process lists",
+            _text),
+    Setting("PULSE_FUNNEL_STEPS", "funnel_steps", "ordered funnel steps", _funnel_steps),
+    Setting("PULSE_ENGAGED_SECONDS", "engaged_seconds",
+            "a conversation of at least this many seconds is engaged", _non_negative_float),
+    Setting("PULSE_STATE_DIR", "state_dir", "worker-local state (a cache)", _text),
+    Setting("PULSE_PARTITIONS", "partitions", "partitions of every topic Pulse creates",
+            _positive_int),
+    Setting("PULSE_REPLICATION_FACTOR", "replication_factor",
+            "replicas of every topic Pulse creates (3 on a production cluster)", _positive_int),
+    Setting("PULSE_RETENTION_DAYS", "retention_days",
+            "days of event time the rollups keep (older ranges come from the lake)",
+            _positive_int),
+    Setting("PULSE_LAKE_FLUSH_ROWS", "lake_flush_rows",
+            "rows buffered per input partition before a lake flush", _positive_int),
+    Setting("PULSE_LAKE_FLUSH_SECONDS", "lake_flush_seconds",
+            "longest time an event waits in memory before its lake flush", _positive_float),
+    Setting("PULSE_GROUP", "group",
+            "consumer-group prefix and Faust app id; workers sharing it share the load", _text),
+    Setting("PULSE_LOG_LEVEL", "log_level", "debug, info, warning or error", _log_level),
+)
+SETTING_OF = {s.attr: s for s in SETTINGS}
+"""Each setting by the `Settings` field it sets (the CLI's flags document themselves
+from it)."""
 
 
 def _read_keys_file(path: str) -> dict[str, str]:

@@ -90,7 +90,7 @@ class Supervisor:
         env = {**os.environ, "PULSE_KAFKA_BOOTSTRAP": s.kafka_bootstrap, "PULSE_LAKE": s.lake,
                "PULSE_STATE_DIR": s.state_dir, "PULSE_PARTITIONS": str(s.partitions),
                "PULSE_API_HOST": s.api_host, "PULSE_API_PORT": str(s.api_port)}
-        if self.settings.api_keys is None and not self.insecure:
+        if self.settings.read_api_keys() is None and not self.insecure:
             from pulse.api.auth import Keys
 
             self.admin_key, keys = Keys.generate_admin()

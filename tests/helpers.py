@@ -107,6 +107,10 @@ class Pulse:
             "PULSE_LOG_LEVEL": "info", **env,
         })
 
+    def full_env(self, **env: str) -> dict[str, str]:
+        """The environment a `pulse` command of this deployment runs with."""
+        return {**os.environ, **self.env, **env}
+
     @property
     def settings(self) -> Settings:
         return Settings.from_env(self.env)
@@ -126,7 +130,8 @@ class Pulse:
                           PULSE_STATE_DIR=str(self.root / state))
 
     def stop_all(self) -> None:
-        for proc in self.procs:
+        """Stop every process, the last started first (a broker outlives its clients)."""
+        for proc in reversed(self.procs):
             if proc.alive():
                 proc.stop(timeout=15)
 

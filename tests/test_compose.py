@@ -274,7 +274,7 @@ def test_shared_defaults_are_the_settings_defaults() -> None:
     for name, service in pulse_services(doc):
         settings = settings_of(service, HOST)
         if name == "api":
-            assert settings.api_keys == parse_api_keys("PULSE_API_KEYS", KEYS)
+            assert settings.read_api_keys() == parse_api_keys("PULSE_API_KEYS", KEYS)
             settings = settings.replace(api_host=Settings().api_host, api_keys=None)
         assert settings == expected, f"service {name} reads {settings}"
 
@@ -379,7 +379,7 @@ def test_api_is_reachable_and_keyed() -> None:
     service = load_compose(HOST)["services"]["api"]
     settings = settings_of(service, HOST)
     assert settings.api_host == "0.0.0.0"
-    assert settings.api_keys == parse_api_keys("PULSE_API_KEYS", KEYS)
+    assert settings.read_api_keys() == parse_api_keys("PULSE_API_KEYS", KEYS)
     assert "--insecure" not in service["command"]
     targets = {str(p).rpartition(":")[2] for p in service.get("ports", [])}
     assert str(settings.api_port) in targets, f"the API port {settings.api_port} is published"
