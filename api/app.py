@@ -85,9 +85,11 @@ def create_app(settings: Settings, keys: dict[str, str] | None = None,
     replica = JournalReplica(settings, topics.rollups, store)
     lake = LakeReader(settings.lake, settings.engaged_seconds, settings.funnel_steps)
     lag = LagWatch(settings)
+    if keys is None and not insecure:
+        keys = settings.read_api_keys() or {}
     ctx = Context(
         settings=settings,
-        keys=Keys(None if insecure else (keys if keys is not None else settings.read_api_keys() or {})),
+        keys=Keys(None if insecure else keys),
         store=store,
         replica=replica,
         lake=lake,

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pulse.rollups.funnel import FunnelSpec
-from pulse.rollups.journal import Claim, Snapshot
+from pulse.rollups.journal import Claim, LakeMark, Snapshot
 from pulse.rollups.partition import PartitionState, RollupSpec, SourceBatch
 from pulse.rollups.store import RollupStore
 from pulse.schemas import lake
@@ -123,12 +123,15 @@ def rebuild_partition(
     include: Include,
     applied: dict[int, int],
     below: dict[tuple[str, int], int] | None = None,
+    complete: dict[int, int] | None = None,
 ) -> Snapshot:
     """The state of keyed `partition` from the lake files `include` accepts.
 
     `below` limits sources (epoch, input partition) to offsets under a bound (the
     committed offsets, for `pulse replay`); `applied` becomes the snapshot's applied
-    offsets, so the live stream carries on exactly after what the lake holds.
+    offsets, so the live stream carries on exactly after what the lake holds, and
+    `complete` (input partition -> µs) says how far the lake, and so the snapshot, holds
+    everything produced: answers carry it as their `as_of` from the first one on.
     """
     rows = _rows(root, partition, partitions, include, below or {})
     # Each (epoch, input partition) is its own source for the replay guard; negative
@@ -148,4 +151,7 @@ def rebuild_partition(
         log.info("rebuilt keyed partition %d from the lake (%d messages)", partition, len(rows))
     snapshot = state.snapshot(store.buckets())
     snapshot.applied = dict(applied)
+    if complete:
+        snapshot.progress = dict(complete)
+        snapshot.lake = {p: LakeMark(as_of_us, 0) for p, as_of_us in complete.items()}
     return snapshot

@@ -22,7 +22,7 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from pulse.kafka import CLIENT_DEFAULTS, wait_for_broker
+from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS, wait_for_broker
 from pulse.rollups import journal
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
@@ -71,6 +71,38 @@ async def _committed(settings: Settings, topic: str) -> dict[int, int | None]:
         await consumer.stop()
 
 
+async def _complete_to(settings: Settings, topic: str,
+                       committed: dict[int, int | None]) -> dict[int, int]:
+    """Per input partition, the time (µs) up to which the lake holds what was produced.
+
+    The lake holds exactly the committed offsets. A partition read to its end is
+    complete up to the fetch that found nothing more (less the broker's fetch wait);
+    one with messages past its commit only up to its last committed message's time.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+                                **CLIENT_DEFAULTS)
+    await consumer.start()
+    try:
+        out = {}
+        for p, offset in committed.items():
+            tp = TopicPartition(topic, p)
+            consumer.assign([tp])
+            asked_us = time.time_ns() // 1000 - FETCH_MAX_WAIT_MS * 1000
+            consumer.seek(tp, offset or 0)
+            after = (await consumer.getmany(tp, timeout_ms=1000, max_records=1)).get(tp)
+            if not after:
+                out[p] = asked_us
+            elif offset:
+                consumer.seek(tp, offset - 1)
+                last = (await consumer.getmany(tp, timeout_ms=1000, max_records=1)).get(tp)
+                if last:
+                    out[p] = last[0].timestamp * 1000
+        return out
+    finally:
+        await consumer.stop()
+
+
 async def replay(settings: Settings, force: bool) -> int:
     started = time.monotonic()
     await wait_for_broker(settings.kafka_bootstrap, 60, "pulse replay")
@@ -87,6 +119,7 @@ async def replay(settings: Settings, force: bool) -> int:
     committed = await _committed(settings, topics.input)
     below = {(epoch, p): offset or 0 for p, offset in committed.items()}
     applied = {p: offset - 1 for p, offset in committed.items() if offset}
+    complete = await _complete_to(settings, topics.input, committed)
     spec = rollup_spec(settings)
     session = uuid.uuid4().hex
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
@@ -98,7 +131,7 @@ async def replay(settings: Settings, force: bool) -> int:
         for q in range(settings.partitions):
             snapshot = await asyncio.to_thread(rebuild_partition, settings.lake, spec, q,
                                                settings.partitions, lambda f: True, applied,
-                                               below)
+                                               below, complete)
             for record in journal.reset_records(session, snapshot):
                 await producer.send_and_wait(topics.rollups, journal.encode(record), partition=q)
             for key in totals:

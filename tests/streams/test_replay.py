@@ -73,3 +73,40 @@ def test_replay_equals_live_twice_and_the_stream_carries_on(pulse: Pulse):
             report.overview(final.total(tenant, ALL, frm // HOUR, to // HOUR), STEPS),
             oracle.overview(every, tenant, None, False, frm, to, STEPS, 30.0))
     assert accounting(final)["read"] == total
+
+
+ENDPOINTS = ("/analytics/overview", "/analytics/campaign/spring", "/analytics/intents",
+             "/analytics/funnel", "/analytics/campaigns", "/analytics/usage")
+
+
+def test_after_a_replay_every_answer_says_how_complete_it_is(pulse: Pulse):
+    """No traffic after the replay: the rebuild knows how far the lake is complete, so
+    `as_of` is a time from the first answer on, on every endpoint, tenant and range."""
+    from tests.faults.support import iso, start_api
+
+    now_us = time.time_ns() // 1000
+    messages, valid, _ = make_stream(seed=23, n=1500, now_us=now_us)
+    pulse.ensure_topics()
+    worker = pulse.start_worker()
+    pulse.produce(messages)
+    pulse.rollups(until=read_all(len(messages)))
+    pulse.lake_rows(len(valid))
+    produced_by_us = time.time_ns() // 1000
+    assert worker.stop() == 0
+
+    replay = pulse.start("replay", "--force")
+    assert replay.process.wait(120) == 0, replay.log()
+    pulse.start_worker()
+    api = start_api(pulse)
+    base = now_us - now_us % HOUR
+    ranges = [(base - 80 * HOUR, base + 2 * HOUR), (base - 30 * HOUR - 17, base - 3 * HOUR + 5)]
+    for path in ENDPOINTS:
+        for tenant in ("acme", "globex", "initech"):
+            for frm, to in ranges:
+                status, body = api.get(path, tenant=tenant, **{"from": iso(frm), "to": iso(to)})
+                assert status == 200, body
+                assert body["as_of"] is not None, (path, tenant, body["source"])
+                assert body["as_of"] >= iso(produced_by_us - 10_000_000), body["as_of"]
+    status, body = api.get("/analytics/timeseries", tenant="acme", metric="conversations",
+                           interval="hour", **{"from": iso(ranges[0][0]), "to": iso(ranges[0][1])})
+    assert status == 200 and body["as_of"] is not None
