@@ -253,17 +253,10 @@ UNION ALL SELECT 2, g, category, 0, 0, 0, amount, 0 FROM ({metrics.usage_sql(g, 
 
 
 def _events_cte(where: str, columns: str, materialized: bool = False) -> str:
-    """One row per event id (the first copy by kafka_partition, kafka_offset).
-
-    A window per id rather than DISTINCT ON ... ORDER BY, which sorts every row: about
-    a fifth faster over a tenant's funnel events."""
+    """The relation `events`: one tenant's events of `$files`, one row per event id."""
+    body = metrics.first_copies_sql("read_parquet($files)", columns, where, key="id")
     return f"""
-WITH events AS {"MATERIALIZED " if materialized else ""}(
-    SELECT {columns}
-    FROM read_parquet($files)
-    WHERE {where}
-    QUALIFY row_number() OVER (PARTITION BY id ORDER BY kafka_partition, kafka_offset) = 1
-)"""
+WITH events AS {"MATERIALIZED " if materialized else ""}({body})"""
 
 
 def _time_filter(ranges: Iterable[tuple[int, int]], column: str) -> tuple[str, dict[str, Any]]:

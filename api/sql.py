@@ -44,6 +44,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pulse.rollups.metrics import first_copies_sql
 from pulse.schemas import lake
 from pulse.schemas.arrow import DEAD_LETTER_SCHEMA, EVENT_SCHEMA
 from pulse.schemas.lake import LakeNotLocal, check_local, folders, live_paths
@@ -80,8 +81,7 @@ class Lake:
             "CREATE OR REPLACE VIEW events_raw AS "
             + _scan(events, EVENT_SCHEMA, {"date": "DATE", "tenant_id": "VARCHAR"}))
         self.db.execute(
-            "CREATE OR REPLACE VIEW events AS SELECT DISTINCT ON (tenant_id, id) * "
-            "FROM events_raw ORDER BY tenant_id, id, kafka_partition, kafka_offset")
+            f"CREATE OR REPLACE VIEW events AS {first_copies_sql('events_raw')}")
         self.db.execute(
             "CREATE OR REPLACE VIEW dead_letters AS "
             + _scan(dead, DEAD_LETTER_SCHEMA, {"date": "DATE"}))

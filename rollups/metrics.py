@@ -87,6 +87,24 @@ def fold_event(m: Measures, event: Event, engaged_seconds: float) -> None:
 # filter on the event columns built by the caller with bound parameters only. `rollups`
 # never runs them; `api.lake` does.
 
+def first_copies_sql(source: str, columns: str = "*", where: str = "TRUE",
+                     key: str = "tenant_id, id") -> str:
+    """`source` with one row per event (contract section 5): of the copies of one
+    (`tenant_id`, `id`), the first by `kafka_partition`, `kafka_offset`.
+
+    DuckDB's dialect; `key` is `id` alone over one tenant's files. A window per id
+    rather than DISTINCT ON ... ORDER BY, which sorts every row: about a fifth faster.
+    """
+    return (f"SELECT {columns} FROM {source} WHERE {where} QUALIFY row_number() OVER "
+            f"(PARTITION BY {key} ORDER BY kafka_partition, kafka_offset) = 1")
+
+
+PORTABLE_FIRST_COPIES_SQL = (
+    "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY tenant_id, id "
+    "ORDER BY kafka_partition, kafka_offset) AS rn FROM {table}) WHERE rn = 1")
+"""The same deduplication in SQL any engine runs (Trino, Spark, ClickHouse, DuckDB),
+for analysts reading the lake or the Iceberg table `pulse.events` without Pulse."""
+
 CONVERSATION_SQL = "event_type IN ('call_ended', 'chat_ended')"
 CHANNEL_SQL = (
     "coalesce(channel, CASE event_type WHEN 'call_ended' THEN 'call' "

@@ -8,6 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from pulse.cli import main
+from pulse.rollups.metrics import PORTABLE_FIRST_COPIES_SQL
 from pulse.settings import SETTINGS, Settings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -39,3 +40,8 @@ def test_every_command_is_in_the_readme_and_has_help():
 def test_defaults_in_code_match_the_settings_table():
     parsed = Settings.from_env({})
     assert parsed == Settings()
+
+
+def test_the_readme_deduplicates_the_lake_with_the_one_definition():
+    plain = "read_parquet('lake/events/**/*.parquet', hive_partitioning = true)"
+    assert PORTABLE_FIRST_COPIES_SQL.format(table=plain) in README
