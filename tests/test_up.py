@@ -106,6 +106,8 @@ def test_up_simulate_shows_data_in_seconds_and_sigint_stops_every_child(tmp_path
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait()
+        process.stdout.close()
         for pid in processes_with(marker):
             os.kill(pid, signal.SIGKILL)
 
