@@ -2,24 +2,44 @@
 
 `pulse broker` runs as a subprocess on a free loopback port; a test that needs Kafka
 and cannot reach it fails, it is never skipped. Each test gets its own topics, consumer
-group, lake and state folders, so tests share the broker and nothing else.
+group, lake and state folders, so tests share the broker and nothing else. Under
+pytest-xdist (scripts/test runs two workers) each worker is a session of its own, with
+its own broker, port and temporary folders; `--dist loadfile` keeps a file's tests on
+one worker, so a module-scoped stack is built once.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import Pulse, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "tests" / "artifacts"
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """Under xdist, a test marked `alone` runs while no other test does.
+
+    Such a test asserts a speed (a produce rate, a time budget) that a 2-core machine
+    gives only to one test at a time. It holds the run's lock exclusively, and every
+    other test holds it shared, from the setup of its fixtures (a module's stack
+    included) to their teardown, so the two never overlap and the others still do.
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return (yield)
+    # Each worker's basetemp is <the run's basetemp>/popen-gwN: the parent is this
+    # run's alone, never another engineer's or another run's.
+    lock = Path(item.config.option.basetemp).parent / "alone.lock"
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX if item.get_closest_marker("alone") else fcntl.LOCK_SH)
+        return (yield)
 
 
 @pytest.fixture(scope="session")
