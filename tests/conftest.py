@@ -31,14 +31,21 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
     gives only to one test at a time. It holds the run's lock exclusively, and every
     other test holds it shared, from the setup of its fixtures (a module's stack
     included) to their teardown, so the two never overlap and the others still do.
+    A waiting `alone` test also holds the turnstile, which every test passes before it
+    asks for the lock: flock lets a shared request in ahead of a waiting exclusive
+    one, so without it the other worker could start test after test in front of it.
     """
     if "PYTEST_XDIST_WORKER" not in os.environ:
         return (yield)
     # Each worker's basetemp is <the run's basetemp>/popen-gwN: the parent is this
     # run's alone, never another engineer's or another run's.
-    lock = Path(item.config.option.basetemp).parent / "alone.lock"
-    with open(lock, "a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX if item.get_closest_marker("alone") else fcntl.LOCK_SH)
+    root = Path(item.config.option.basetemp).parent
+    alone = item.get_closest_marker("alone") is not None
+    with open(root / "alone.turnstile", "a") as turnstile, open(root / "alone.lock", "a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        if not alone:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
         return (yield)
 
 
