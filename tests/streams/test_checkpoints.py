@@ -135,8 +135,9 @@ def test_api_and_worker_start_from_checkpoints_and_skip_bad_ones(pulse: Pulse):
     assert re.search(r"checkpoint .*p0002/\S+newer\S+ skipped: written by a newer Pulse", log)
     assert re.search(r"p0002/\S+other\S+ skipped: written under other definitions "
                      r"\(PULSE_ENGAGED_SECONDS 99.0 now 30.0\)", log), log[-3000:]
-    folded = [int(n) for n in re.findall(r"claimed at journal offset \d+; checkpoint at "
-                                         r"journal offset \d+, then folded (\d+) records", log)]
+    folded = [int(n) for n in re.findall(r"claimed at journal offset \d+ \(session \w+\); "
+                                         r"checkpoint at journal offset \d+, then folded "
+                                         r"(\d+) records", log)]
     assert len(folded) == pulse.settings.partitions, log[-3000:]
     assert worker.alive() and log.count("Traceback") == 0
 
