@@ -233,16 +233,19 @@ class PartitionOwners:
         offset, seq = owned.last
         body = owned.state.body(self.epoch, offset, owned.session, seq, time.time_ns() // 1000)
         data = checkpoint.encode(body)  # now: the state changes as soon as we return
+        saved_filter = owned.state.seen.filter_bytes()
         pinned = [ref.run() for ref in body.runs]
         owned.runs.pin(pinned)
         owned.publishing, owned.checkpointed_at, owned.records_since = True, time.monotonic(), 0
-        task = asyncio.create_task(self._publish(owned, body, data, pinned))
+        task = asyncio.create_task(self._publish(owned, body, data, saved_filter, pinned))
         self._publishing.add(task)
         task.add_done_callback(self._publishing.discard)
 
-    async def _publish(self, owned: Owned, body: Body, data: bytes, pinned: list[Any]) -> None:
+    async def _publish(self, owned: Owned, body: Body, data: bytes, saved_filter: bytes,
+                       pinned: list[Any]) -> None:
         q = owned.state.partition
         try:
+            await asyncio.to_thread(owned.runs.save_filter, body.offset, saved_filter)
             name = await asyncio.to_thread(owned.checkpoints.publish, body, data, owned.runs)
             await asyncio.to_thread(owned.checkpoints.collect_garbage)
             owned.state.stats = {"checkpoint_offset": body.offset,
@@ -300,7 +303,8 @@ class _Recovery:
             body = await self._newest_usable(consumer, start)
             state = self.owned.state
             if body is not None:
-                state.load(body)
+                state.load(body, await asyncio.to_thread(self.owned.runs.load_filter,
+                                                         body.offset))
                 self.from_offset = body.offset
                 fold = journal.JournalFold(state, body.session, body.seq)
                 first = body.offset + 1
