@@ -135,7 +135,7 @@ class Bloom:
     def to_bytes(self) -> bytes:
         """A copy of the filter (with its capacity and key count), to save beside a
         checkpoint: loading it back is a copy, where rebuilding reads every run."""
-        return _FILTER.pack(self.capacity, self.keys, zlib.crc32(self.words)) + \
+        return _FILTER.pack(self.capacity, self.keys, zlib.crc32(self.words.data)) + \
             self.words.tobytes()
 
     @classmethod
@@ -145,7 +145,7 @@ class Bloom:
             return None
         capacity, keys, crc = _FILTER.unpack_from(data)
         words = np.frombuffer(data, np.uint8, offset=_FILTER.size)
-        if cls._blocks(capacity) * 32 != len(words) or zlib.crc32(words) != crc:
+        if cls._blocks(capacity) * 32 != len(words) or zlib.crc32(words.data) != crc:
             return None
         bloom = cls(capacity)
         bloom.words, bloom.keys = words.view(np.uint32).copy(), keys
@@ -184,7 +184,7 @@ class RunStore(Protocol):
 
 
 def run_crc(entries: npt.NDArray[np.void]) -> int:
-    return zlib.crc32(np.ascontiguousarray(entries).view(np.uint8))
+    return zlib.crc32(np.ascontiguousarray(entries).view(np.uint8).data)
 
 
 class MemoryRuns:

@@ -239,7 +239,8 @@ class PartitionState:
                         ("conflicting_duplicates", int(conflicting.sum()))):
             if n:
                 change.counters[name] += n
-        return fresh[counted]
+        counted_now: npt.NDArray[np.int64] = fresh[counted]
+        return counted_now
 
     def _fold(self, event: Event, change: _Change) -> None:
         key = (event.tenant_id, event.campaign_id, event.occurred_us // HOUR_US)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import cast
 
 from .checkpoint import Body
 from .journal import Delta, JournalFold, LakeMark
@@ -248,7 +249,7 @@ class RollupStore:
             return None
         if campaign is ALL:
             return tenant.everything
-        return tenant.campaigns.get(campaign)  # type: ignore[call-overload]
+        return tenant.campaigns.get(cast(str | None, campaign))
 
 
 class _PartitionTarget:

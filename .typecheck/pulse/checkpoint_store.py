@@ -1,0 +1,1 @@
+../../pulse/checkpoint_store.py

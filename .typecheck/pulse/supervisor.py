@@ -1,0 +1,1 @@
+../../pulse/supervisor.py
