@@ -78,7 +78,7 @@ def broker(**flags: Any) -> None:
     """
     settings = load_settings(**flags)
     setup_logging(settings.log_level)
-    from pulse.streams.cli import run_broker
+    from pulse.streams.broker import run_broker
 
     sys.exit(run_broker(settings))
 
