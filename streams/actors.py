@@ -9,7 +9,7 @@ and reports the usage its conversations cost.
 Everything here is pure: the `random.Random` and the simulated time (microseconds
 since the epoch) are passed in, nothing reads a clock or does I/O, so a seed replays
 exactly. Actors return `Draft`s; choosing the wire form of `occurred_at`, lateness,
-duplicates and broken messages is `streams.simulate`'s business.
+duplicates and broken messages is `streams.traffic`'s business.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ OPTED_OUT = "opted_out"
 
 @dataclass(frozen=True, slots=True)
 class Draft:
-    """An event an actor decided on, before `streams.simulate` picks its wire form."""
+    """An event an actor decided on, before `streams.traffic` picks its wire form."""
 
     at_us: int
     """When it occurred (simulated time)."""

@@ -1,6 +1,6 @@
 """`pulse simulate`'s producing half: pace the seeded stream and send it to Kafka.
 
-`streams.simulate.generate` decides what is sent; this module decides when, batches
+`streams.traffic.generate` decides what is sent; this module decides when, batches
 it per partition (one `send()` per message reached only ~31 k/s here), shows progress
 and prints the summary.
 """
@@ -29,7 +29,7 @@ from pulse.settings import Settings
 
 from .actors import SECOND
 from .broker import BrokerError, ensure_topics
-from .simulate import SimOptions, Simulated, generate, plan_options, rfc3339
+from .traffic import SimOptions, Simulated, generate, plan_options, rfc3339
 
 BROKER_TIMEOUT_S = 120.0
 BATCH_BYTES = 256 * 1024

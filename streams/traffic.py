@@ -1,9 +1,9 @@
-"""`pulse simulate`: the actors' events as one seeded stream, produced to the input topic.
+"""The traffic of `pulse simulate`: the actors' events as one seeded message stream.
 
 `generate` is pure: it interleaves the actors of `streams.actors` in event-time order
 and injects what real producers get wrong (exact duplicates, late events, invalid
 messages), so tests can recompute exactly what a run sent from its seed and start.
-`run_simulate` paces that stream against the wall clock and produces it with aiokafka.
+`streams.produce` paces that stream against the wall clock and produces it.
 
 The stream is a sequence of slots; slot k is sent at simulated time
 `start + (k + jitter) * spacing`, and nothing in it occurred after that time (invalid
