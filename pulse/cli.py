@@ -178,7 +178,7 @@ def simulate(**flags: Any) -> None:
     """Run customer and tenant actors that produce realistic events to PULSE_TOPIC."""
     settings = load_settings(**flags)
     setup_logging(settings.log_level)
-    from pulse.streams.produce import run_simulate
+    from pulse.streams.simulate import run_simulate
 
     options = {k: v for k, v in flags.items() if k not in _FLAGS}
     sys.exit(run_simulate(settings, **options))

@@ -3,7 +3,7 @@
 `generate` is pure: it interleaves the actors of `streams.actors` in event-time order
 and injects what real producers get wrong (exact duplicates, late events, invalid
 messages), so tests can recompute exactly what a run sent from its seed and start.
-`streams.produce` paces that stream against the wall clock and produces it.
+`streams.simulate` paces that stream against the wall clock and produces it.
 
 The stream is a sequence of slots; slot k is sent at simulated time
 `start + (k + jitter) * spacing`, and nothing in it occurred after that time (invalid

@@ -17,7 +17,7 @@ from pulse.schemas.decode import decode_event
 from pulse.schemas.events import Event, Rejected
 from pulse.settings import Settings
 from pulse.streams.actors import OPTED_OUT, SECOND, TenantActor
-from pulse.streams.produce import run_simulate
+from pulse.streams.simulate import run_simulate
 from pulse.streams.traffic import (
     SimOptions,
     Simulated,
