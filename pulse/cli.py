@@ -162,15 +162,21 @@ def api(host: str | None, port: int | None, insecure: bool, **flags: Any) -> Non
 @settings_options("kafka")
 @click.option("--tenants", default=3, show_default=True, help="number of tenants")
 @click.option("--campaigns", default=3, show_default=True, help="campaigns per tenant")
-@click.option("--customers", default=200, show_default=True, help="customers per tenant")
+@click.option("--customers", default=1000, show_default=True,
+              help="customers each tenant works at a time")
+@click.option("--backfill-days", default=None, type=float,
+              help="first send this many days of history (event times over the last N days), "
+                   "as fast as the broker takes it  [default: 0, or 2 with --rate 0]")
 @click.option("--rate", default=200.0, show_default=True,
-              help="messages per second (0 = as fast as possible, backfilling two days)")
+              help="live messages per second after the history (0 = the history's own pace)")
 @click.option("--duration", default=None, type=float, help="stop after this many seconds")
 @click.option("--events", default=None, type=int,
-              help="stop after this many messages (duplicates and invalid ones included)")
+              help="stop after this many messages (duplicates and invalid ones included); "
+                   "with --rate 0 they make up the whole history")
 @click.option("--seed", default=None, type=int, help="same seed -> same events, ids included")
 @click.option("--start", default=None,
-              help="event-time origin (RFC 3339 or YYYY-MM-DD); default now")
+              help="where the history starts, or live traffic when there is none "
+                   "(RFC 3339 or YYYY-MM-DD); default: --backfill-days ago")
 @click.option("--duplicates", default=0.02, show_default=True, help="share of events sent twice")
 @click.option("--late", default=0.02, show_default=True, help="share of events hours to days late")
 @click.option("--invalid", default=0.005, show_default=True, help="share of invalid messages")

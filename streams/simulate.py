@@ -24,9 +24,9 @@ from aiokafka.errors import KafkaError
 from pulse.kafka import CLIENT_DEFAULTS, BrokerUnavailable, wait_for_broker
 from pulse.settings import Settings
 
-from .actors import SECOND
 from .broker import BrokerError, ensure_topics
 from .produce import Outbox
+from .rhythm import SECOND
 from .traffic import SimOptions, Simulated, generate, plan_options, rfc3339
 
 BROKER_TIMEOUT_S = 120.0
@@ -60,37 +60,39 @@ class Pacer:
     """When a message may go.
 
     Never before the wall clock reaches its simulated send time, so no `occurred_at`
-    is ever ahead of the worker's clock; with a rate, also not before one real second
-    per simulated second has passed since the first send.
+    is ever ahead of the worker's clock: the history goes as fast as the broker takes
+    it. With a rate, a live message also waits until one real second per simulated
+    second has passed since the first live send.
     """
 
-    def __init__(self, options: SimOptions, rate: float) -> None:
-        self.start_us = options.start_us
-        self.rate = rate
+    def __init__(self, options: SimOptions) -> None:
+        self.live_start_us = options.live_start_us
+        self.rate = options.rate
         self.first: float | None = None
 
     def wait_s(self, at_us: int) -> float:
         wait = at_us / SECOND - time.time()
-        if self.rate:
+        if self.rate and at_us >= self.live_start_us:
             now = time.monotonic()
             if self.first is None:
                 self.first = now
-            wait = max(wait, self.first + (at_us - self.start_us) / SECOND - now)
+            wait = max(wait, self.first + (at_us - self.live_start_us) / SECOND - now)
         return wait
 
 
 class Run:
     """One `pulse simulate` process: broker wait, pacing, producing, Ctrl-C, summary."""
 
-    def __init__(self, settings: Settings, options: SimOptions, rate: float,
-                 events: int | None, duration: float | None) -> None:
+    def __init__(self, settings: Settings, options: SimOptions, events: int | None,
+                 duration: float | None) -> None:
         self.settings = settings
         self.options = options
-        self.rate = rate
         self.events = events
         self.duration = duration
         self.tally = Tally()
         self.started = time.monotonic()
+        self.backfilled: float | None = None
+        """Seconds the history took to send, once it is sent and acknowledged."""
         self.stop = asyncio.Event()
 
     async def main(self, broker_timeout: float) -> int:
@@ -150,8 +152,9 @@ class Run:
             await producer.stop()
 
     async def _send_all(self, outbox: Outbox) -> None:
-        pacer = Pacer(self.options, self.rate)
+        pacer = Pacer(self.options)
         deadline = self.started + (self.duration or math.inf)
+        history = self.options.history_messages
         for message in generate(self.options):
             if self.stop.is_set() or self.tally.sent == self.events:
                 return
@@ -164,6 +167,10 @@ class Run:
                 return
             await outbox.put(message.key, message.value)
             self.tally.add(message)
+            if self.tally.sent == history:
+                await outbox.flush()
+                self.backfilled = time.monotonic() - self.started
+                _say(self._backfill_done())
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep, waking early on Ctrl-C; True if stopped."""
@@ -174,20 +181,37 @@ class Run:
         return True
 
     async def _progress(self) -> None:
+        """A line a second while the history goes out, then one every ten seconds."""
         last_sent, last_at = 0, time.monotonic()
+        history = self.options.history_messages
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0 if self.backfilled is None and history else 10.0)
             now, sent = time.monotonic(), self.tally.sent
-            _say(f"pulse simulate: {sent:,} sent, {(sent - last_sent) / (now - last_at):,.0f}/s, "
-                 f"{now - self.started:.0f} s elapsed")
+            pace = f"{(sent - last_sent) / (now - last_at):,.0f}/s"
+            if self.backfilled is None and history:
+                done = f"backfill {sent:,} of {history:,} messages ({sent / history:.0%})"
+            else:
+                done = f"{sent:,} sent"
+            _say(f"pulse simulate: {done}, {pace}, {now - self.started:.0f} s elapsed")
             last_sent, last_at = sent, now
 
     def _intro(self) -> str:
         o = self.options
-        pace = f"{self.rate:g} events/s" if self.rate else "as fast as possible"
+        live = f"{o.rate:g} messages/s" if o.rate else "the history's pace"
+        plan = (f"backfill {o.history_messages:,} messages over {_days(o.history_s)} "
+                f"from {rfc3339(o.start_us, UTC)} as fast as the broker takes them, then live "
+                f"at {live}" if o.history_messages else
+                f"live at {live} from {rfc3339(o.start_us, UTC)}")
         return (f"pulse simulate: seed {o.seed}, {o.tenants} tenants x {o.campaigns} campaigns "
-                f"x {o.customers} customers, from {rfc3339(o.start_us, UTC)}, {pace}, "
-                f"to topic {self.settings.topic} on {self.settings.kafka_bootstrap}")
+                f"x {o.customers:,} customers; {plan}; to topic {self.settings.topic} on "
+                f"{self.settings.kafka_bootstrap}")
+
+    def _backfill_done(self) -> str:
+        o, took = self.options, self.backfilled or 0.0
+        live = f"{o.rate:g} messages/s" if o.rate else "the history's pace"
+        return (f"pulse simulate: backfill sent: {o.history_messages:,} messages over "
+                f"{_days(o.history_s)} in {took:.1f} s "
+                f"({o.history_messages / max(took, 1e-9):,.0f}/s); live from now at {live}")
 
     def _summary(self) -> str:
         t, o = self.tally, self.options
@@ -196,19 +220,24 @@ class Run:
         return "\n".join([
             f"pulse simulate: {how}: {t.sent:,} messages in {elapsed:.1f} s "
             f"({t.sent / elapsed:,.0f}/s) to topic {self.settings.topic}",
+            *([f"  history     {o.history_messages:>9,}  messages over "
+               f"{_days(o.history_s)}, sent in {self.backfilled:.1f} s"]
+              if self.backfilled is not None else []),
             f"  events      {t.kinds['valid']:>9,}  {_counts(t.types)}",
             f"  late        {t.late:>9,}  (of the events: occurred hours to days back)",
             f"  duplicates  {t.kinds['duplicate']:>9,}  (exact copies sent again)",
             f"  invalid     {t.kinds['invalid']:>9,}  {_counts(t.flaws)}",
             f"  world       {o.tenants} tenants, {o.tenants * o.campaigns} campaigns, "
             f"{o.tenants * o.customers:,} customers at a time ({len(t.customers):,} took part)",
-            f"  repeat with --seed {o.seed} --start {rfc3339(o.start_us, UTC)}",
+            f"  repeat with --seed {o.seed} --start {rfc3339(o.start_us, UTC)} "
+            f"--backfill-days {o.history_s / 86400:g} --rate {o.rate:g}",
         ])
 
 
 def run_simulate(settings: Settings, *, tenants: int, campaigns: int, customers: int,
                  rate: float, duration: float | None, events: int | None, seed: int | None,
                  start: str | None, duplicates: float, late: float, invalid: float,
+                 backfill_days: float | None = None,
                  broker_timeout: float = BROKER_TIMEOUT_S) -> int:
     """`pulse simulate`; returns the exit code (2: bad options, 1: Kafka failed)."""
     try:
@@ -218,12 +247,17 @@ def run_simulate(settings: Settings, *, tenants: int, campaigns: int, customers:
             tenants=tenants, campaigns=campaigns, customers=customers, rate=rate,
             events=events, seed=secrets.randbelow(2**31) if seed is None else seed,
             start=start, duplicates=duplicates, late=late, invalid=invalid,
-            steps=settings.funnel_steps, now=datetime.now(UTC))
+            steps=settings.funnel_steps, now=datetime.now(UTC), backfill_days=backfill_days)
     except ValueError as exc:
         _say(f"pulse simulate: {exc}")
         return 2
-    run = Run(settings, options, rate, events, duration)
+    run = Run(settings, options, events, duration)
     return asyncio.run(run.main(broker_timeout))
+
+
+def _days(seconds: float) -> str:
+    days = seconds / 86400
+    return f"{days:g} day" + ("" if days == 1 else "s")
 
 
 def _counts(counter: Counter[str]) -> str:

@@ -1,14 +1,16 @@
 """The traffic of `pulse simulate`: the actors' events as one seeded message stream.
 
-`generate` is pure: it interleaves the actors of `streams.actors` in event-time order
-and injects what real producers get wrong (exact duplicates, late events, invalid
+`generate` is pure: it runs the actors of `streams.actors` in event-time order and
+injects what real producers get wrong (exact duplicates, late events, invalid
 messages), so tests can recompute exactly what a run sent from its seed and start.
 `streams.simulate` paces that stream against the wall clock and produces it.
 
-The stream is a sequence of slots; slot k is sent at simulated time
-`start + (k + jitter) * spacing`, and nothing in it occurred after that time (invalid
-future timestamps aside). The producer never sends a slot before the wall clock has
-reached it, which is what keeps every `occurred_at` out of the worker's future.
+The stream is a sequence of slots, each sent at a simulated time (`SlotClock`): first a
+history, slots spread over its span as densely as the world is busy (more at the hours
+people answer, fewer at night and at weekends), then live slots at `rate` per second,
+or, with rate 0, at the history's own pace. Nothing in a slot occurred after its send
+time (invalid future timestamps aside), and the producer never sends a slot before the
+wall clock has reached it, which keeps every `occurred_at` out of the worker's future.
 """
 
 from __future__ import annotations
@@ -19,23 +21,25 @@ import heapq
 import itertools
 import math
 import random
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Literal
 
 import msgspec
 
-from .actors import SECOND, Draft, TenantActor, build_world
+from .actors import Draft, Item
+from .rhythm import DAY, HOUR, SECOND
+from .tenants import TenantActor, build_world
 
 Kind = Literal["valid", "duplicate", "invalid"]
 
-HOUR = 3600 * SECOND
-DAY = 24 * HOUR
-BACKFILL_SPAN = timedelta(days=2)
-"""With `--rate 0`, events are spread over this much of the recent past, ending now."""
-BACKFILL_MESSAGES = 1_000_000
-"""With `--rate 0` and no `--events`, the backfill is as dense as this many messages."""
+MESSAGES_PER_CUSTOMER_DAY = 3.3
+"""The history's density: messages a day per customer a tenant works at a time."""
+RATE_0_BACKFILL_DAYS = 2.0
+"""`--rate 0` without `--backfill-days`: how far back the backfill starts."""
+MAX_BACKFILL_DAYS = 365.0
 MAX_START_AHEAD = timedelta(hours=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _encode = msgspec.json.Encoder().encode
@@ -47,12 +51,16 @@ class SimOptions:
 
     seed: int
     start: datetime
-    """Simulated time of the first slot (UTC-aware)."""
-    spacing_s: float
-    """Simulated seconds between two slots: 1/rate, or the backfill span / messages."""
+    """Simulated time of the first slot (UTC-aware): where the history starts."""
+    history_s: float
+    """Seconds of history before the live slots; 0 for none."""
+    history_messages: int
+    """Slots spread over the history."""
+    rate: float
+    """Live slots per second; 0 keeps the history's pace."""
     tenants: int = 3
     campaigns: int = 3
-    customers: int = 200
+    customers: int = 1000
     duplicates: float = 0.02
     late: float = 0.02
     invalid: float = 0.005
@@ -61,6 +69,16 @@ class SimOptions:
     @property
     def start_us(self) -> int:
         return (self.start - _EPOCH) // timedelta(microseconds=1)
+
+    @property
+    def daily_messages(self) -> float:
+        """The world's own pace: messages a day, as dense as a history would be."""
+        return MESSAGES_PER_CUSTOMER_DAY * self.customers * self.tenants
+
+    @property
+    def live_start_us(self) -> int:
+        """Where the history ends and the live slots begin."""
+        return self.start_us + round(self.history_s * SECOND)
 
     @property
     def run(self) -> str:
@@ -87,12 +105,12 @@ class Simulated:
 def plan_options(*, tenants: int, campaigns: int, customers: int, rate: float,
                  events: int | None, seed: int, start: str | datetime | None,
                  duplicates: float, late: float, invalid: float, steps: tuple[str, ...],
-                 now: datetime) -> SimOptions:
+                 now: datetime, backfill_days: float | None = None) -> SimOptions:
     """The options of a run; raises ValueError naming the flag that is wrong.
 
-    With a rate, simulated time moves with real time from `start` (default now). With
-    `--rate 0`, the messages are spread over the last two days (from `start`, default
-    two days ago), so a backfill never runs into the future.
+    The history covers `backfill_days` from `start` (default: that many days ago), as
+    densely as `MESSAGES_PER_CUSTOMER_DAY`; with `--rate 0` and `--events`, those
+    events make up the whole history instead (a load run that stays in the past).
     """
     for name, count in (("--tenants", tenants), ("--campaigns", campaigns),
                         ("--customers", customers)):
@@ -105,17 +123,22 @@ def plan_options(*, tenants: int, campaigns: int, customers: int, rate: float,
         raise ValueError(f"--rate must be a number of events per second >= 0, got {rate}")
     if events is not None and events < 1:
         raise ValueError(f"--events must be at least 1, got {events}")
-    if rate:
-        spacing, default_start = 1 / rate, now
+    days = (RATE_0_BACKFILL_DAYS if rate == 0 else 0.0) if backfill_days is None else backfill_days
+    if not 0 <= days <= MAX_BACKFILL_DAYS:
+        raise ValueError(f"--backfill-days must be in 0..{MAX_BACKFILL_DAYS:g}, got {days}")
+    span = timedelta(days=days)
+    if not days:
+        messages = 0
+    elif rate == 0 and events:
+        messages = events
     else:
-        spacing = BACKFILL_SPAN.total_seconds() / (events or BACKFILL_MESSAGES)
-        default_start = now - BACKFILL_SPAN
-    origin = parse_start(start) if start is not None else default_start
+        messages = max(1, round(days * MESSAGES_PER_CUSTOMER_DAY * customers * tenants))
+    origin = parse_start(start) if start is not None else now - span
     if origin > now + MAX_START_AHEAD:
         raise ValueError(f"--start {origin.isoformat()} is more than an hour in the future; "
                          "the worker would reject every event as a future timestamp")
-    return SimOptions(seed, origin, spacing, tenants, campaigns, customers, duplicates, late,
-                      invalid, steps)
+    return SimOptions(seed, origin, span.total_seconds(), messages, rate, tenants, campaigns,
+                      customers, duplicates, late, invalid, steps)
 
 
 def parse_start(value: str | datetime) -> datetime:
@@ -139,47 +162,113 @@ def parse_start(value: str | datetime) -> datetime:
 
 
 class World:
-    """The actors, and the events they have scheduled for later (intents, usage...)."""
+    """The actors, and what they have scheduled: follow-up events and later touches."""
 
     def __init__(self, options: SimOptions, rnd: random.Random) -> None:
         self.rnd = rnd
+        history = (options.start_us, options.live_start_us - options.start_us)
         self.tenants = build_world(options.tenants, options.campaigns, options.customers,
-                                   options.steps, options.run, rnd)
-        self.tenant_weights = list(itertools.accumulate(
-            rnd.lognormvariate(0, 0.5) for _ in self.tenants))
-        self.offsets = {t.tenant_id: timezone(timedelta(minutes=t.utc_offset_min))
-                        for t in self.tenants}
-        self.pending: list[tuple[int, int, Draft]] = []
+                                   options.steps, options.run, history, rnd)
+        self.tenant_weights = [rnd.uniform(0.5, 1.5) for _ in self.tenants]
+        """How big each tenant is: its share of the conversations, at most 3 to 1."""
+        self.zones: dict[str, tzinfo] = {t.tenant_id: t.calendar.zone for t in self.tenants}
+        self.pending: list[tuple[int, int, Item]] = []
         self.sequence = itertools.count()
+        self._hours: dict[int, list[float]] = {}
+
+    def intensity(self, at_us: int) -> float:
+        """How busy the whole world is at `at_us` (relative; the history's density)."""
+        return self._hour(at_us)[-1]
 
     def next_event(self, now_us: int) -> Draft:
-        """The earliest event due by `now_us`: a follow-up, else a new conversation now.
+        """The earliest event due by `now_us`: a follow-up, else a conversation now.
 
-        Follow-ups are scheduled at or after the conversation that caused them, so the
+        Everything an actor schedules lies at or after the moment it was decided, so the
         events come out in event-time order.
         """
-        if self.pending and self.pending[0][0] <= now_us:
-            return heapq.heappop(self.pending)[2]
-        tenant = self._pick_tenant()
-        first, *later = tenant.step(now_us, self.rnd)
-        for draft in later:
-            heapq.heappush(self.pending, (draft.at_us, next(self.sequence), draft))
-        return first
+        pending, rnd = self.pending, self.rnd
+        while True:
+            if pending and pending[0][0] <= now_us:
+                item = heapq.heappop(pending)[2]
+                if isinstance(item, Draft):
+                    return item
+                self._schedule(item.customer.tenant.run(item, rnd))
+            else:
+                self._schedule(self._pick_tenant(now_us).new_activity(now_us, rnd))
 
-    def _pick_tenant(self) -> TenantActor:
-        weights = self.tenant_weights
+    def _schedule(self, items: list[Item]) -> None:
+        for item in items:
+            heapq.heappush(self.pending, (item.at_us, next(self.sequence), item))
+
+    def _pick_tenant(self, now_us: int) -> TenantActor:
+        """A tenant, as busy as its local hour makes it: tenants live in other zones."""
+        weights = self._hour(now_us)
         index = bisect.bisect_right(weights, self.rnd.random() * weights[-1])
         return self.tenants[min(index, len(self.tenants) - 1)]
+
+    def _hour(self, at_us: int) -> list[float]:
+        hour = at_us // HOUR
+        found = self._hours.get(hour)
+        if found is None:
+            found = self._hours[hour] = list(itertools.accumulate(
+                w * t.intensity(at_us) for w, t in zip(self.tenant_weights, self.tenants,
+                                                      strict=True)))
+        return found
+
+
+class SlotClock:
+    """The send time of each slot: the history as dense as the world is busy, then live.
+
+    Slot k of the history sits where the world's cumulative busyness since `start`
+    reaches (k + jitter) shares of it, hour by hour; with rate 0 the live slots go on
+    the same way, else they are 1/rate seconds apart from the history's end.
+    """
+
+    def __init__(self, options: SimOptions, intensity: Callable[[int], float]) -> None:
+        self.intensity = intensity
+        self.history = options.history_messages
+        self.rate = options.rate
+        self.live_start = options.live_start_us
+        self.cursor = options.start_us
+        self.cursor_mass = 0.0
+        """The busyness accumulated from `start` to `cursor`, a point at or before the
+        last slot handed out."""
+        if self.history:
+            self.per_slot = self._mass(options.start_us, self.live_start) / self.history
+        else:  # no history to take the pace from: the world's own, over a week
+            week = 7 * DAY
+            self.per_slot = self._mass(self.live_start, self.live_start + week) / (
+                7 * options.daily_messages)
+
+    def at(self, k: int, jitter: float) -> int:
+        if k >= self.history and self.rate:
+            return self.live_start + int((k - self.history + jitter) * SECOND / self.rate)
+        target = (k + jitter) * self.per_slot
+        while True:
+            density = self.intensity(self.cursor)
+            hour_end = (self.cursor // HOUR + 1) * HOUR
+            mass = density * (hour_end - self.cursor)
+            if self.cursor_mass + mass >= target:
+                return self.cursor + int((target - self.cursor_mass) / density)
+            self.cursor, self.cursor_mass = hour_end, self.cursor_mass + mass
+
+    def _mass(self, start_us: int, end_us: int) -> float:
+        total, at = 0.0, start_us
+        while at < end_us:
+            hour_end = min((at // HOUR + 1) * HOUR, end_us)
+            total += self.intensity(at) * (hour_end - at)
+            at = hour_end
+        return total
 
 
 def generate(options: SimOptions) -> Iterator[Simulated]:
     """The endless message stream of a run; the same options give the same bytes."""
     rnd = random.Random(options.seed)
     world = World(options, rnd)
+    clock = SlotClock(options, world.intensity)
     resend: list[tuple[int, int, Simulated]] = []
-    start_us, spacing_us = options.start_us, options.spacing_s * SECOND
     for k in itertools.count():
-        at = start_us + int((k + rnd.random()) * spacing_us)
+        at = clock.at(k, rnd.random())
         if rnd.random() < options.invalid:
             yield _invalid(world.next_event(at), at, world, rnd)
         elif resend and resend[0][0] <= at:
@@ -195,7 +284,7 @@ def _valid(draft: Draft, at_us: int, world: World, late_share: float,
            rnd: random.Random) -> Simulated:
     late = rnd.random() < late_share
     occurred_us = at_us - _lateness_us(rnd) if late else draft.at_us
-    body = _body(draft, _stamp(occurred_us, world.offsets[draft.fields["tenant_id"]], rnd))
+    body = _body(draft, _stamp(occurred_us, world.zones[draft.fields["tenant_id"]], rnd))
     return Simulated(draft.key.encode(), _encode(body), "valid", at_us,
                      draft.fields["event_type"], late)
 
@@ -203,7 +292,7 @@ def _valid(draft: Draft, at_us: int, world: World, late_share: float,
 def _invalid(draft: Draft, at_us: int, world: World, rnd: random.Random) -> Simulated:
     """A message the worker must dead-letter, made from an event that got broken."""
     flaw = rnd.choice(FLAWS)
-    body = _body(draft, _stamp(draft.at_us, world.offsets[draft.fields["tenant_id"]], rnd))
+    body = _body(draft, _stamp(draft.at_us, world.zones[draft.fields["tenant_id"]], rnd))
     return Simulated(draft.key.encode(), _BREAK[flaw](body, at_us, rnd), "invalid", at_us,
                      draft.fields["event_type"], flaw=flaw)
 
@@ -261,15 +350,19 @@ def _body(draft: Draft, occurred_at: str | int) -> dict[str, Any]:
             "event_type": fields["event_type"], "occurred_at": occurred_at, **fields}
 
 
-def _stamp(occurred_us: int, offset: timezone, rnd: random.Random) -> str | int:
+def _stamp(occurred_us: int, zone: tzinfo, rnd: random.Random) -> str | int:
     """`occurred_at` to the millisecond: mostly `...Z`, some local offsets, some epoch ms."""
     roll = rnd.random()
     if roll < 0.15:
         return occurred_us // 1000
-    return rfc3339(occurred_us, offset if roll < 0.3 else UTC)
+    return rfc3339(occurred_us, zone if roll < 0.3 else UTC)
 
 
-def rfc3339(us: int, tz: timezone) -> str:
+def rfc3339(us: int, tz: tzinfo) -> str:
+    if tz is UTC:  # most stamps: formatted directly, twice as fast as through isoformat
+        ms = us // 1000
+        y, mo, d, h, mi, s = time.gmtime(ms // 1000)[:6]
+        return f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.{ms % 1000:03d}Z"
     moment = (_EPOCH + timedelta(milliseconds=us // 1000)).astimezone(tz)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
