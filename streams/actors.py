@@ -61,7 +61,8 @@ class Draft:
     key: str
     """Kafka key: the customer id, or the tenant id for usage."""
     fields: dict[str, Any]
-    """Every wire field but `occurred_at`, in wire order."""
+    """Every wire field, in wire order; `occurred_at` is None until `streams.traffic`
+    picks its form (and then encodes this very dict: a draft is sent once)."""
 
 
 class IdSequence:
@@ -168,18 +169,20 @@ class CustomerActor:
         intent = None
         if duration >= 8 and rnd.random() < 0.8:
             intent = _pick_intent(campaign, knack, rnd)
+            extra: dict[str, Any] = {"label": intent}
             confidence = {"confidence": round(rnd.uniform(0.55, 0.99), 2)}
-            items.append(self._event("intent_detected", at, campaign, label=intent,
-                                     metadata=confidence if rnd.random() < 0.3 else None))
+            if rnd.random() < 0.3:
+                extra["metadata"] = confidence
+            items.append(self._event("intent_detected", at, campaign, extra))
         steps = self._advance(journey, duration, intent, knack, rnd)
         for step in steps:
             at += seconds_us(1, 5, rnd)
-            items.append(self._event("funnel_step", at, campaign, label=step))
+            items.append(self._event("funnel_step", at, campaign, {"label": step}))
         tag = self._tag_change(steps[-1] if steps else None, intent, rnd)
         if tag is not None:
             at += seconds_us(1, 30, rnd)
-            items.append(self._event("tag_changed", at, campaign, label=tag[0],
-                                     metadata={"op": tag[1]}))
+            items.append(self._event("tag_changed", at, campaign,
+                                     {"label": tag[0], "metadata": {"op": tag[1]}}))
         journey.next = self._follow_up(journey, at_us, intent, rnd)
         if journey.next is not None:
             items.append(journey.next)
@@ -202,7 +205,7 @@ class CustomerActor:
                 meta["outcome"] = ("completed" if duration >= 10 else "hung_up") if answered \
                     else rnd.choice(("no_answer", "voicemail"))
             extra["metadata"] = meta
-        return self._event(f"{channel}_ended", at_us, journey.campaign, **extra)
+        return self._event(f"{channel}_ended", at_us, journey.campaign, extra)
 
     def _advance(self, journey: Journey, duration: float, intent: str | None, knack: float,
                  rnd: random.Random) -> list[str]:
@@ -274,11 +277,11 @@ class CustomerActor:
         return tag, "add"
 
     def _event(self, event_type: str, at_us: int, campaign: Campaign | None,
-               **extra: Any) -> Draft:
+               extra: dict[str, Any]) -> Draft:
         fields = {"id": self.tenant.ids(), "tenant_id": self.tenant.tenant_id,
-                  "event_type": event_type, "customer_id": self.customer_id,
-                  "campaign_id": campaign.campaign_id if campaign else None}
-        fields.update((k, v) for k, v in extra.items() if v is not None)
+                  "event_type": event_type, "occurred_at": None,
+                  "customer_id": self.customer_id,
+                  "campaign_id": campaign.campaign_id if campaign else None, **extra}
         return Draft(at_us, self.customer_id, fields)
 
 

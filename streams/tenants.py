@@ -128,7 +128,7 @@ class TenantActor:
         drafts: list[Item] = [
             Draft(at, self.tenant_id, {
                 "id": self.ids(), "tenant_id": self.tenant_id, "event_type": "usage",
-                "category": category, "value": value,
+                "occurred_at": None, "category": category, "value": value,
                 "metadata": {"conversations": self.conversations}})
             for category, value in totals.items() if value
         ]

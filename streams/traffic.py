@@ -43,6 +43,8 @@ MAX_BACKFILL_DAYS = 365.0
 MAX_START_AHEAD = timedelta(hours=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _encode = msgspec.json.Encoder().encode
+_DATES: dict[int, str] = {}
+"""`YYYY-MM-DDT` of each day a stamp fell on (days since the epoch)."""
 
 
 @dataclass(frozen=True)
@@ -284,17 +286,19 @@ def _valid(draft: Draft, at_us: int, world: World, late_share: float,
            rnd: random.Random) -> Simulated:
     late = rnd.random() < late_share
     occurred_us = at_us - _lateness_us(rnd) if late else draft.at_us
-    body = _body(draft, _stamp(occurred_us, world.zones[draft.fields["tenant_id"]], rnd))
-    return Simulated(draft.key.encode(), _encode(body), "valid", at_us,
-                     draft.fields["event_type"], late)
+    body = draft.fields
+    body["occurred_at"] = _stamp(occurred_us, world.zones[body["tenant_id"]], rnd)
+    return Simulated(draft.key.encode(), _encode(body), "valid", at_us, body["event_type"], late)
 
 
 def _invalid(draft: Draft, at_us: int, world: World, rnd: random.Random) -> Simulated:
     """A message the worker must dead-letter, made from an event that got broken."""
     flaw = rnd.choice(FLAWS)
-    body = _body(draft, _stamp(draft.at_us, world.zones[draft.fields["tenant_id"]], rnd))
+    body = draft.fields
+    body["occurred_at"] = _stamp(draft.at_us, world.zones[body["tenant_id"]], rnd)
+    event_type = body["event_type"]
     return Simulated(draft.key.encode(), _BREAK[flaw](body, at_us, rnd), "invalid", at_us,
-                     draft.fields["event_type"], flaw=flaw)
+                     event_type, flaw=flaw)
 
 
 def _broken_json(body: dict[str, Any], at_us: int, rnd: random.Random) -> bytes:
@@ -344,12 +348,6 @@ _BREAK = {"broken_json": _broken_json, "missing_field": _missing_field,
 FLAWS = tuple(_BREAK)
 
 
-def _body(draft: Draft, occurred_at: str | int) -> dict[str, Any]:
-    fields = draft.fields
-    return {"id": fields["id"], "tenant_id": fields["tenant_id"],
-            "event_type": fields["event_type"], "occurred_at": occurred_at, **fields}
-
-
 def _stamp(occurred_us: int, zone: tzinfo, rnd: random.Random) -> str | int:
     """`occurred_at` to the millisecond: mostly `...Z`, some local offsets, some epoch ms."""
     roll = rnd.random()
@@ -359,10 +357,17 @@ def _stamp(occurred_us: int, zone: tzinfo, rnd: random.Random) -> str | int:
 
 
 def rfc3339(us: int, tz: tzinfo) -> str:
-    if tz is UTC:  # most stamps: formatted directly, twice as fast as through isoformat
+    if tz is UTC:  # most stamps: formatted directly, a few times faster than isoformat
         ms = us // 1000
-        y, mo, d, h, mi, s = time.gmtime(ms // 1000)[:6]
-        return f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.{ms % 1000:03d}Z"
+        day, second = divmod(ms // 1000, 86400)
+        date = _DATES.get(day)
+        if date is None:
+            if len(_DATES) > 10_000:  # far-future stamps of invalid messages add up
+                _DATES.clear()
+            year, month, mday = time.gmtime(day * 86400)[:3]
+            date = _DATES[day] = f"{year:04d}-{month:02d}-{mday:02d}T"
+        hour, second = divmod(second, 3600)
+        return f"{date}{hour:02d}:{second // 60:02d}:{second % 60:02d}.{ms % 1000:03d}Z"
     moment = (_EPOCH + timedelta(milliseconds=us // 1000)).astimezone(tz)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
