@@ -87,21 +87,27 @@ def broker(**flags: Any) -> None:
 @settings_options("lake", "state_dir", "partitions")
 @click.option("--kafka", metavar="HOST:PORT",
               help="use this Kafka instead of starting the embedded broker")
-@click.option("--simulate", is_flag=True, help="also run demo traffic (pulse simulate)")
-@click.option("--rate", default=200.0, show_default=True, help="demo events per second")
+@click.option("--simulate", is_flag=True,
+              help="also run demo traffic (pulse simulate), after a history of it")
+@click.option("--backfill-days", default=30.0, show_default=True,
+              help="days of history --simulate sends first (0: none, or the lake has events)")
+@click.option("--rate", default=0.0, show_default=True,
+              help="live demo messages per second (0 = as dense as the history)")
 @click.option("--insecure", is_flag=True, help="API without keys (loopback only)")
-def up(kafka: str | None, simulate: bool, rate: float, insecure: bool, **flags: Any) -> None:
+def up(kafka: str | None, simulate: bool, backfill_days: float, rate: float, insecure: bool,
+       **flags: Any) -> None:
     """Run everything on this machine: broker, worker, API (and demo traffic).
 
     The embedded broker listens on PULSE_KAFKA_BOOTSTRAP unless --kafka names a
-    broker that is already running. Ctrl-C or SIGTERM stops everything.
+    broker that is already running. With --simulate, the dashboard URL comes once the
+    history is in. Ctrl-C or SIGTERM stops everything.
     """
     settings = load_settings(kafka=kafka, **flags)
     check_api_keys(settings)
     from .supervisor import Supervisor
 
     sys.exit(Supervisor(settings, external_kafka=kafka is not None, simulate=simulate,
-                        rate=rate, insecure=insecure).run())
+                        rate=rate, insecure=insecure, backfill_days=backfill_days).run())
 
 
 @main.command()
