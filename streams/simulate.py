@@ -42,7 +42,9 @@ class Tally:
     types: Counter[str] = field(default_factory=Counter)
     late: int = 0
     flaws: Counter[str] = field(default_factory=Counter)
-    customers: set[bytes] = field(default_factory=set)
+    joined: dict[bytes, int] = field(default_factory=dict)
+    """Per tenant, the highest customer number seen: customers are numbered as they join
+    (`<tenant>-cus-<n>`), so this counts them without remembering millions of keys."""
 
     def add(self, message: Simulated) -> None:
         self.sent += 1
@@ -51,7 +53,9 @@ class Tally:
             self.types[message.event_type or ""] += 1
             self.late += message.late
             if message.event_type != "usage":
-                self.customers.add(message.key)
+                tenant, _, number = message.key.rpartition(b"-cus-")
+                if number.isdigit() and int(number) > self.joined.get(tenant, 0):
+                    self.joined[tenant] = int(number)
         elif message.kind == "invalid":
             self.flaws[message.flaw or ""] += 1
 
@@ -228,7 +232,8 @@ class Run:
             f"  duplicates  {t.kinds['duplicate']:>9,}  (exact copies sent again)",
             f"  invalid     {t.kinds['invalid']:>9,}  {_counts(t.flaws)}",
             f"  world       {o.tenants} tenants, {o.tenants * o.campaigns} campaigns, "
-            f"{o.tenants * o.customers:,} customers at a time ({len(t.customers):,} took part)",
+            f"{o.tenants * o.customers:,} customers at a time "
+            f"({sum(t.joined.values()):,} took part)",
             f"  repeat with --seed {o.seed} --start {rfc3339(o.start_us, UTC)} "
             f"--backfill-days {o.history_s / 86400:g} --rate {o.rate:g}",
         ])
