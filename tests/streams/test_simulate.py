@@ -19,7 +19,8 @@ from pulse.rollups.store import ALL
 from pulse.schemas.decode import decode_event
 from pulse.schemas.events import Event, Rejected
 from pulse.settings import Settings
-from pulse.streams.actors import OPTED_OUT, Draft
+from pulse.streams import traffic
+from pulse.streams.actors import OPTED_OUT, Draft, Touch
 from pulse.streams.rhythm import SECOND
 from pulse.streams.simulate import run_simulate
 from pulse.streams.traffic import (
@@ -136,6 +137,24 @@ def test_a_run_spreads_over_the_past_and_moves_with_the_clock_when_paced():
     after = take(both, both.history_messages + 2001)[both.history_messages:]
     assert after[0].at_us >= wall_us(NOW)
     assert after[-1].at_us == pytest.approx(wall_us(NOW) + 10 * SECOND, abs=SECOND)
+
+
+def test_a_full_pool_leaves_no_pile_of_cancelled_touches(monkeypatch: pytest.MonkeyPatch):
+    live = plan_options(tenants=2, campaigns=2, customers=30, rate=200, events=None, seed=3,
+                        start=None, duplicates=0.02, late=0.02, invalid=0.01, steps=STEPS,
+                        now=NOW)
+    pending, events = {}, {}
+    for compact_at in (10**9, 200):  # never, then often
+        monkeypatch.setattr(traffic, "COMPACT_AT", compact_at)
+        world = World(live, random.Random(live.seed))
+        # 75 s at 200/s: with 60 customers, they keep getting in touch early
+        events[compact_at] = [repr(world.next_event(live.start_us + k * SECOND // 200))
+                              for k in range(15_000)]
+        stale = sum(isinstance(e[2], Touch) and e[2].cancelled for e in world.pending)
+        pending[compact_at] = (stale, len(world.pending) - stale)
+    (piled, _), (left, kept) = pending[10**9], pending[200]
+    assert piled > 3 * kept and left <= kept, pending
+    assert events[200] == events[10**9]  # dropping them changes nothing that is sent
 
 
 @pytest.mark.parametrize(("text", "expected"), [
