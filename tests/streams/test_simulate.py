@@ -366,10 +366,10 @@ def test_a_backfill_then_live_traffic_become_exact_rollups_lake_rows_and_dead_le
     n = 3000
     world = {"tenants": 3, "campaigns": 3, "customers": 40, "seed": 7}
     worker = pulse.start_worker()
-    sim = pulse.start("simulate", "--events", str(n), "--backfill-days", "1", "--rate", "1000",
+    sim = pulse.start("simulate", "--events", str(n), "--backfill-days", "1", "--rate", "3000",
                       "--start", start_text, *(f"--{k}={v}" for k, v in world.items()))
 
-    opts = plan_options(**world, rate=1000, events=n, start=start_text, duplicates=0.02,
+    opts = plan_options(**world, rate=3000, events=n, start=start_text, duplicates=0.02,
                         late=0.02, invalid=0.005, steps=pulse.settings.funnel_steps, now=now,
                         backfill_days=1)
     assert 0 < opts.history_messages < n  # a history, then live traffic at the rate
