@@ -21,8 +21,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import pulse
+from pulse.lakefs import LakeStore
 from pulse.rollups.store import RollupStore
-from pulse.schemas.topics import Topics
 from pulse.settings import Settings
 
 from . import models
@@ -81,8 +81,7 @@ def create_app(settings: Settings, keys: dict[str, str] | None = None,
                insecure: bool = False) -> Starlette:
     """The API; `keys` defaults to PULSE_API_KEYS, and `insecure` turns auth off."""
     store = RollupStore()
-    topics = Topics(settings.topic, settings.dlq_topic)
-    replica = JournalReplica(settings, topics.rollups, store)
+    replica = JournalReplica(settings, store, LakeStore(settings.lake))
     lake = LakeReader(settings.lake, settings.engaged_seconds, settings.funnel_steps)
     lag = LagWatch(settings)
     if keys is None and not insecure:

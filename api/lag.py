@@ -29,7 +29,7 @@ class LagWatch:
         self.settings = settings
         topics = Topics(settings.topic, settings.dlq_topic)
         self.groups = {"ingest": (f"{settings.group}-ingest", topics.input),
-                       "rollups": (settings.group, topics.by_tenant)}
+                       "rollups": (settings.group, topics.keyed)}
         self.lag: dict[str, dict[int, dict[str, int]]] = {}
         self.read_at: float | None = None
         self._task: asyncio.Task[None] | None = None

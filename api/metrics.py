@@ -36,6 +36,18 @@ class ApiMetrics:
         return generate_latest(self.registry)
 
 
+_RECOVERY = (
+    ("pulse_checkpoint_offset", "journal offset of the newest checkpoint, per keyed partition",
+     "checkpoint_offset"),
+    ("pulse_recovery_seconds", "time the partition's worker took to recover it",
+     "recovery_seconds"),
+    ("pulse_journal_records_folded_at_start", "journal records folded after the checkpoint "
+     "when the partition's worker recovered it", "folded_at_start"),
+    ("pulse_dedup_events", "event digests the partition holds for deduplication",
+     "dedup_events"),
+)
+
+
 class _JournalCollector:
     """What the journal says about the pipeline, read at scrape time."""
 
@@ -46,6 +58,34 @@ class _JournalCollector:
 
     def describe(self) -> list:
         return []
+
+    def _recovery(self, now: float):  # type: ignore[no-untyped-def]
+        """What each partition's worker says of its checkpoints, recovery and dedup."""
+        families = {key: GaugeMetricFamily(name, text, labels=["partition"])
+                    for name, text, key in _RECOVERY}
+        age = GaugeMetricFamily("pulse_checkpoint_age_seconds",
+                                "seconds since the newest checkpoint, per keyed partition",
+                                labels=["partition"])
+        dedup = GaugeMetricFamily("pulse_dedup_bytes", "bytes of dedup state, per keyed "
+                                  "partition, in memory and on local disk",
+                                  labels=["partition", "where"])
+        unavailable = GaugeMetricFamily(
+            "pulse_partition_rebuild_needed", "1 while a keyed partition's journal no longer "
+            "covers its checkpoints (answers come from the lake)", labels=["partition"])
+        for q, info in sorted(self.store.partitions.items()):
+            for _, _, key in _RECOVERY:
+                if key in info.stats:
+                    families[key].add_metric([str(q)], info.stats[key])
+            if "checkpoint_written_us" in info.stats:
+                age.add_metric([str(q)], max(0.0, now - info.stats["checkpoint_written_us"] / 1e6))
+            for where, key in (("memory", "dedup_memory_bytes"), ("disk", "dedup_disk_bytes")):
+                if key in info.stats:
+                    dedup.add_metric([str(q), where], info.stats[key])
+            unavailable.add_metric([str(q)], 1.0 if q in self.replica.unavailable else 0.0)
+        yield from families.values()
+        yield age
+        yield dedup
+        yield unavailable
 
     def collect(self):  # type: ignore[no-untyped-def]
         events = GaugeMetricFamily("pulse_events", "input messages by outcome (journal totals)",
@@ -92,6 +132,7 @@ class _JournalCollector:
         yield failing
         yield as_of
         yield behind
+        yield from self._recovery(now)
         consumer_lag = GaugeMetricFamily("pulse_consumer_lag",
                                          "messages not yet committed, per group and partition",
                                          labels=["group", "partition"])

@@ -14,7 +14,6 @@ from typing import Any
 from pulse.rollups.metrics import Measures
 from pulse.rollups.store import ALL, PartitionInfo, RollupStore
 from pulse.rollups.windows import HOUR_US, bucket_starts
-from pulse.schemas.topics import tenant_partition
 
 from .lake import BY_CAMPAIGN, TOTAL, LakeReader, by_bucket
 from .params import Range
@@ -47,18 +46,21 @@ class Query:
         self.lake = lake
         self.partitions = partitions
 
-    def _info(self, tenant_id: str) -> PartitionInfo | None:
-        info = self.store.partitions.get(tenant_partition(tenant_id, self.partitions))
-        return info if info is not None and info.records else None
+    def _infos(self) -> list[PartitionInfo] | None:
+        """Every journal partition's info, once all are folded (a tenant's events are
+        spread over all of them, so its rollups are complete only then)."""
+        if not self.store.ready(self.partitions):
+            return None
+        return [self.store.partitions[q] for q in range(self.partitions)]
 
     def plan(self, tenant_id: str, r: Range) -> Plan:
-        info = self._info(tenant_id)
-        if info is None:
+        if self._infos() is None:
             return Plan(None, [(r.from_us, r.to_us)])
         a = -(-r.from_us // HOUR_US) * HOUR_US
         b = r.to_us // HOUR_US * HOUR_US
-        if info.horizon_hour is not None:
-            a = max(a, info.horizon_hour * HOUR_US)
+        horizon = self.store.horizon_hour()
+        if horizon is not None:
+            a = max(a, horizon * HOUR_US)
         if a >= b:
             return Plan(None, [(r.from_us, r.to_us)])
         edges = [(lo, hi) for lo, hi in ((r.from_us, a), (b, r.to_us)) if lo < hi]
@@ -68,14 +70,22 @@ class Query:
         """Where the sources of `plan` are complete up to now. Taken before they are read:
         the journal is folded on while the lake answers, and the numbers must not be
         older than their `as_of`."""
-        info = self._info(tenant_id)
-        if info is None:
+        infos = self._infos()
+        if infos is None:
             return None
         times = []
-        if plan.rollups and info.progress:
-            times.append(min(info.progress.values()))
-        if plan.lake and info.lake:
-            times.append(min(mark.as_of_us for mark in info.lake.values()))
+        if plan.rollups:
+            complete = rollups_as_of(infos, self.partitions)
+            if complete is None:
+                return None
+            times.append(complete)
+        if plan.lake:
+            marks: dict[int, int] = {}
+            for info in infos:  # each partition hears every input partition's marks
+                for p, mark in info.lake.items():
+                    marks[p] = max(marks.get(p, mark.as_of_us), mark.as_of_us)
+            if marks:
+                times.append(min(marks.values()))
         return min(times) if times else None
 
     # ---- questions -----------------------------------------------------------------
@@ -140,6 +150,18 @@ class Query:
                 if campaign is not None and m.events:
                     out.setdefault(campaign, Measures()).add(m)
         return Answer(out, plan.source, as_of)
+
+
+def rollups_as_of(infos: list[PartitionInfo], partitions: int) -> int | None:
+    """Time up to which every input partition is in the rollups: in every partition's
+    measures, and (through each partition's steps) in every partition's journeys."""
+    times = []
+    for info in infos:
+        if not info.progress or len(info.upstream) < partitions:
+            return None
+        times.append(min(info.progress.values()))
+        times.append(min(info.upstream.values()))
+    return min(times) if times else None
 
 
 def _filter(campaign: str | None) -> object:

@@ -2,12 +2,12 @@
 
 The real `pulse api` runs as a subprocess on a real (embedded) broker, with its rollups
 filled the way a worker fills them: generated events go through
-`PartitionState.process`, and the resulting journal records (one `Claim`, then
-`Delta`s per journal partition) are produced to the journal topic, which the API
-folds before it is ready. The endpoint is `/analytics/campaign/{id}` over a 7-day
-hour-aligned range inside retention, with a tenant API key, so every answer comes
-from the rollups alone (checked: `source` is "rollups" and the numbers are those of
-the same records folded here).
+`rollups.local.LocalPartitions` (the worker's routing and processing, by hand), and the
+resulting journal records (one `Claim`, then `Delta`s per journal partition) are
+produced to the journal topic, which the API folds before it is ready. The endpoint is
+`/analytics/campaign/{id}` over a 7-day hour-aligned range inside retention, with a
+tenant API key, so every answer comes from the rollups alone (checked: `source` is
+"rollups" and the numbers are those of the same records folded here).
 
 The baseline is one Starlette route returning `{"hello": "world"}` (`benchmarks.hello`),
 served by uvicorn exactly as `pulse api` is: one process, uvloop, httptools. Both get
@@ -30,21 +30,20 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from pulse.checkpoint_store import rollup_spec
 from pulse.kafka import CLIENT_DEFAULTS
 from pulse.rollups import journal, report
-from pulse.rollups.funnel import FunnelSpec
-from pulse.rollups.partition import PartitionState, RollupSpec, SourceBatch
+from pulse.rollups.local import LocalPartitions
 from pulse.rollups.store import RollupStore
 from pulse.schemas.decode import decode_event
 from pulse.schemas.events import Event
-from pulse.schemas.topics import Topics, tenant_partition
+from pulse.schemas.topics import Topics
 from pulse.settings import Settings
 from pulse.streams.broker import ensure_topics
 
@@ -66,32 +65,22 @@ SESSION = "bench-api"
 def journal_records(settings: Settings, n: int,
                     now_ms: int) -> dict[int, list[journal.Record]]:
     """Journal records per partition for `n` messages of the last 7 days, as a worker
-    writes them: a claim, then one delta per batch of the keyed partition."""
+    writes them: a claim, then one delta per keyed message."""
     now_us = now_ms * 1000
-    spec = RollupSpec(FunnelSpec(settings.funnel_steps), settings.engaged_seconds,
-                      settings.retention_days * 24)
-    entries: dict[int, list[tuple[int, int, Event | str]]] = defaultdict(list)
+    local = LocalPartitions(rollup_spec(settings), session=SESSION)
+    entries: list[tuple[int, int, Event | str]] = []
     offsets = [0] * settings.partitions
     for i, (_, value) in enumerate(events(n, seed=3, invalid=0.0, now_ms=now_ms)):
         event = decode_event(value, now_us)
         if not isinstance(event, Event):
             raise RuntimeError(f"a generated event is invalid: {event}")
         source = i % settings.partitions
-        entries[tenant_partition(event.tenant_id, settings.partitions)].append(
-            (source, offsets[source], event))
+        entries.append((source, offsets[source], event))
         offsets[source] += 1
-    progress = {p: now_us for p in range(settings.partitions)}
-    out: dict[int, list[journal.Record]] = {}
-    for q, items in entries.items():
-        state = PartitionState(spec)
-        records: list[journal.Record] = [journal.Claim(SESSION)]
-        for start in range(0, len(items), BATCH):
-            delta = state.process(SourceBatch(items[start:start + BATCH], progress, {}),
-                                  SESSION)
-            if delta is not None:
-                records.append(delta)
-        out[q] = records
-    return out
+    for start in range(0, len(entries), BATCH * settings.partitions):
+        local.send(entries[start:start + BATCH * settings.partitions])
+    local.heartbeat({p: now_us for p in range(settings.partitions)})
+    return local.journals
 
 
 async def produce_journal(settings: Settings, records: dict[int, list[journal.Record]]) -> int:
@@ -120,8 +109,8 @@ def expected_overview(records: dict[int, list[journal.Record]], settings: Settin
     store = RollupStore()
     for q, items in records.items():
         fold = store.fold(q)
-        for record in items:
-            fold.feed(record)
+        for offset, record in enumerate(items):
+            fold.feed(record, offset)
     m = store.total(TENANT, CAMPAIGN, *hours)
     return report.overview(m, settings.funnel_steps)
 

@@ -107,7 +107,7 @@ class JournalWatch:
         for tp, records in (await self.consumer.getmany(timeout_ms=100)).items():
             fold = self.store.fold(tp.partition)
             for record in records:
-                fold.feed(journal.decode(record.value))
+                fold.feed(journal.decode(record.value), record.offset)
         totals: dict[str, int] = {}
         for info in self.store.partitions.values():
             for key, value in info.counters.items():

@@ -98,3 +98,17 @@ async def read_until(
             yield records
         elif batches.get(tp):
             return
+
+
+async def log_start(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int:
+    """The first offset `tp` still holds (retention moves it on)."""
+    return (await consumer.beginning_offsets([tp]))[tp]
+
+
+async def record_at(consumer: AIOKafkaConsumer, tp: TopicPartition,
+                    offset: int) -> ConsumerRecord | None:
+    """The record at `offset` of `tp` (assigned to `consumer`), or None if it is not there."""
+    consumer.seek(tp, offset)
+    batch = await consumer.getmany(tp, timeout_ms=2000, max_records=1)
+    records = batch.get(tp, [])
+    return records[0] if records and records[0].offset == offset else None

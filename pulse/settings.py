@@ -144,6 +144,8 @@ class Settings:
     retention_days: int = 35
     lake_flush_rows: int = 200_000
     lake_flush_seconds: float = 5.0
+    journal_retention_hours: int = 72
+    checkpoint_seconds: float = 60.0
     group: str = "pulse"
     log_level: str = "info"
 
@@ -236,6 +238,11 @@ SETTINGS: tuple[Setting, ...] = (
             "rows buffered per input partition before a lake flush", _positive_int),
     Setting("PULSE_LAKE_FLUSH_SECONDS", "lake_flush_seconds",
             "longest time an event waits in memory before its lake flush", _positive_float),
+    Setting("PULSE_JOURNAL_RETENTION_HOURS", "journal_retention_hours",
+            "hours the rollup journal and the keyed topic keep records (checkpoints cover "
+            "what they drop)", _positive_int),
+    Setting("PULSE_CHECKPOINT_SECONDS", "checkpoint_seconds",
+            "longest time between two checkpoints of a keyed partition's state", _positive_float),
     Setting("PULSE_GROUP", "group",
             "consumer-group prefix and Faust app id; workers sharing it share the load", _text),
     Setting("PULSE_LOG_LEVEL", "log_level", "debug, info, warning or error", _log_level),

@@ -1,21 +1,35 @@
-"""Which (tenant_id, id) pairs a partition has already counted, inside retention.
+"""Which events a keyed partition has already counted, exactly, in a few bytes of memory each.
 
-Ids are kept as 128-bit BLAKE2b digests (a false match is a 2^-128 event, not a
-rounding error) with a 32-bit digest of the content, to tell a producer's retry from a
-conflicting copy, and the UTC day of the event, to expire by retention. Entries live
-in sorted numpy runs of 24 bytes each, merged like a binary counter, so a lookup is a
-few vectorized binary searches and memory stays near 24 bytes per event; a Python
-set of digests would take four times that.
+An event is known by a 128-bit BLAKE2b digest of (`tenant_id`, `id`) (a false match is a
+2^-128 event, not a rounding error), with a 32-bit digest of its content, to tell a
+producer's retry from a conflicting copy. Digests are kept in sorted, immutable runs
+grouped by the UTC day of the event, so a day leaving retention drops whole runs; where
+runs live is the `RunStore`'s business (memory here, files on local disk in the worker,
+see `streams.dedup_runs`). Memory holds only a split-block Bloom filter over every digest
+(16 bits, 2 bytes, each), the digests not yet written to a run, and the stores' indexes:
+most lookups end at the filter, and only its few positives search the runs.
+
+Pure: no I/O of its own, no clock.
 """
 
 from __future__ import annotations
 
 import hashlib
 import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
-_ENTRY = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("content", "<u4"), ("day", "<i4")])
+ENTRY = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("content", "<u4")])
+"""One digest in a run (20 bytes); the run says which day it belongs to."""
+JOURNAL_ENTRY = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("content", "<u4"), ("day", "<i4")])
+"""One new digest as the journal carries it (24 bytes)."""
+
+U64 = npt.NDArray[np.uint64]
+Bools = npt.NDArray[np.bool_]
 
 
 def id_digest(tenant_id: str, event_id: str) -> bytes:
@@ -29,136 +43,326 @@ def content_digest(encoded_event: bytes) -> int:
     return zlib.crc32(encoded_event)
 
 
-class _Run:
-    __slots__ = ("hi", "lo", "content", "day")
+def halves(digests: bytes) -> tuple[U64, U64]:
+    """Concatenated 16-byte digests -> their high and low 64-bit halves."""
+    pairs = np.frombuffer(digests, "<u8").reshape(-1, 2)
+    return np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1])
 
-    def __init__(self, entries: np.ndarray) -> None:
-        order = np.lexsort((entries["lo"], entries["hi"]))
-        sorted_entries = entries[order]
-        self.hi = np.ascontiguousarray(sorted_entries["hi"])
-        self.lo = np.ascontiguousarray(sorted_entries["lo"])
-        self.content = np.ascontiguousarray(sorted_entries["content"])
-        self.day = np.ascontiguousarray(sorted_entries["day"])
 
-    def __len__(self) -> int:
-        return len(self.hi)
+def keyed_partition(digest: bytes, partitions: int) -> int:
+    """The keyed partition that deduplicates (and counts) the event of `digest`.
 
-    def entries(self) -> np.ndarray:
-        out = np.empty(len(self.hi), _ENTRY)
-        out["hi"], out["lo"], out["content"], out["day"] = self.hi, self.lo, self.content, self.day
-        return out
+    The top 16 bits of the high half; the Bloom filter uses the rest, so the filter of
+    a partition stays uniform although all its digests share this choice.
+    """
+    return (int.from_bytes(digest[:8], "little") >> 48) % partitions
 
-    def find(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-        """Index of each (hi, lo) in this run, or -1."""
-        n = len(self.hi)
-        at = np.searchsorted(self.hi, hi)
-        inside = at < n
-        safe = np.where(inside, at, 0)
-        same_hi = inside & (self.hi[safe] == hi)
-        hit = same_hi & (self.lo[safe] == lo)
-        result = np.where(hit, safe, -1)
-        # Two digests sharing their high 64 bits (about 1 in 2^64 per pair) sit next to
-        # each other; look past the first for the rare query that lands there.
-        for i in np.flatnonzero(same_hi & ~hit):
-            j = int(safe[i]) + 1
-            while j < n and self.hi[j] == hi[i]:
-                if self.lo[j] == lo[i]:
-                    result[i] = j
-                    break
-                j += 1
-        return result
+
+def sort_entries(entries: npt.NDArray[np.void]) -> npt.NDArray[np.void]:
+    order = np.lexsort((entries["lo"], entries["hi"]))
+    return entries[order]
+
+
+def find_sorted(run_hi: U64, run_lo: U64, hi: U64, lo: U64) -> npt.NDArray[np.int64]:
+    """Index of each (hi, lo) in a run sorted by (hi, lo), or -1."""
+    n = len(run_hi)
+    at = np.searchsorted(run_hi, hi)
+    inside = at < n
+    safe = np.where(inside, at, 0)
+    same_hi = inside & (run_hi[safe] == hi)
+    hit = same_hi & (run_lo[safe] == lo)
+    result = np.where(hit, safe, -1).astype(np.int64)
+    # Two digests sharing their high 64 bits (about 1 in 2^64 per pair) sit next to
+    # each other; look past the first for the rare query that lands there.
+    for i in np.flatnonzero(same_hi & ~hit):
+        j = int(safe[i]) + 1
+        while j < n and run_hi[j] == hi[i]:
+            if run_lo[j] == lo[i]:
+                result[i] = j
+                break
+            j += 1
+    return result
+
+
+class Bloom:
+    """A split-block Bloom filter (Parquet's layout) over digests, 2 bytes per key.
+
+    A key picks one 256-bit block from the low 48 bits of its high half and sets one bit
+    in each of the block's eight 32-bit words from 5-bit slices of its low half: the
+    digests are uniform already, so nothing is hashed again. At 16 bits per key about
+    one absent key in a thousand is a false positive; a false positive costs a search of
+    the runs, never a wrong answer.
+    """
+
+    BITS_PER_KEY = 16
+    _SHIFTS = np.arange(8, dtype=np.uint64) * np.uint64(5)
+    _LANES = np.arange(8, dtype=np.int64)
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(capacity, 1024)
+        self.blocks = -(-self.capacity * self.BITS_PER_KEY // 256)
+        self.words = np.zeros(self.blocks * 8, np.uint32)
+        self.keys = 0
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.words.nbytes)
+
+    def _slots(self, hi: U64, lo: U64) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32]]:
+        block = ((hi & np.uint64((1 << 48) - 1)) % np.uint64(self.blocks)).astype(np.int64)
+        index = block[:, None] * 8 + self._LANES[None, :]
+        bits = ((lo[:, None] >> self._SHIFTS[None, :]) & np.uint64(31)).astype(np.uint32)
+        return index, np.left_shift(np.uint32(1), bits)
+
+    def add(self, hi: U64, lo: U64) -> None:
+        for start in range(0, len(hi), 65_536):
+            index, masks = self._slots(hi[start:start + 65_536], lo[start:start + 65_536])
+            index, masks = index.ravel(), masks.ravel()
+            # A fancy `|=` keeps one write per repeated word; redo the few lost ones.
+            while len(index):
+                self.words[index] |= masks
+                lost = (self.words[index] & masks) != masks
+                index, masks = index[lost], masks[lost]
+        self.keys += len(hi)
+
+    def contains(self, hi: U64, lo: U64) -> Bools:
+        if not len(hi):
+            return np.zeros(0, bool)
+        index, masks = self._slots(hi, lo)
+        return np.asarray(((self.words[index] & masks) == masks).all(axis=1))
+
+
+@dataclass(frozen=True)
+class Run:
+    """A sorted, immutable run of one day's digests, wherever its store keeps it."""
+
+    day: int
+    name: str
+    count: int
+    crc: int
+    """zlib.crc32 of its entries' bytes: a run read back is checked against it."""
+
+
+class RunStore(Protocol):
+    """Where runs live; the seen-set never touches their bytes except through this."""
+
+    def write(self, day: int, entries: npt.NDArray[np.void]) -> Run: ...
+
+    def read(self, run: Run) -> npt.NDArray[np.void]: ...
+
+    def find(self, run: Run, hi: U64, lo: U64) -> tuple[Bools, npt.NDArray[np.uint32]]:
+        """(found, stored content) of each digest in `run`."""
+        ...
+
+    def delete(self, run: Run) -> None: ...
+
+
+def run_crc(entries: npt.NDArray[np.void]) -> int:
+    return zlib.crc32(np.ascontiguousarray(entries).view(np.uint8))
+
+
+class MemoryRuns:
+    """Runs held in memory: for tests and for tools that need no files."""
+
+    _made = 0
+
+    def __init__(self) -> None:
+        self._runs: dict[str, npt.NDArray[np.void]] = {}
+
+    def write(self, day: int, entries: npt.NDArray[np.void]) -> Run:
+        MemoryRuns._made += 1  # names unique in the process, as files' are everywhere
+        run = Run(day, f"m{MemoryRuns._made}", len(entries), run_crc(entries))
+        self._runs[run.name] = entries
+        return run
+
+    def adopt(self, run: Run, entries: npt.NDArray[np.void]) -> None:
+        """Hold a run written elsewhere (a checkpoint's)."""
+        self._runs[run.name] = entries
+
+    def read(self, run: Run) -> npt.NDArray[np.void]:
+        return self._runs[run.name]
+
+    def find(self, run: Run, hi: U64, lo: U64) -> tuple[Bools, npt.NDArray[np.uint32]]:
+        entries = self._runs[run.name]
+        at = find_sorted(entries["hi"], entries["lo"], hi, lo)
+        found = at >= 0
+        content = np.zeros(len(hi), np.uint32)
+        content[found] = entries["content"][at[found]]
+        return found, content
+
+    def delete(self, run: Run) -> None:
+        self._runs.pop(run.name, None)
 
 
 class SeenSet:
-    """Digests of counted events: a dict of recent ones, and sorted runs of older ones.
+    """Digests of counted events: a dict of the newest, sorted runs of the rest, a filter.
 
-    New digests go to the dict (a batch's in-batch duplicates are found there too);
-    once it holds `RECENT_LIMIT` entries they are sorted into a run, so sorting is paid
-    once per many batches and memory stays at the run's 24 bytes per event.
+    New digests go to the dict; once it holds `spill` of them they are written as one
+    run per day and runs of a day are merged like a binary counter, so a digest is
+    rewritten a logarithmic number of times and a day holds few runs.
     """
 
-    RECENT_LIMIT = 65_536
-
-    def __init__(self) -> None:
-        self._runs: list[_Run] = []
-        self._recent: dict[bytes, tuple[int, int]] = {}
+    def __init__(self, store: RunStore, spill: int = 65_536, capacity: int = 1 << 20) -> None:
+        self.store = store
+        self.spill = spill
+        self._recent: dict[tuple[int, int], tuple[int, int]] = {}
+        """(hi, lo) -> (content, day), not yet in a run."""
+        self._runs: dict[int, list[Run]] = {}
+        self._bloom = Bloom(capacity)
+        self._stale = 0
+        """Keys still in the filter whose day has expired."""
 
     def __len__(self) -> int:
-        return sum(len(run) for run in self._runs) + len(self._recent)
+        return sum(r.count for runs in self._runs.values() for r in runs) + len(self._recent)
 
-    def lookup_runs(self, hi: np.ndarray, lo: np.ndarray) -> tuple[list[bool], list[int]]:
-        """(found, stored content digest) in the sorted runs, for each queried digest."""
+    # ---- asking --------------------------------------------------------------------
+
+    def lookup(self, hi: U64, lo: U64, days: npt.NDArray[np.int32]
+               ) -> tuple[Bools, npt.NDArray[np.uint32]]:
+        """(seen before, its stored content digest) for each digest.
+
+        A copy's own day is searched first (an exact copy has the same `occurred_at`);
+        only a digest not found there is looked for in every other day, which is what
+        finds a conflicting copy with another time.
+        """
         found = np.zeros(len(hi), bool)
         content = np.zeros(len(hi), np.uint32)
-        for run in self._runs:
-            at = run.find(hi, lo)
-            hit = at >= 0
-            found |= hit
-            content[hit] = run.content[at[hit]]
-        return found.tolist(), content.tolist()
+        maybe = np.flatnonzero(self._bloom.contains(hi, lo))
+        if not len(maybe):
+            return found, content
+        searching = []
+        for i in maybe.tolist():
+            entry = self._recent.get((int(hi[i]), int(lo[i])))
+            if entry is not None:
+                found[i], content[i] = True, entry[0]
+            else:
+                searching.append(i)
+        if searching:
+            self._search_runs(np.array(searching, np.int64), hi, lo, days, found, content)
+        return found, content
 
-    def recent(self, digest: bytes) -> int | None:
-        """The stored content digest of `digest` among the recent entries, if there."""
-        entry = self._recent.get(digest)
-        return None if entry is None else entry[0]
+    def _search_runs(self, todo: npt.NDArray[np.int64], hi: U64, lo: U64,
+                     days: npt.NDArray[np.int32], found: Bools,
+                     content: npt.NDArray[np.uint32]) -> None:
+        own_days = days[todo]
+        for day in np.unique(own_days).tolist():
+            self._search_day(day, todo[own_days == day], hi, lo, found, content)
+        for day in self._runs:
+            if found[todo].all():
+                return
+            rest = todo[~found[todo] & (days[todo] != day)]
+            if len(rest):
+                self._search_day(day, rest, hi, lo, found, content)
 
-    def add_recent(self, digest: bytes, content: int, day: int) -> None:
-        self._recent[digest] = (content, day)
+    def _search_day(self, day: int, which: npt.NDArray[np.int64], hi: U64, lo: U64,
+                    found: Bools, content: npt.NDArray[np.uint32]) -> None:
+        for run in self._runs.get(day, ()):
+            which = which[~found[which]]
+            if not len(which):
+                return
+            hit, stored = self.store.find(run, hi[which], lo[which])
+            found[which[hit]] = True
+            content[which[hit]] = stored[hit]
 
-    def settle(self) -> None:
-        """Move the recent entries into a sorted run once there are enough of them."""
-        if len(self._recent) >= self.RECENT_LIMIT:
-            self._add_run(self._recent_entries())
-            self._recent = {}
+    # ---- changing ------------------------------------------------------------------
 
-    def add(self, entries: np.ndarray) -> None:
-        """Add packed entries (see `pack_entries`) known to be absent: journal folds."""
-        if len(entries):
-            self._add_run(entries)
+    def add(self, hi: U64, lo: U64, contents: npt.NDArray[np.uint32],
+            days: npt.NDArray[np.int32]) -> None:
+        """Add digests known to be absent (and distinct among themselves)."""
+        if not len(hi):
+            return
+        self._grow(len(hi))
+        self._bloom.add(hi, lo)
+        self._recent.update(zip(zip(hi.tolist(), lo.tolist(), strict=True),
+                                zip(contents.tolist(), days.tolist(), strict=True),
+                                strict=True))
+        if len(self._recent) >= self.spill:
+            self.flush()
 
-    def _add_run(self, entries: np.ndarray) -> None:
-        self._runs.append(_Run(entries))
-        while len(self._runs) >= 2 and len(self._runs[-2]) <= len(self._runs[-1]):
-            last, before = self._runs.pop(), self._runs.pop()
-            self._runs.append(_Run(np.concatenate([before.entries(), last.entries()])))
+    def add_entries(self, entries: npt.NDArray[np.void]) -> None:
+        """Add journal entries (`JOURNAL_ENTRY`) known to be absent: a journal fold."""
+        self.add(entries["hi"], entries["lo"], entries["content"], entries["day"])
 
-    def _recent_entries(self) -> np.ndarray:
-        values = list(self._recent.values())
-        return pack_entries(list(self._recent), [c for c, _ in values], [d for _, d in values])
+    def flush(self) -> None:
+        """Write every recent digest into runs (before a checkpoint names the runs)."""
+        if not self._recent:
+            return
+        keys = np.array(list(self._recent), np.uint64).reshape(-1, 2)
+        values = np.array(list(self._recent.values()), np.int64).reshape(-1, 2)
+        self._recent = {}
+        entries = np.empty(len(keys), ENTRY)
+        entries["hi"], entries["lo"] = keys[:, 0], keys[:, 1]
+        entries["content"] = values[:, 0].astype(np.uint32)
+        for day in np.unique(values[:, 1]).tolist():
+            self._add_run(day, sort_entries(entries[values[:, 1] == day]))
+
+    def _add_run(self, day: int, entries: npt.NDArray[np.void]) -> None:
+        runs = self._runs.setdefault(day, [])
+        runs.append(self.store.write(day, entries))
+        while len(runs) >= 2 and runs[-2].count <= runs[-1].count:
+            last, before = runs.pop(), runs.pop()
+            merged = sort_entries(np.concatenate([self.store.read(before),
+                                                  self.store.read(last)]))
+            runs.append(self.store.write(day, merged))
+            self.store.delete(before)
+            self.store.delete(last)
 
     def expire(self, min_day: int) -> None:
-        """Forget events of UTC days before `min_day` (outside retention)."""
-        kept: list[_Run] = []
-        for run in self._runs:
-            keep = run.day >= min_day
-            if keep.all():
-                kept.append(run)
-            elif keep.any():
-                kept.append(_Run(run.entries()[keep]))
-        self._runs = kept
-        self._recent = {d: v for d, v in self._recent.items() if v[1] >= min_day}
+        """Forget events of UTC days before `min_day` (outside retention): whole runs."""
+        for day in [d for d in self._runs if d < min_day]:
+            for run in self._runs.pop(day):
+                self._stale += run.count
+                self.store.delete(run)
+        old = [k for k, (_, day) in self._recent.items() if day < min_day]
+        for key in old:
+            del self._recent[key]
+        self._stale += len(old)
+        if self._stale > max(len(self), 1 << 16):
+            self._rebuild_filter(self._bloom.capacity)
 
-    def to_bytes(self) -> bytes:
-        parts = [run.entries() for run in self._runs] + [self._recent_entries()]
-        return np.concatenate(parts).tobytes()
+    def _grow(self, adding: int) -> None:
+        if self._bloom.keys + adding > self._bloom.capacity:
+            self._rebuild_filter(max(2 * self._bloom.capacity, 2 * (len(self) + adding)))
 
-    @classmethod
-    def from_bytes(cls, data: bytes) -> SeenSet:
-        seen = cls()
-        seen.add(entries_from_bytes(data))
-        return seen
+    def _rebuild_filter(self, capacity: int) -> None:
+        bloom = Bloom(capacity)
+        for runs in self._runs.values():
+            for run in runs:
+                entries = self.store.read(run)
+                bloom.add(np.ascontiguousarray(entries["hi"]), np.ascontiguousarray(entries["lo"]))
+        if self._recent:
+            keys = np.array(list(self._recent), np.uint64).reshape(-1, 2)
+            bloom.add(np.ascontiguousarray(keys[:, 0]), np.ascontiguousarray(keys[:, 1]))
+        self._bloom, self._stale = bloom, 0
+
+    # ---- checkpoints ---------------------------------------------------------------
+
+    def runs(self) -> list[Run]:
+        """Every run, after `flush`: what a checkpoint names."""
+        return [run for day in sorted(self._runs) for run in self._runs[day]]
+
+    def restore(self, runs: Iterable[Run]) -> None:
+        """Take over the runs a checkpoint named (the store must hold them)."""
+        self._recent, self._runs = {}, {}
+        runs = list(runs)
+        for run in runs:
+            self._runs.setdefault(run.day, []).append(run)
+        self._rebuild_filter(max(self._bloom.capacity, 2 * sum(r.count for r in runs)))
+
+    def memory_bytes(self) -> int:
+        """Roughly what this set holds in memory (the filter and the recent dict)."""
+        return self._bloom.nbytes + 120 * len(self._recent)
+
+    def disk_bytes(self) -> int:
+        return ENTRY.itemsize * sum(r.count for runs in self._runs.values() for r in runs)
 
 
-def pack_entries(digests: list[bytes], contents: list[int], days: list[int]) -> np.ndarray:
-    """Parallel lists -> the packed layout of runs and journals."""
-    out = np.empty(len(digests), _ENTRY)
-    if digests:
-        halves = np.frombuffer(b"".join(digests), "<u8").reshape(-1, 2)
-        out["hi"], out["lo"] = halves[:, 0], halves[:, 1]
-        out["content"] = np.array(contents, dtype=np.uint32)
-        out["day"] = np.array(days, dtype=np.int32)
-    return out
+def journal_entries(hi: U64, lo: U64, contents: npt.NDArray[np.uint32],
+                    days: npt.NDArray[np.int32]) -> bytes:
+    out = np.empty(len(hi), JOURNAL_ENTRY)
+    out["hi"], out["lo"], out["content"], out["day"] = hi, lo, contents, days
+    return out.tobytes()
 
 
-def entries_from_bytes(data: bytes) -> np.ndarray:
-    return np.frombuffer(data, _ENTRY)
+def entries_from_journal(data: bytes) -> npt.NDArray[np.void]:
+    return np.frombuffer(data, JOURNAL_ENTRY)

@@ -1,17 +1,22 @@
 """The rollup journal: the one log the worker writes and every reader folds.
 
-Each batch the worker's rollup agent processes becomes exactly one `Delta` record in
-the journal partition of its keyed partition. A record is atomic, and it carries both
-the effects of the batch (bucket increments, new dedup digests, journeys) and how far
-each source partition has been applied. So a crash can never leave half a batch
-counted: the batch is in the journal or it is not, and replaying it is recognised by
+Each keyed message the worker's rollup agent processes becomes at most one `Delta`
+record in the journal partition of its keyed partition. A record is atomic, and it
+carries both the effects of the message (bucket increments, new dedup digests, journeys)
+and how far each source partition has been applied. So a crash can never leave half a
+message counted: it is in the journal or it is not, and replaying it is recognised by
 its source offsets.
 
 A worker starts owning a partition by appending a `Claim` and folding every record
-before it. Readers follow the same rule: a `Delta` counts only if its writer made the
-latest claim, so a stalled ex-owner that wakes up and writes cannot double count.
-`ResetPart` records carry a whole `Snapshot` (written by `pulse replay` or a rebuild
-from the lake), split to stay below Kafka's message size limit.
+before it (from the newest checkpoint on, see `rollups.checkpoint`). Readers follow the
+same rule: a `Delta` counts only if its writer made the latest claim, so a stalled
+ex-owner that wakes up and writes cannot double count. A claim with `reset` set says the
+partition's state is, from there on, the checkpoint stamped with that claim's own
+offset (written by `pulse replay` or a rebuild from the lake, just after the claim).
+
+`LakeMark`s ride in the journal because the journal is the one thing every API process
+already reads: how far the lake holds each input partition is what lake-backed answers
+put in their `as_of`, and the ingest stage that knows it has no other way to tell them.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ class LakeMark(msgspec.Struct, array_like=True, frozen=True):
 
 class Claim(msgspec.Struct, tag="claim", array_like=True, frozen=True):
     session: str
+    reset: bool = False
+    """The state is the checkpoint stamped with this record's offset, not the fold."""
 
 
 class Delta(msgspec.Struct, tag="delta", array_like=True, gc=False):
@@ -50,46 +57,33 @@ class Delta(msgspec.Struct, tag="delta", array_like=True, gc=False):
     """Source partition -> highest source offset now applied (only those that moved)."""
     counters: dict[str, int]
     buckets: list[tuple[str, str | None, int, Measures]]
+    """Increments of hourly buckets (measures of this partition's events, and the
+    default funnel of its journeys)."""
     seen: bytes
-    """New dedup entries, `rollups.dedup` layout."""
-    journeys: list[tuple[str, str | None, str, int]]
-    """(tenant, campaign, customer, packed journey) after this batch."""
+    """New dedup digests, `rollups.dedup.JOURNAL_ENTRY` layout."""
+    journeys: list[tuple[str, str | None, str, bytes]]
+    """(tenant, campaign, customer, journey) after this message (`rollups.funnel`)."""
     watermark_us: int | None
     horizon_hour: int | None
     """Buckets before this hour are outside retention from now on."""
     progress: dict[int, int]
     """Source partition -> time up to which it is in the rollups (µs)."""
+    upstream: dict[int, int]
+    """Keyed partition -> time up to which its funnel steps are in this one's journeys."""
     lake: dict[int, LakeMark]
+    keyed_next: int
+    """The keyed-topic offset this partition reads next: a message beyond it means
+    messages were lost (retention), and the partition must be rebuilt."""
+    stats: dict[str, float]
+    """Facts about the writing worker (recovery time, records folded at start, dedup
+    bytes in memory and on disk), sent now and then for `/analytics/status`."""
 
 
-class ResetPart(msgspec.Struct, tag="reset", array_like=True, frozen=True):
-    session: str
-    part: int
-    parts: int
-    payload: bytes
-
-
-class Snapshot(msgspec.Struct, array_like=True, gc=False):
-    """The whole state of one keyed partition, with absolute bucket values."""
-
-    applied: dict[int, int]
-    counters: dict[str, int]
-    buckets: list[tuple[str, str | None, int, Measures]]
-    seen: bytes
-    journeys: list[tuple[str, str | None, str, int]]
-    watermark_us: int | None
-    horizon_hour: int | None
-    progress: dict[int, int]
-    lake: dict[int, LakeMark]
-
-
-Record = Claim | Delta | ResetPart
-
-RESET_PART_BYTES = 512 * 1024
+Record = Claim | Delta
 
 _encoder = msgspec.msgpack.Encoder()
 _record_decoder = msgspec.msgpack.Decoder(Record)
-_snapshot_decoder = msgspec.msgpack.Decoder(Snapshot)
+_CLAIM_PREFIX = b"\xa5claim"
 
 
 def encode(record: Record) -> bytes:
@@ -100,50 +94,43 @@ def decode(data: bytes) -> Record:
     return _record_decoder.decode(data)
 
 
-def reset_records(session: str, snapshot: Snapshot) -> list[Record]:
-    """A claim followed by the snapshot in parts small enough for one Kafka message."""
-    payload = _encoder.encode(snapshot)
-    chunks = [
-        payload[i : i + RESET_PART_BYTES] for i in range(0, len(payload), RESET_PART_BYTES)
-    ] or [b""]
-    return [Claim(session)] + [
-        ResetPart(session, i, len(chunks), chunk) for i, chunk in enumerate(chunks)
-    ]
+def is_claim(data: bytes) -> bool:
+    """Whether an encoded record is a claim, without decoding it (a fixarray header,
+    then the tag)."""
+    return data[1:7] == _CLAIM_PREFIX
+
+
+def stamp_of(record: Record) -> tuple[str, int]:
+    """(session, seq) of a record, as a checkpoint is stamped with it (a claim: seq -1)."""
+    if isinstance(record, Claim):
+        return record.session, -1
+    return record.session, record.seq
 
 
 class Target(Protocol):
     def apply_delta(self, delta: Delta) -> None: ...
 
-    def load_snapshot(self, snapshot: Snapshot) -> None: ...
-
 
 class JournalFold:
-    """Feeds one journal partition's records, in order, into a `Target`."""
+    """Feeds one journal partition's records, in order, into a `Target`.
 
-    def __init__(self, target: Target) -> None:
+    `feed` returns the offset of a reset claim: the caller must then load the checkpoint
+    stamped with it into the target (only it can read checkpoints).
+    """
+
+    def __init__(self, target: Target, owner: str | None = None, seq: int = -1) -> None:
         self.target = target
-        self.owner: str | None = None
-        self._seq = -1
-        self._parts: list[bytes] = []
+        self.owner = owner
+        self.seq = seq
 
-    def feed(self, record: Record) -> None:
+    def feed(self, record: Record, offset: int) -> int | None:
         if isinstance(record, Claim):
-            if record.session != self.owner:
-                self.owner, self._seq, self._parts = record.session, -1, []
-        elif record.session != self.owner:
-            return  # written by a session that no longer owns the partition
-        elif isinstance(record, Delta):
-            if record.seq > self._seq:  # else a producer retry wrote it twice
-                self._seq = record.seq
-                self.target.apply_delta(record)
-        else:
-            if record.part < len(self._parts):
-                return  # a part written twice
-            if record.part != len(self._parts):
-                self._parts = []
-                if record.part != 0:
-                    return
-            self._parts.append(record.payload)
-            if len(self._parts) == record.parts:
-                payload, self._parts = b"".join(self._parts), []
-                self.target.load_snapshot(_snapshot_decoder.decode(payload))
+            if record.session != self.owner or record.reset:
+                self.owner, self.seq = record.session, -1
+            return offset if record.reset else None
+        if record.session != self.owner:
+            return None  # written by a session that no longer owns the partition
+        if record.seq > self.seq:  # else a producer retry wrote it twice
+            self.seq = record.seq
+            self.target.apply_delta(record)
+        return None

@@ -1,40 +1,72 @@
-"""One keyed partition of the worker: dedup, journeys and bucket increments per batch.
+"""One keyed partition of the worker: dedup, measures and journeys, one message at a time.
 
-`PartitionState.process` turns a `SourceBatch` into the `Delta` the agent writes to
-the journal and updates the state the same way `apply_delta` does when the journal is
-folded back after a restart; a property test holds the two equal. Nothing here reads a
-clock: retention follows the event-time watermark, so a replay decides exactly what
-the first run decided.
+Work is keyed finer than the tenant, so one tenant's load spreads over every partition
+(two-level, as Flink aggregates): the ingest stage sends each event to the partition of
+its (tenant, id) digest, which deduplicates it and folds it into hourly measures; the
+`funnel_step` events it counts go on, as a `StepBatch`, to the partition of their
+journey (tenant, campaign, customer), which keeps the journey and the funnel. Every
+partition does both, for different keys.
+
+`PartitionState.process` turns one keyed message into the `Delta` the agent writes to
+the journal (and the steps to forward first), and changes the state the same way
+`apply_delta` does when the journal is folded back after a restart; a property test
+holds the two equal. Nothing here reads a clock: retention follows the event-time
+watermark, so a replay decides exactly what the first run decided.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from pulse.schemas.events import Event
 
 from . import funnel
-from .dedup import SeenSet, content_digest, entries_from_bytes, id_digest, pack_entries
-from .journal import Delta, LakeMark, Snapshot
+from .checkpoint import FORMAT, Body, Definitions, RunRef
+from .dedup import SeenSet, entries_from_journal, halves, journal_entries
+from .journal import Delta, LakeMark
 from .metrics import Measures, fold_event
 from .windows import DAY_US, HOUR_US, HOURS_PER_DAY
 
 
-class SourceBatch(msgspec.Struct, array_like=True, gc=False):
+class EventBatch(msgspec.Struct, tag="events", array_like=True, gc=False):
     """What the ingest stage forwards to one keyed partition.
 
-    `entries` are (source partition, source offset, event or dead-letter reason), in
-    source-offset order per source partition; `progress` and `lake` say how far each
-    source partition has been read and written to the lake.
+    Per event, in source-offset order per source partition: its source partition
+    (int32), offset (int64), id digest (16 bytes) and content digest (uint32), packed
+    as bytes; `dead` are the dead letters this partition counts. `progress` and `lake`
+    say how far each source partition has been read and written to the lake.
     """
 
-    entries: list[tuple[int, int, Event | str]]
+    sources: bytes
+    offsets: bytes
+    digests: bytes
+    contents: bytes
+    events: list[Event]
+    dead: list[tuple[int, int, str]]
     progress: dict[int, int]
     lake: dict[int, LakeMark]
+
+
+class StepBatch(msgspec.Struct, tag="steps", array_like=True, gc=False):
+    """Counted funnel steps one keyed partition sends to the partition of their journey.
+
+    `as_of_us` is how far the sender is complete (its `as_of`), so the journeys' own
+    `as_of` can say how complete the funnel is; an empty batch is a heartbeat.
+    """
+
+    origin: int
+    as_of_us: int | None
+    steps: list[tuple[str, str | None, str, int, int]]
+    """(tenant, campaign, customer, step index, occurred µs)."""
+
+
+KeyedMessage = EventBatch | StepBatch
 
 
 @dataclass(frozen=True)
@@ -44,167 +76,217 @@ class RollupSpec:
     funnel: funnel.FunnelSpec
     engaged_seconds: float
     retention_hours: int
+    partitions: int
+
+    def definitions(self) -> Definitions:
+        return Definitions(self.funnel.steps, self.engaged_seconds, self.retention_hours,
+                           self.partitions)
+
+
+def journey_partition(tenant_id: str, campaign: str | None, customer: str,
+                      partitions: int) -> int:
+    """The keyed partition that keeps a journey (crc32, not the process-salted hash)."""
+    key = f"{tenant_id}\x00{campaign}\x00{customer}"  # routing: need not be one-to-one
+    return zlib.crc32(key.encode(errors="surrogatepass")) % partitions
+
+
+class KeyedGap(Exception):
+    """A keyed message lies beyond the next one expected: messages in between are gone
+    (the keyed topic's retention dropped them), so this state cannot be carried on."""
+
+
+@dataclass
+class Outcome:
+    """What processing one keyed message produced: steps to forward, then the delta."""
+
+    delta: Delta | None
+    forwards: dict[int, StepBatch] = field(default_factory=dict)
 
 
 _event_encoder = msgspec.msgpack.Encoder()
+Steps = list[tuple[str, str | None, str, int, int]]
 
 
 class PartitionState:
-    """Everything one keyed partition knows; rebuilt by folding its journal."""
+    """Everything one keyed partition knows; rebuilt from a checkpoint and the journal."""
 
-    def __init__(self, spec: RollupSpec) -> None:
+    def __init__(self, spec: RollupSpec, partition: int, seen: SeenSet) -> None:
         self.spec = spec
+        self.partition = partition
+        self.seen = seen
         self.applied: dict[int, int] = {}
-        self.seen = SeenSet()
-        self.journeys: dict[tuple[str, str | None], dict[str, int]] = {}
         self.counters: Counter[str] = Counter()
         self.watermark_us: int | None = None
         self.horizon_hour: int | None = None
         self.progress: dict[int, int] = {}
+        self.upstream: dict[int, int] = {}
         self.lake: dict[int, LakeMark] = {}
+        self.keyed_next = -1
+        self.buckets: dict[tuple[str, str | None, int], Measures] = {}
+        self.journeys: dict[tuple[str, str | None], dict[str, bytes]] = {}
+        self.stats: dict[str, float] = {}
+        """Facts about the worker (recovery, dedup memory) for the next delta to carry."""
         self._session: str | None = None
         self._seq = 0
 
     # ---- live processing -----------------------------------------------------------
 
-    def process(self, batch: SourceBatch, session: str) -> Delta | None:
-        """Apply one forwarded batch; the returned delta re-creates the same change."""
-        horizon = self.horizon_hour
-        applied: dict[int, int] = {}
-        counters: Counter[str] = Counter()
-        buckets: dict[tuple[str, str | None, int], Measures] = {}
-        journeys: dict[tuple[str, str | None, str], int] = {}
-        fresh: list[Event] = []
-        watermark = self.watermark_us
+    def process(self, message: KeyedMessage, keyed_offset: int, session: str) -> Outcome:
+        """Apply one keyed message; the returned delta re-creates the same change."""
+        if 0 <= self.keyed_next < keyed_offset:
+            raise KeyedGap(f"keyed partition {self.partition}: offset {keyed_offset} "
+                           f"arrived, {self.keyed_next} was expected next")
+        if keyed_offset < self.keyed_next:
+            return Outcome(None)  # processed before: its delta is in the journal
+        change = _Change(self)
+        forwards: dict[int, StepBatch] = {}
+        if isinstance(message, EventBatch):
+            steps = self._events(message, change)
+            as_of = self.as_of()
+            for j, group in _by_journey(steps, self.spec.partitions).items():
+                forwards[j] = StepBatch(self.partition, as_of, group)
+        else:
+            self._steps(message, change)
+        self.keyed_next = keyed_offset + 1
+        self._advance_horizon()
+        if session != self._session:
+            self._session, self._seq = session, 0
+        self._seq += 1
+        return Outcome(change.delta(session, self._seq), forwards)
 
-        for source, offset, item in batch.entries:
-            if offset <= self.applied.get(source, -1):
-                continue  # a replay of something already in the journal
-            self.applied[source] = applied[source] = offset
-            counters["read"] += 1
-            if isinstance(item, str):
-                counters["dead_letters"] += 1
-                counters[f"dead_letter:{item}"] += 1
-                continue
-            if watermark is None or item.occurred_us > watermark:
-                watermark = item.occurred_us
-            if horizon is not None and item.occurred_us // HOUR_US < horizon:
+    def as_of(self) -> int | None:
+        """Time up to which every source partition is in this partition (and forwarded)."""
+        return min(self.progress.values()) if self.progress else None
+
+    def _events(self, batch: EventBatch, change: _Change) -> Steps:
+        sources = np.frombuffer(batch.sources, np.int32)
+        offsets = np.frombuffer(batch.offsets, np.int64)
+        new = self._unapplied(sources, offsets, change)
+        self._dead(batch.dead, change)
+        events = batch.events
+        steps: Steps = []
+        if new.any():
+            fresh = np.flatnonzero(new)
+            change.counters["read"] += len(fresh)
+            occurred = np.array([events[i].occurred_us for i in fresh.tolist()], np.int64)
+            top = int(occurred.max())
+            if self.watermark_us is None or top > self.watermark_us:
+                self.watermark_us = top
+            horizon = self.horizon_hour
+            inside = (np.ones(len(fresh), bool) if horizon is None
+                      else occurred // HOUR_US >= horizon)
+            beyond = fresh[~inside]
+            if len(beyond):
                 # Outside retention: the lake answers for it. Journeys still learn the
                 # step, because a journey's t1 and reached step span all of time.
-                counters["accepted"] += 1
-                counters["beyond_retention"] += 1
-                self._step(item, horizon, buckets, journeys)
+                change.counters["accepted"] += len(beyond)
+                change.counters["beyond_retention"] += len(beyond)
+                steps.extend(self._step_of(events[i]) for i in beyond.tolist())
+            counted = self._count_unique(batch, fresh[inside], occurred[inside], change)
+            for i in counted.tolist():
+                event = events[i]
+                self._fold(event, change)
+                if event.event_type == "funnel_step":
+                    steps.append(self._step_of(event))
+        self._marks(batch, change)
+        return [s for s in steps if s[3] >= 0]
+
+    def _unapplied(self, sources: npt.NDArray[np.int32], offsets: npt.NDArray[np.int64],
+                   change: _Change) -> npt.NDArray[np.bool_]:
+        """Which events were not applied before (a re-forwarded poll repeats some)."""
+        new = np.ones(len(sources), bool)
+        for source in np.unique(sources).tolist():
+            mine = sources == source
+            new[mine] = offsets[mine] > self.applied.get(source, -1)
+            if new[mine].any():
+                top = int(offsets[mine].max())
+                change.applied[source] = max(change.applied.get(source, -1), top)
+        return new
+
+    def _dead(self, dead: list[tuple[int, int, str]], change: _Change) -> None:
+        for source, offset, reason in dead:
+            if offset <= self.applied.get(source, -1):
                 continue
-            fresh.append(item)
+            change.applied[source] = max(change.applied.get(source, -1), offset)
+            change.counters["read"] += 1
+            change.counters["dead_letters"] += 1
+            change.counters[f"dead_letter:{reason}"] += 1
 
-        new_seen = self._count_unique(fresh, horizon, counters, buckets, journeys) if fresh else b""
+    def _count_unique(self, batch: EventBatch, fresh: npt.NDArray[np.int64],
+                      occurred: npt.NDArray[np.int64], change: _Change
+                      ) -> npt.NDArray[np.int64]:
+        """Dedup `fresh` (indices into the batch); returns the ones counted now."""
+        if not len(fresh):
+            return fresh
+        hi, lo = halves(batch.digests)
+        hi, lo = hi[fresh], lo[fresh]
+        contents = np.frombuffer(batch.contents, np.uint32)[fresh]
+        days = (occurred // DAY_US).astype(np.int32)
+        keys = np.empty(len(hi), [("hi", "<u8"), ("lo", "<u8")])
+        keys["hi"], keys["lo"] = hi, lo
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        found, stored = self.seen.lookup(hi[first], lo[first], days[first])
+        counted = (np.arange(len(hi)) == first[inverse]) & ~found[inverse]
+        reference = np.where(found[inverse], stored[inverse], contents[first[inverse]])
+        duplicates = ~counted
+        conflicting = duplicates & (contents != reference)
+        self.seen.add(hi[counted], lo[counted], contents[counted], days[counted])
+        change.seen.append(journal_entries(hi[counted], lo[counted], contents[counted],
+                                           days[counted]))
+        for name, n in (("accepted", int(counted.sum())), ("duplicates", int(duplicates.sum())),
+                        ("conflicting_duplicates", int(conflicting.sum()))):
+            if n:
+                change.counters[name] += n
+        return fresh[counted]
 
-        progress = _advance(self.progress, batch.progress)
-        lake = {}
+    def _fold(self, event: Event, change: _Change) -> None:
+        key = (event.tenant_id, event.campaign_id, event.occurred_us // HOUR_US)
+        bucket = change.buckets.get(key)
+        if bucket is None:
+            bucket = change.buckets[key] = Measures()
+        fold_event(bucket, event, self.spec.engaged_seconds)
+
+    def _step_of(self, event: Event) -> tuple[str, str | None, str, int, int]:
+        """The event as a funnel step (step index -1: not a step, or no customer)."""
+        step = self.spec.funnel.index(event.label) if event.event_type == "funnel_step" else None
+        if step is None or event.customer_id is None:
+            return ("", None, "", -1, 0)
+        return (event.tenant_id, event.campaign_id, event.customer_id, step, event.occurred_us)
+
+    def _marks(self, batch: EventBatch, change: _Change) -> None:
+        change.progress = _advance(self.progress, batch.progress)
         for p, mark in batch.lake.items():
             old = self.lake.get(p)
             if old is not None and mark.as_of_us < old.as_of_us:  # never move back in time
                 mark = LakeMark(old.as_of_us, old.flushed_at_us, mark.failures, mark.error)
             if mark != old:
-                lake[p] = mark
-        self.lake.update(lake)
-        if not (applied or progress or lake):
-            return None
-        self.counters.update(counters)
-        self.watermark_us = watermark
-        self._advance_horizon()
-        if session != self._session:
-            self._session, self._seq = session, 0
-        self._seq += 1
-        return Delta(
-            session=session,
-            seq=self._seq,
-            applied=applied,
-            counters=dict(counters),
-            buckets=[(t, c, h, m) for (t, c, h), m in buckets.items() if not m.is_empty()],
-            seen=new_seen,
-            journeys=[(t, c, u, packed) for (t, c, u), packed in journeys.items()],
-            watermark_us=self.watermark_us,
-            horizon_hour=self.horizon_hour,
-            progress=progress,
-            lake=lake,
-        )
+                change.lake[p] = mark
+        self.lake.update(change.lake)
 
-    def _count_unique(
-        self,
-        events: list[Event],
-        horizon: int | None,
-        counters: Counter[str],
-        buckets: dict[tuple[str, str | None, int], Measures],
-        journeys: dict[tuple[str, str | None, str], int],
-    ) -> bytes:
-        """Count the events not seen before; returns the new dedup entries as bytes."""
-        digests = [id_digest(e.tenant_id, e.id) for e in events]
-        halves = np.frombuffer(b"".join(digests), dtype="<u8").reshape(-1, 2)
-        found, stored = self.seen.lookup_runs(halves[:, 0], halves[:, 1])
-        seen, encode, engaged = self.seen, _event_encoder.encode, self.spec.engaged_seconds
-        new_digests: list[bytes] = []
-        new_contents: list[int] = []
-        new_days: list[int] = []
-        duplicates = conflicting = 0
-        for event, digest, hit, before in zip(events, digests, found, stored, strict=True):
-            content = content_digest(encode(event))
-            previous = before if hit else seen.recent(digest)
-            if previous is not None:
-                duplicates += 1
-                conflicting += previous != content
+    def _steps(self, batch: StepBatch, change: _Change) -> None:
+        n = len(self.spec.funnel.steps)
+        for tenant, campaign, customer, step, at_us in batch.steps:
+            group = self.journeys.setdefault((tenant, campaign), {})
+            old = group.get(customer)
+            new = funnel.apply_step(old, n, step, at_us)
+            if new == old:
                 continue
-            day = event.occurred_us // DAY_US
-            seen.add_recent(digest, content, day)
-            new_digests.append(digest)
-            new_contents.append(content)
-            new_days.append(day)
-            key = (event.tenant_id, event.campaign_id, event.occurred_us // HOUR_US)
-            bucket = buckets.get(key)
-            if bucket is None:
-                bucket = buckets[key] = Measures()
-            fold_event(bucket, event, engaged)
-            if event.event_type == "funnel_step":
-                self._step(event, horizon, buckets, journeys)
-        for name, n in (("accepted", len(new_days)), ("duplicates", duplicates),
-                        ("conflicting_duplicates", conflicting)):
-            if n:
-                counters[name] += n
-        seen.settle()
-        return pack_entries(new_digests, new_contents, new_days).tobytes() if new_days else b""
-
-    def _step(
-        self,
-        event: Event,
-        horizon: int | None,
-        buckets: dict[tuple[str, str | None, int], Measures],
-        journeys: dict[tuple[str, str | None, str], int],
-    ) -> None:
-        """Move the event's journey and its funnel bucket(s); non-steps change nothing."""
-        if event.event_type != "funnel_step":
-            return
-        step = self.spec.funnel.index(event.label)
-        if step is None or event.customer_id is None:
-            return
-        group = self.journeys.setdefault((event.tenant_id, event.campaign_id), {})
-        old = group.get(event.customer_id)
-        new = funnel.apply_step(old, step, event.occurred_us // HOUR_US)
-        if new == old:
-            return
-        group[event.customer_id] = new
-        journeys[(event.tenant_id, event.campaign_id, event.customer_id)] = new
-        for pos, sign in ((funnel.position(old), -1), (funnel.position(new), 1)):
-            if pos is None or (horizon is not None and pos[0] < horizon):
-                continue
-            key = (event.tenant_id, event.campaign_id, pos[0])
-            bucket = buckets.get(key)
-            if bucket is None:
-                bucket = buckets[key] = Measures()
-            total = bucket.funnel.get(pos[1], 0) + sign
-            if total:
-                bucket.funnel[pos[1]] = total
-            else:
-                del bucket.funnel[pos[1]]
+            group[customer] = new
+            change.journeys[(tenant, campaign, customer)] = new
+            for pos, sign in ((funnel.position(old, n, HOUR_US), -1),
+                              (funnel.position(new, n, HOUR_US), 1)):
+                if pos is None or (self.horizon_hour is not None and pos[0] < self.horizon_hour):
+                    continue
+                bucket = change.buckets.get((tenant, campaign, pos[0]))
+                if bucket is None:
+                    bucket = change.buckets[(tenant, campaign, pos[0])] = Measures()
+                total = bucket.funnel.get(pos[1], 0) + sign
+                if total:
+                    bucket.funnel[pos[1]] = total
+                else:
+                    del bucket.funnel[pos[1]]
+        if batch.as_of_us is not None and batch.as_of_us > self.upstream.get(batch.origin, -1):
+            self.upstream[batch.origin] = change.upstream[batch.origin] = batch.as_of_us
 
     def _advance_horizon(self) -> None:
         if self.watermark_us is None:
@@ -213,8 +295,21 @@ class PartitionState:
         if self.horizon_hour is None or horizon > self.horizon_hour:
             old_day = None if self.horizon_hour is None else self.horizon_hour // HOURS_PER_DAY
             self.horizon_hour = horizon
+            for key in [k for k in self.buckets if k[2] < horizon]:
+                del self.buckets[key]
             if old_day is None or horizon // HOURS_PER_DAY > old_day:
                 self.seen.expire(horizon // HOURS_PER_DAY)
+
+    def _add_buckets(self, buckets: list[tuple[str, str | None, int, Measures]]) -> None:
+        for tenant, campaign, hour, m in buckets:
+            if self.horizon_hour is not None and hour < self.horizon_hour:
+                continue
+            bucket = self.buckets.get((tenant, campaign, hour))
+            if bucket is None:
+                bucket = self.buckets[(tenant, campaign, hour)] = Measures()
+            bucket.add(m)
+            if bucket.is_empty():
+                del self.buckets[(tenant, campaign, hour)]
 
     # ---- journal fold --------------------------------------------------------------
 
@@ -224,42 +319,88 @@ class PartitionState:
                 self.applied[source] = offset
         self.counters.update(delta.counters)
         if delta.seen:
-            self.seen.add(entries_from_bytes(delta.seen))
-        for tenant, campaign, customer, packed in delta.journeys:
-            self.journeys.setdefault((tenant, campaign), {})[customer] = packed
+            self.seen.add_entries(entries_from_journal(delta.seen))
+        for tenant, campaign, customer, journey in delta.journeys:
+            self.journeys.setdefault((tenant, campaign), {})[customer] = journey
+        self._add_buckets(delta.buckets)
         self.watermark_us = delta.watermark_us
         _advance(self.progress, delta.progress)
+        _advance(self.upstream, delta.upstream)
         self.lake.update(delta.lake)
+        self.keyed_next = max(self.keyed_next, delta.keyed_next)
         self._advance_horizon()
 
-    def load_snapshot(self, snapshot: Snapshot) -> None:
-        self.applied = dict(snapshot.applied)
-        self.counters = Counter(snapshot.counters)
-        self.seen = SeenSet.from_bytes(snapshot.seen)
-        self.journeys = {}
-        for tenant, campaign, customer, packed in snapshot.journeys:
-            self.journeys.setdefault((tenant, campaign), {})[customer] = packed
-        self.watermark_us = snapshot.watermark_us
-        self.horizon_hour = snapshot.horizon_hour
-        self.progress = dict(snapshot.progress)
-        self.lake = dict(snapshot.lake)
+    # ---- checkpoints ---------------------------------------------------------------
 
-    def snapshot(self, buckets: list[tuple[str, str | None, int, Measures]]) -> Snapshot:
-        return Snapshot(
-            applied=dict(self.applied),
-            counters=dict(self.counters),
-            buckets=buckets,
-            seen=self.seen.to_bytes(),
-            journeys=[
-                (tenant, campaign, customer, packed)
-                for (tenant, campaign), group in self.journeys.items()
-                for customer, packed in group.items()
-            ],
-            watermark_us=self.watermark_us,
-            horizon_hour=self.horizon_hour,
-            progress=dict(self.progress),
-            lake=dict(self.lake),
+    def body(self, epoch: str, offset: int, session: str, seq: int, written_at_us: int) -> Body:
+        """This state as a checkpoint stamped at journal `offset` (dedup flushed first)."""
+        self.seen.flush()
+        return Body(
+            format=FORMAT, partition=self.partition, definitions=self.spec.definitions(),
+            epoch=epoch, offset=offset, session=session, seq=seq,
+            written_at_us=written_at_us, applied=dict(self.applied),
+            counters=dict(self.counters), watermark_us=self.watermark_us,
+            horizon_hour=self.horizon_hour, progress=dict(self.progress),
+            upstream=dict(self.upstream), lake=dict(self.lake), keyed_next=self.keyed_next,
+            buckets=[(t, c, h, m) for (t, c, h), m in self.buckets.items()],
+            journeys=[(t, c, u, j) for (t, c), group in self.journeys.items()
+                      for u, j in group.items()],
+            runs=[RunRef.of(run) for run in self.seen.runs()],
         )
+
+    def load(self, body: Body) -> None:
+        """Become the state `body` holds (its runs must be in the seen-set's store)."""
+        self.applied = dict(body.applied)
+        self.counters = Counter(body.counters)
+        self.watermark_us, self.horizon_hour = body.watermark_us, body.horizon_hour
+        self.progress, self.upstream = dict(body.progress), dict(body.upstream)
+        self.lake = dict(body.lake)
+        self.keyed_next = body.keyed_next
+        self.buckets = {(t, c, h): m for t, c, h, m in body.buckets}
+        self.journeys = {}
+        for tenant, campaign, customer, journey in body.journeys:
+            self.journeys.setdefault((tenant, campaign), {})[customer] = journey
+        self.seen.restore(ref.run() for ref in body.runs)
+        self._session = None
+
+
+class _Change:
+    """What one message changes, collected for its delta."""
+
+    def __init__(self, state: PartitionState) -> None:
+        self.state = state
+        self.applied: dict[int, int] = {}
+        self.counters: Counter[str] = Counter()
+        self.buckets: dict[tuple[str, str | None, int], Measures] = {}
+        self.seen: list[bytes] = []
+        self.journeys: dict[tuple[str, str | None, str], bytes] = {}
+        self.progress: dict[int, int] = {}
+        self.upstream: dict[int, int] = {}
+        self.lake: dict[int, LakeMark] = {}
+
+    def delta(self, session: str, seq: int) -> Delta:
+        state = self.state
+        for source, offset in self.applied.items():
+            state.applied[source] = max(offset, state.applied.get(source, -1))
+        state.counters.update(self.counters)
+        buckets = [(t, c, h, m) for (t, c, h), m in self.buckets.items() if not m.is_empty()]
+        state._add_buckets(buckets)
+        stats, state.stats = state.stats, {}
+        return Delta(
+            session=session, seq=seq, applied=self.applied, counters=dict(self.counters),
+            buckets=buckets, seen=b"".join(self.seen),
+            journeys=[(t, c, u, j) for (t, c, u), j in self.journeys.items()],
+            watermark_us=state.watermark_us, horizon_hour=state.horizon_hour,
+            progress=self.progress, upstream=self.upstream, lake=self.lake,
+            keyed_next=state.keyed_next, stats=stats,
+        )
+
+
+def _by_journey(steps: Steps, partitions: int) -> dict[int, Steps]:
+    out: dict[int, Steps] = {}
+    for step in steps:
+        out.setdefault(journey_partition(step[0], step[1], step[2], partitions), []).append(step)
+    return out
 
 
 def _advance(current: dict[int, int], incoming: dict[int, int]) -> dict[int, int]:

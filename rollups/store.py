@@ -1,8 +1,12 @@
-"""The rollup tables as a reader holds them: journal deltas folded into hour and day sums.
+"""The rollup tables as a reader holds them: every journal partition folded into sums.
 
-Every API process keeps one `RollupStore`, fed by tailing the journal. Besides the
-hourly buckets per campaign it keeps day sums and tenant-wide sums, maintained on
-every increment, so a 30-day report adds about fifty `Measures` rather than thousands.
+Every API process keeps one `RollupStore`, fed from the newest checkpoints and then by
+tailing the journal. A tenant's events are spread over every keyed partition, so its
+numbers are the sum of all of them: the store adds each partition's bucket increments
+into hour and day sums per (tenant, campaign) and per tenant, maintained on every
+increment, so a 30-day report adds about fifty `Measures` rather than thousands. It also
+keeps each partition's own buckets, so that a partition reset (a replay, a rebuild)
+replaces that partition's part exactly.
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .journal import Delta, JournalFold, LakeMark, Snapshot
+from .checkpoint import Body
+from .journal import Delta, JournalFold, LakeMark
 from .metrics import Measures
 from .windows import HOURS_PER_DAY
 
@@ -19,6 +24,8 @@ TOTALS_KEPT = 256
 
 ALL = object()
 """Campaign filter meaning "every event of the tenant, campaign or not"."""
+
+BucketKey = tuple[str, str | None, int]
 
 
 @dataclass
@@ -91,7 +98,6 @@ class _Sums:
 
 @dataclass
 class _Tenant:
-    partition: int
     everything: _Sums = field(default_factory=_Sums)
     campaigns: dict[str | None, _Sums] = field(default_factory=dict)
 
@@ -104,8 +110,14 @@ class PartitionInfo:
     watermark_us: int | None = None
     horizon_hour: int | None = None
     progress: dict[int, int] = field(default_factory=dict)
+    upstream: dict[int, int] = field(default_factory=dict)
     lake: dict[int, LakeMark] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
     records: int = 0
+    """Journal records folded (a loaded checkpoint counts as one)."""
+    checkpoint_offset: int | None = None
+    checkpoint_written_us: int | None = None
+    buckets: dict[BucketKey, Measures] = field(default_factory=dict)
 
 
 class RollupStore:
@@ -115,6 +127,7 @@ class RollupStore:
         self._tenants: dict[str, _Tenant] = {}
         self.partitions: dict[int, PartitionInfo] = {}
         self._folds: dict[int, JournalFold] = {}
+        self._horizon: int | None = None
 
     # ---- folding -------------------------------------------------------------------
 
@@ -126,35 +139,83 @@ class RollupStore:
             self.partitions[partition] = PartitionInfo()
         return fold
 
-    def _add(self, partition: int, tenant_id: str, campaign: str | None, hour: int,
+    def load(self, partition: int, body: Body) -> None:
+        """Replace `partition`'s part by a checkpoint's (a start, a reset)."""
+        fold = self.fold(partition)
+        fold.owner, fold.seq = body.session, body.seq
+        self.partitions[partition] = PartitionInfo(
+            counters=Counter(body.counters), watermark_us=body.watermark_us,
+            horizon_hour=body.horizon_hour, progress=dict(body.progress),
+            upstream=dict(body.upstream), lake=dict(body.lake), records=1,
+            checkpoint_offset=body.offset, checkpoint_written_us=body.written_at_us,
+            buckets={(t, c, h): m for t, c, h, m in body.buckets})
+        self._resum()
+
+    def forget(self, partition: int) -> None:
+        """Drop `partition`'s part: its state is unknown until a reset brings it back."""
+        self.partitions[partition] = PartitionInfo()
+        self._resum()
+
+    def ready(self, partitions: int) -> bool:
+        """Whether every one of the `partitions` journal partitions has been folded from
+        its start or a checkpoint: only then are a tenant's rollups complete."""
+        return all(q in self.partitions and self.partitions[q].records
+                   for q in range(partitions))
+
+    def _add(self, info: PartitionInfo, tenant_id: str, campaign: str | None, hour: int,
              m: Measures) -> None:
+        bucket = info.buckets.get((tenant_id, campaign, hour))
+        if bucket is None:
+            bucket = info.buckets[(tenant_id, campaign, hour)] = Measures()
+        bucket.add(m)
+        self._add_sums(tenant_id, campaign, hour, m)
+
+    def _add_sums(self, tenant_id: str, campaign: str | None, hour: int, m: Measures) -> None:
+        if self._horizon is not None and hour < self._horizon:
+            return
         tenant = self._tenants.get(tenant_id)
         if tenant is None:
-            tenant = self._tenants[tenant_id] = _Tenant(partition)
+            tenant = self._tenants[tenant_id] = _Tenant()
         tenant.everything.add(hour, m)
         sums = tenant.campaigns.get(campaign)
         if sums is None:
             sums = tenant.campaigns[campaign] = _Sums()
         sums.add(hour, m)
 
-    def _expire(self, partition: int, horizon_hour: int) -> None:
-        for tenant in self._tenants.values():
-            if tenant.partition == partition:
-                tenant.everything.expire(horizon_hour)
-                for sums in tenant.campaigns.values():
-                    sums.expire(horizon_hour)
+    def _resum(self) -> None:
+        """Rebuild the sums from every partition's buckets (after a partition reset)."""
+        self._tenants = {}
+        self._horizon = self._max_horizon()
+        for info in self.partitions.values():
+            for (tenant, campaign, hour), m in info.buckets.items():
+                self._add_sums(tenant, campaign, hour, m)
 
-    def _drop_partition(self, partition: int) -> None:
-        self._tenants = {t: v for t, v in self._tenants.items() if v.partition != partition}
+    def _max_horizon(self) -> int | None:
+        horizons = [i.horizon_hour for i in self.partitions.values() if i.horizon_hour is not None]
+        return max(horizons) if horizons else None
+
+    def _advance_horizon(self, partition: PartitionInfo, horizon: int) -> None:
+        """A partition's retention moved: drop what it no longer keeps."""
+        partition.horizon_hour = horizon
+        for key in [k for k in partition.buckets if k[2] < horizon]:
+            del partition.buckets[key]
+        store_horizon = self._max_horizon()
+        if store_horizon is not None and store_horizon != self._horizon:
+            self._horizon = store_horizon
+            for tenant in self._tenants.values():
+                tenant.everything.expire(store_horizon)
+                for sums in tenant.campaigns.values():
+                    sums.expire(store_horizon)
 
     # ---- reading -------------------------------------------------------------------
 
+    def horizon_hour(self) -> int | None:
+        """The first hour every partition still keeps (a tenant's hours before it are
+        incomplete in some partition, so they are answered from the lake)."""
+        return self._horizon
+
     def tenants(self) -> list[str]:
         return sorted(self._tenants)
-
-    def info(self, tenant_id: str) -> PartitionInfo | None:
-        tenant = self._tenants.get(tenant_id)
-        return None if tenant is None else self.partitions.get(tenant.partition)
 
     def total(self, tenant_id: str, campaign: object, from_hour: int, to_hour: int) -> Measures:
         """Shared with later callers: read it, never change it."""
@@ -176,13 +237,11 @@ class RollupStore:
         return out
 
     def buckets(self) -> list[tuple[str, str | None, int, Measures]]:
-        """Every hourly bucket, as a snapshot carries them."""
-        return [
-            (tenant_id, campaign, hour, m)
-            for tenant_id, tenant in self._tenants.items()
-            for campaign, sums in tenant.campaigns.items()
-            for hour, m in sums.hours.items()
-        ]
+        """Every hourly bucket, summed over the partitions (shared: read them only)."""
+        return [(tenant_id, campaign, hour, m)
+                for tenant_id, tenant in self._tenants.items()
+                for campaign, sums in tenant.campaigns.items()
+                for hour, m in sums.hours.items()]
 
     def _sums(self, tenant_id: str, campaign: object) -> _Sums | None:
         tenant = self._tenants.get(tenant_id)
@@ -190,11 +249,11 @@ class RollupStore:
             return None
         if campaign is ALL:
             return tenant.everything
-        return tenant.campaigns.get(campaign)  # type: ignore[arg-type]
+        return tenant.campaigns.get(campaign)  # type: ignore[call-overload]
 
 
 class _PartitionTarget:
-    """Applies one journal partition's deltas and snapshots to the shared store."""
+    """Applies one journal partition's deltas to the shared store."""
 
     def __init__(self, store: RollupStore, partition: int) -> None:
         self.store = store
@@ -205,25 +264,13 @@ class _PartitionTarget:
         info.records += 1
         for tenant, campaign, hour, m in delta.buckets:
             if info.horizon_hour is None or hour >= info.horizon_hour:
-                self.store._add(self.partition, tenant, campaign, hour, m)
+                self.store._add(info, tenant, campaign, hour, m)
         info.counters.update(delta.counters)
         info.watermark_us = delta.watermark_us
-        for p, t in delta.progress.items():
-            info.progress[p] = max(t, info.progress.get(p, t))
+        for mine, theirs in ((info.progress, delta.progress), (info.upstream, delta.upstream)):
+            for p, t in theirs.items():
+                mine[p] = max(t, mine.get(p, t))
         info.lake.update(delta.lake)
+        info.stats.update(delta.stats)
         if delta.horizon_hour is not None and delta.horizon_hour != info.horizon_hour:
-            info.horizon_hour = delta.horizon_hour
-            self.store._expire(self.partition, delta.horizon_hour)
-
-    def load_snapshot(self, snapshot: Snapshot) -> None:
-        self.store._drop_partition(self.partition)
-        info = self.store.partitions[self.partition] = PartitionInfo(
-            counters=Counter(snapshot.counters),
-            watermark_us=snapshot.watermark_us,
-            horizon_hour=snapshot.horizon_hour,
-            progress=dict(snapshot.progress),
-            lake=dict(snapshot.lake),
-        )
-        info.records += 1
-        for tenant, campaign, hour, m in snapshot.buckets:
-            self.store._add(self.partition, tenant, campaign, hour, m)
+            self.store._advance_horizon(info, delta.horizon_hour)

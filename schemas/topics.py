@@ -6,7 +6,6 @@ Kafka cluster with different `PULSE_TOPIC`s never share state.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
 
@@ -16,9 +15,10 @@ class Topics:
     dlq: str
 
     @property
-    def by_tenant(self) -> str:
-        """Valid events, re-keyed by tenant, in batches: the rollup agent's input."""
-        return f"{self.input}-by-tenant"
+    def keyed(self) -> str:
+        """The rollup agent's input: valid events keyed by their (tenant, id) digest, and
+        counted funnel steps keyed by their journey, in batches."""
+        return f"{self.input}-keyed"
 
     @property
     def rollups(self) -> str:
@@ -31,12 +31,4 @@ class Topics:
         return f"{self.input}-pulse-meta"
 
     def all(self) -> tuple[str, ...]:
-        return (self.input, self.dlq, self.by_tenant, self.rollups, self.meta)
-
-
-def tenant_partition(tenant_id: str, partitions: int) -> int:
-    """The keyed partition that owns a tenant's dedup, journeys and rollups.
-
-    crc32 rather than Python's `hash`, which is salted per process.
-    """
-    return zlib.crc32(tenant_id.encode()) % partitions
+        return (self.input, self.dlq, self.keyed, self.rollups, self.meta)

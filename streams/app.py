@@ -14,12 +14,13 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_kafka
 
+from pulse.checkpoint_store import rollup_spec
 from pulse.kafka import FETCH_MAX_WAIT_MS
+from pulse.lakefs import LakeStore
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
 
-from .agents import register_rollup_agent
-from .bootstrap import rollup_spec
+from .agents import RollupAgent, register_rollup_agent
 from .ingest_process import IngestProcess
 from .owners import PartitionOwners
 
@@ -72,8 +73,8 @@ def create_app(settings: Settings, epoch: str) -> faust.App:
         table_standby_replicas=0,
         worker_redirect_stdouts=False,
     )
-    by_tenant = app.topic(
-        topics.by_tenant,
+    keyed = app.topic(
+        topics.keyed,
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.partitions,
@@ -82,13 +83,19 @@ def create_app(settings: Settings, epoch: str) -> faust.App:
     async def send(topic: str, value: bytes, partition: int) -> Any:
         return await app.producer.send(topic, None, value, partition, None, None)
 
-    owners = PartitionOwners(settings, rollup_spec(settings), epoch, topics.rollups, send)
-    register_rollup_agent(app, by_tenant, owners)
+    owners = PartitionOwners(settings, rollup_spec(settings), epoch, topics.rollups, send,
+                             LakeStore(settings.lake))
+    register_rollup_agent(app, keyed, RollupAgent(owners, topics.keyed, send,
+                                                  settings.partitions))
     app.service(IngestProcess(settings, epoch))
 
     @app.on_partitions_revoked.connect
     async def release_keyed(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
-        owners.release({tp.partition for tp in revoked if tp.topic == topics.by_tenant})
+        owners.release({tp.partition for tp in revoked if tp.topic == topics.keyed})
+
+    @app.on_before_shutdown.connect
+    async def finish_checkpoints(sender: Any, **kwargs: Any) -> None:
+        await owners.drain()
 
     app.pulse_owners = owners  # type: ignore[attr-defined]
     return app

@@ -4,14 +4,17 @@ Every difference between Tansu and Apache Kafka that Pulse works around is named
 with a `TANSU:` comment, and nowhere else:
 
 - TANSU: data lives in memory; a broker restart loses every topic. Pulse copes by
-  naming lake files after a per-incarnation epoch (`streams.epoch`) and rebuilding
-  rollups from the lake when the journal comes back empty (`streams.recovery`).
+  naming lake files after a per-incarnation epoch (`pulse.epoch`) and rebuilding
+  rollups from the lake when the journal comes back empty (`streams.rebuild`).
 - TANSU: implicitly created topics get 4 partitions, and Faust loops on
   `PartitionsMismatch`; so every topic, Faust's own leader topic included, is created
   here with the count we mean.
 - TANSU: ListOffsets under-reports end offsets and offset commits drop their metadata;
   Pulse never relies on either (readers read up to a record they wrote themselves,
   lake flush boundaries are kept in the lake).
+- TANSU: topic configs exist only as given at creation: AlterConfigs is not supported
+  (`sync_configs` says so instead of changing them), and retention is not enforced, so
+  the journal's log start never moves on the embedded broker.
 - TANSU: idempotent producers and transactions fail, so exactness comes from the
   rollup journal's design, not from Kafka transactions.
 - TANSU: a fetch is held for its whole max-wait even when data arrives, so every Pulse
@@ -33,6 +36,8 @@ from dataclasses import dataclass
 from typing import IO
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import IncompatibleBrokerVersion, KafkaError
 
 from pulse.kafka import CLIENT_DEFAULTS
 from pulse.schemas.errors import PulseError
@@ -42,6 +47,8 @@ from pulse.settings import Settings
 log = logging.getLogger("pulse.broker")
 
 TOPIC_EXISTS = 36
+_TOPIC_OVERRIDE = 1
+"""DescribeConfigs' source of a config set on the topic itself (DYNAMIC_TOPIC_CONFIG)."""
 
 
 class BrokerError(PulseError):
@@ -58,14 +65,20 @@ class TopicSpec:
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic Pulse uses. The topics Pulse writes for itself (the keyed topic and the
+    journal) keep `PULSE_JOURNAL_RETENTION_HOURS`: checkpoints cover what they drop, and
+    a partition whose checkpoint they outlive is rebuilt from the lake. The meta topic's
+    one record names the epoch and must stay."""
     topics = Topics(settings.topic, settings.dlq_topic)
     n = settings.partitions
+    bounded = {"cleanup.policy": "delete",
+               "retention.ms": str(settings.journal_retention_hours * 3600 * 1000)}
     forever = {"cleanup.policy": "delete", "retention.ms": "-1"}
     return [
         TopicSpec(topics.input, n, {}, False),
         TopicSpec(topics.dlq, n, {}, False),
-        TopicSpec(topics.by_tenant, n, {"retention.ms": str(7 * 24 * 3600 * 1000)}, True),
-        TopicSpec(topics.rollups, n, forever, True),
+        TopicSpec(topics.keyed, n, bounded, True),
+        TopicSpec(topics.rollups, n, bounded, True),
         TopicSpec(topics.meta, 1, forever, True),
         # FAUST: its partition assignor publishes on this topic; create it with the one
         # partition Faust expects rather than let the broker pick.
@@ -74,7 +87,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
-    """Create every topic Pulse uses (idempotent); fail clearly on a partition mismatch."""
+    """Create every topic Pulse uses (idempotent); fail clearly on a partition mismatch.
+
+    Returns the topic names; what `sync_configs` changed or could not change is logged.
+    """
     specs = topic_specs(settings)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **CLIENT_DEFAULTS)
     await admin.start()
@@ -96,9 +112,44 @@ async def ensure_topics(settings: Settings) -> list[str]:
                     f"{spec.partitions} (PULSE_PARTITIONS={settings.partitions}). "
                     "Use the same PULSE_PARTITIONS everywhere, or delete the topic."
                 )
+        for changed, line in await sync_configs(admin, specs):
+            log.log(logging.INFO if changed else logging.WARNING, "%s", line)
         return [s.name for s in specs]
     finally:
         await admin.close()
+
+
+async def sync_configs(admin: AIOKafkaAdminClient,
+                       specs: list[TopicSpec]) -> list[tuple[bool, str]]:
+    """Bring existing topics' configs to what Pulse needs; returns (changed, what) for
+    each topic it changed or could not change.
+
+    AlterConfigs replaces a topic's whole set of overrides, so the overrides the topic
+    already has are sent back with the new values.
+    """
+    wanted = {s.name: s.configs for s in specs if s.configs}
+    described = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name) for name in wanted])
+    lines = []
+    for response in described:
+        for _code, _message, _kind, name, entries in response.resources:
+            have = {entry[0]: entry[1] for entry in entries}
+            overrides = {entry[0]: entry[1] for entry in entries if entry[3] == _TOPIC_OVERRIDE}
+            changes = {k: v for k, v in wanted.get(name, {}).items() if have.get(k) != v}
+            if not changes:
+                continue
+            said = ", ".join(f"{k} {have.get(k)!r} -> {v!r}" for k, v in changes.items())
+            try:
+                await admin.alter_configs([ConfigResource(
+                    ConfigResourceType.TOPIC, name, configs={**overrides, **changes})])
+            except (KafkaError, IncompatibleBrokerVersion) as exc:
+                # TANSU: no AlterConfigs; topics keep the configs they were created with.
+                lines.append((False, f"topic {name} should have {said} but this broker cannot "
+                              f"change topic configs ({type(exc).__name__}); set them by "
+                              "hand, or delete the topic and run pulse topics again"))
+                continue
+            lines.append((True, f"topic {name}: changed {said}"))
+    return lines
 
 
 def port_free(host: str, port: int) -> bool:

@@ -44,13 +44,13 @@ import pyarrow.parquet as pq
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from pulse.epoch import current_epoch
 from pulse.kafka import CLIENT_DEFAULTS, broker_reachable
 from pulse.schemas import lake
 from pulse.schemas.lake import Folder, LakeNotLocal, folders
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
 
-from .epoch import current_epoch
 from .lake_sink import write_atomic
 
 log = logging.getLogger("pulse.compact")

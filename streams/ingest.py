@@ -7,8 +7,10 @@ core of its own. Each message ends up in exactly one place:
 
 - invalid -> the dead-letter topic (byte for byte, with reason headers) and the lake's
   `dead_letters/`, and a dead-letter note to the rollup agent so it is counted once;
-- valid -> the lake's `events/`, and the rollup agent's keyed topic, grouped by tenant
-  into a few large messages (so Faust's per-message cost is paid per batch).
+- valid -> the lake's `events/`, and the rollup agent's keyed topic, each event to the
+  partition of its (tenant, id) digest, grouped into a few large messages (so Faust's
+  per-message cost is paid per batch, and one tenant's load spreads over every
+  partition).
 
 Polls are pipelined: the next poll is read while the previous one's forwards are in
 flight, and a poll's rows reach the lake sink only once all its forwards and dead
@@ -26,22 +28,25 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 import msgspec
+import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS
+from pulse.rollups.dedup import content_digest, id_digest, keyed_partition
 from pulse.rollups.journal import LakeMark
-from pulse.rollups.partition import SourceBatch
+from pulse.rollups.partition import EventBatch
 from pulse.schemas.decode import decode_event
 from pulse.schemas.events import Event
-from pulse.schemas.topics import Topics, tenant_partition
+from pulse.schemas.topics import Topics
 from pulse.settings import Settings
 
 from .dlq import send_dead_letter
 from .lake_sink import DeadLetter, LakeSink, LakeWriter
 
 log = logging.getLogger("pulse.ingest")
+_encode = msgspec.msgpack.Encoder().encode
 
 POLL_RECORDS = 20_000
 POLLS_IN_FLIGHT = 4
@@ -81,7 +86,6 @@ class Ingest:
         self._progress: dict[int, int] = {}
         self._lake_marks: dict[int, dict[int, LakeMark]] = defaultdict(dict)
         self._last_sent: dict[int, float] = {}
-        self._tenant_partition: dict[str, int] = {}
         self._in_flight: deque[Routed] = deque()
         self.counts: dict[str, int] = defaultdict(int)
         self.consumer: AIOKafkaConsumer | None = None
@@ -168,26 +172,23 @@ class Ingest:
         routed = Routed([])
         taken = self._in_sequence(batches, moved=rebalances != self._rebalances)
         now_us = time.time_ns() // 1000
-        outgoing: dict[int, list[tuple[int, int, Event | str]]] = defaultdict(list)
-        sizes: dict[int, int] = defaultdict(int)
         n = self.keyed_partitions
-        q_of = self._tenant_partition
+        outgoing = [_Keyed() for _ in range(n)]
         for p, (expected, records) in taken.items():
             rows: list[Event | DeadLetter] = []
             for record in records:
                 raw = record.value or b""
                 result = decode_event(raw, now_us)
                 if isinstance(result, Event):
-                    q = q_of.get(result.tenant_id)
-                    if q is None:
-                        q = q_of[result.tenant_id] = tenant_partition(result.tenant_id, n)
-                    outgoing[q].append((p, record.offset, result))
-                    sizes[q] += len(raw)
+                    digest = id_digest(result.tenant_id, result.id)
+                    outgoing[keyed_partition(digest, n)].add(p, record.offset, result, digest,
+                                                             len(raw))
                     rows.append(result)
                 else:
                     routed.futures.append(await send_dead_letter(
                         self.producer, self.topics.dlq, record, result))
-                    outgoing[p % n].append((p, record.offset, str(result.reason)))
+                    # Dead letters of input partition p are counted by keyed partition p % n.
+                    outgoing[p % n].add_dead(p, record.offset, str(result.reason))
                     rows.append(DeadLetter(raw, str(result.reason), result.message,
                                            record.offset, record.timestamp * 1000))
                     self.counts["dead_letters"] += 1
@@ -201,7 +202,7 @@ class Ingest:
                     seen_us := self._caught_up_at(tp, expected)) is not None:
                 self._progress[p] = max(self._progress.get(p, 0), seen_us)
         routed.progress = dict(self._progress)
-        routed.futures.extend(await self._forward(outgoing, sizes))
+        routed.futures.extend(await self._forward(outgoing))
         return routed
 
     def _caught_up_at(self, tp: TopicPartition, expected: int) -> int | None:
@@ -261,24 +262,22 @@ class Ingest:
             taken[tp.partition] = (expected, records)
         return taken
 
-    async def _forward(self, outgoing: dict[int, list[tuple[int, int, Event | str]]],
-                       sizes: dict[int, int]) -> list[asyncio.Future]:
+    async def _forward(self, outgoing: list[_Keyed]) -> list[asyncio.Future]:
         assert self.producer is not None
         futures = []
         now = time.monotonic()
-        for q in range(self.keyed_partitions):
-            entries = outgoing.get(q, [])
+        for q, keyed in enumerate(outgoing):
             idle = now - self._last_sent.get(q, 0.0) >= HEARTBEAT_SECONDS
-            if not entries and not idle and not self._lake_marks.get(q):
+            if not keyed.items and not idle and not self._lake_marks.get(q):
                 continue
-            chunks = _chunks(entries, sizes.get(q, 0))
+            chunks = keyed.chunks()
             for chunk in chunks:
                 # The progress rides on the last chunk only: each chunk becomes a journal
                 # record of its own, and an earlier one must not claim the later ones.
                 progress = dict(self._progress) if chunk is chunks[-1] else {}
-                batch = SourceBatch(chunk, progress, self._lake_marks.pop(q, {}))
+                batch = _batch(chunk, progress, self._lake_marks.pop(q, {}))
                 futures.append(await self.producer.send(
-                    self.topics.by_tenant, msgspec.msgpack.encode(batch), partition=q))
+                    self.topics.keyed, _encode(batch), partition=q))
             self._last_sent[q] = now
         self.counts["forwarded_messages"] += len(futures)
         return futures
@@ -305,13 +304,45 @@ class Ingest:
             self._lake_marks[q][partition] = mark
 
 
-def _chunks(entries: list, size: int) -> list[list]:
-    """Split so that no forwarded message comes near Kafka's message size limit."""
-    if not entries:
-        return [[]]
-    parts = max(-(-len(entries) // FORWARD_EVENTS), -(-size // FORWARD_BYTES))
-    step = -(-len(entries) // parts)
-    return [entries[i : i + step] for i in range(0, len(entries), step)]
+class _Keyed:
+    """What one poll forwards to one keyed partition, in arrival order."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[int, int, Event | str, bytes]] = []
+        """(source, offset, event or dead-letter reason, id digest)."""
+        self.size = 0
+
+    def add(self, source: int, offset: int, event: Event, digest: bytes, size: int) -> None:
+        self.items.append((source, offset, event, digest))
+        self.size += size
+
+    def add_dead(self, source: int, offset: int, reason: str) -> None:
+        self.items.append((source, offset, reason, b""))
+
+    def chunks(self) -> list[list[tuple[int, int, Event | str, bytes]]]:
+        """Split so that no forwarded message comes near Kafka's message size limit.
+
+        By position: each chunk holds, of every source, offsets before the next chunk's,
+        as the applied-offset guard of each journal record needs.
+        """
+        n = len(self.items)
+        parts = max(1, -(-n // FORWARD_EVENTS), -(-self.size // FORWARD_BYTES))
+        step = max(1, -(-n // parts))
+        return [self.items[i:i + step] for i in range(0, n, step)] or [[]]
+
+
+def _batch(items: list[tuple[int, int, Event | str, bytes]], progress: dict[int, int],
+           lake: dict[int, LakeMark]) -> EventBatch:
+    events = [(s, o, e, d) for s, o, e, d in items if isinstance(e, Event)]
+    return EventBatch(
+        sources=np.array([s for s, _, _, _ in events], np.int32).tobytes(),
+        offsets=np.array([o for _, o, _, _ in events], np.int64).tobytes(),
+        digests=b"".join(d for _, _, _, d in events),
+        contents=np.array([content_digest(_encode(e)) for _, _, e, _ in events],
+                          np.uint32).tobytes(),
+        events=[e for _, _, e, _ in events],  # type: ignore[misc]
+        dead=[(s, o, r) for s, o, r, _ in items if isinstance(r, str)],
+        progress=progress, lake=lake)
 
 
 class _Rebalance(ConsumerRebalanceListener):

@@ -1,11 +1,11 @@
 """`pulse replay`: rebuild the rollups from the lake and publish them as the new base.
 
-For every keyed partition, the lake's events and dead letters (every epoch; in the
-current epoch only the offsets the ingest group has committed, which are exactly those
-fully in the lake) are folded with the live code into a snapshot, written to the
-journal as a claim and a reset. Its applied offsets are the committed ones, so workers
-started afterwards carry on from there, exactly. Running it twice writes the same
-snapshot twice: nothing changes.
+Every keyed partition is rebuilt from the lake's events and dead letters (every epoch;
+in the current epoch only the offsets the ingest group has committed, which are exactly
+those fully in the lake) with the live code (`streams.rebuild`), then published: a
+reset claim in its journal, and the checkpoint stamped with that claim's offset. Its
+applied offsets are the committed ones, so workers started afterwards carry on from
+there, exactly. Running it twice publishes the same state twice: nothing changes.
 
 It needs the workers stopped: a running worker would keep writing behind the reset's
 claim, and readers would ignore it. Since the embedded broker cannot describe consumer
@@ -16,20 +16,28 @@ the last seconds (an idle worker still journals a heartbeat every few seconds).
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import tempfile
 import time
 import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS, wait_for_broker
-from pulse.rollups import journal
+from pulse.checkpoint_store import rollup_spec
+from pulse.epoch import current_epoch
+from pulse.kafka import CLIENT_DEFAULTS, wait_for_broker
+from pulse.lakefs import LakeStore
+from pulse.rollups import checkpoint, journal
+from pulse.rollups.dedup import SeenSet
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
 
-from .bootstrap import rebuild_partition, rollup_spec
 from .broker import ensure_topics
-from .epoch import current_epoch
+from .checkpoints import PartitionCheckpoints
+from .dedup_runs import DiskRuns
+from .lake_position import lake_limits
+from .rebuild import rebuild
 
 QUIET_SECONDS = 15.0
 
@@ -59,50 +67,6 @@ async def _last_write(settings: Settings, topic: str) -> float | None:
         await consumer.stop()
 
 
-async def _committed(settings: Settings, topic: str) -> dict[int, int | None]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                group_id=f"{settings.group}-ingest", enable_auto_commit=False,
-                                **CLIENT_DEFAULTS)
-    await consumer.start()
-    try:
-        partitions = sorted(consumer.partitions_for_topic(topic) or [])
-        return {p: await consumer.committed(TopicPartition(topic, p)) for p in partitions}
-    finally:
-        await consumer.stop()
-
-
-async def _complete_to(settings: Settings, topic: str,
-                       committed: dict[int, int | None]) -> dict[int, int]:
-    """Per input partition, the time (µs) up to which the lake holds what was produced.
-
-    The lake holds exactly the committed offsets. A partition read to its end is
-    complete up to the fetch that found nothing more (less the broker's fetch wait);
-    one with messages past its commit only up to its last committed message's time.
-    """
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-                                **CLIENT_DEFAULTS)
-    await consumer.start()
-    try:
-        out = {}
-        for p, offset in committed.items():
-            tp = TopicPartition(topic, p)
-            consumer.assign([tp])
-            asked_us = time.time_ns() // 1000 - FETCH_MAX_WAIT_MS * 1000
-            consumer.seek(tp, offset or 0)
-            after = (await consumer.getmany(tp, timeout_ms=1000, max_records=1)).get(tp)
-            if not after:
-                out[p] = asked_us
-            elif offset:
-                consumer.seek(tp, offset - 1)
-                last = (await consumer.getmany(tp, timeout_ms=1000, max_records=1)).get(tp)
-                if last:
-                    out[p] = last[0].timestamp * 1000
-        return out
-    finally:
-        await consumer.stop()
-
-
 async def replay(settings: Settings, force: bool) -> int:
     started = time.monotonic()
     await wait_for_broker(settings.kafka_bootstrap, 60, "pulse replay")
@@ -116,32 +80,36 @@ async def replay(settings: Settings, force: bool) -> int:
                   file=sys.stderr)
             return 1
     epoch = await current_epoch(settings.kafka_bootstrap, topics)
-    committed = await _committed(settings, topics.input)
-    below = {(epoch, p): offset or 0 for p, offset in committed.items()}
-    applied = {p: offset - 1 for p, offset in committed.items() if offset}
-    complete = await _complete_to(settings, topics.input, committed)
+    below, applied, complete = await lake_limits(settings, epoch)
     spec = rollup_spec(settings)
-    session = uuid.uuid4().hex
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
-                                max_request_size=8 * 1024 * 1024, enable_idempotence=False,
-                                **CLIENT_DEFAULTS)
-    await producer.start()
-    totals = {"read": 0, "accepted": 0, "duplicates": 0, "dead_letters": 0}
-    try:
-        for q in range(settings.partitions):
-            snapshot = await asyncio.to_thread(rebuild_partition, settings.lake, spec, q,
-                                               settings.partitions, lambda f: True, applied,
-                                               below, complete)
-            for record in journal.reset_records(session, snapshot):
-                await producer.send_and_wait(topics.rollups, journal.encode(record), partition=q)
-            for key in totals:
-                totals[key] += snapshot.counters.get(key, 0)
-            print(f"pulse replay: keyed partition {q + 1}/{settings.partitions}: "
-                  f"{snapshot.counters.get('read', 0):,} messages, {len(snapshot.buckets):,} "
-                  f"hourly buckets, {len(snapshot.journeys):,} journeys", file=sys.stderr,
-                  flush=True)
-    finally:
-        await producer.stop()
+    lake = LakeStore(settings.lake)
+    with tempfile.TemporaryDirectory(prefix="pulse-replay-") as tmp:
+        runs = {q: DiskRuns(os.path.join(tmp, f"p{q:04d}")) for q in range(settings.partitions)}
+        print(f"pulse replay: reading the lake at {lake.uri('')}", file=sys.stderr, flush=True)
+        states = await asyncio.to_thread(
+            rebuild, settings.lake, spec, {q: SeenSet(r) for q, r in runs.items()},
+            lambda f: True, applied, below, complete)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
+                                    enable_idempotence=False, **CLIENT_DEFAULTS)
+        await producer.start()
+        try:
+            for q, state in sorted(states.items()):
+                session = uuid.uuid4().hex
+                claim = await producer.send_and_wait(
+                    topics.rollups, journal.encode(journal.Claim(session, reset=True)),
+                    partition=q)
+                body = state.body(epoch, claim.offset, session, -1, time.time_ns() // 1000)
+                checkpoints = PartitionCheckpoints(lake, epoch, q, spec.definitions())
+                await asyncio.to_thread(checkpoints.publish, body, checkpoint.encode(body),
+                                        runs[q])
+                print(f"pulse replay: keyed partition {q + 1}/{settings.partitions}: "
+                      f"{state.counters.get('read', 0):,} messages, {len(state.buckets):,} "
+                      f"hourly buckets, {sum(len(g) for g in state.journeys.values()):,} "
+                      "journeys", file=sys.stderr, flush=True)
+        finally:
+            await producer.stop()
+    totals = {key: sum(s.counters.get(key, 0) for s in states.values())
+              for key in ("read", "accepted", "duplicates", "dead_letters")}
     print(f"pulse replay: rebuilt the rollups from the lake in {time.monotonic() - started:.1f} s:"
           f" {totals['read']:,} messages = {totals['accepted']:,} events + "
           f"{totals['duplicates']:,} duplicates + {totals['dead_letters']:,} dead letters")

@@ -18,8 +18,9 @@ _FAUST_LEVELS = {"debug": "debug", "info": "info", "warning": "warn", "warn": "w
 
 async def prepare(settings: Settings, broker_timeout: float = 300.0) -> str:
     """Everything the app needs before it starts; returns the epoch."""
+    from pulse.epoch import current_epoch
+
     from .broker import ensure_topics
-    from .epoch import current_epoch
 
     await wait_for_broker(settings.kafka_bootstrap, broker_timeout, "pulse worker")
     await ensure_topics(settings)

@@ -17,7 +17,10 @@ from pathlib import Path
 import duckdb
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from pulse.checkpoint_store import CheckpointReader, rollup_spec
+from pulse.epoch import read_epoch
 from pulse.kafka import FETCH_MAX_WAIT_MS
+from pulse.lakefs import LakeStore
 from pulse.rollups import journal
 from pulse.rollups.store import RollupStore
 from pulse.schemas.events import Event
@@ -198,12 +201,29 @@ class Pulse:
                     batches = await consumer.getmany(timeout_ms=300)
                     for tp, records in batches.items():
                         for record in records:
-                            store.fold(tp.partition).feed(journal.decode(record.value))
+                            reset = store.fold(tp.partition).feed(
+                                journal.decode(record.value), record.offset)
+                            if reset is not None:
+                                store.load(tp.partition, await self._checkpoint_at(
+                                    tp.partition, reset))
                     quiet = not batches  # read to the end of what is there now
                 return store
             finally:
                 await consumer.stop()
         return asyncio.run(go())
+
+    async def _checkpoint_at(self, partition: int, offset: int, timeout: float = 60):
+        """The checkpoint a reset at `offset` names (published just after the reset)."""
+        settings = self.settings
+        epoch = await read_epoch(settings.kafka_bootstrap, self.topics)
+        assert epoch is not None
+        reader = CheckpointReader(LakeStore(settings.lake), epoch, partition,
+                                  rollup_spec(settings).definitions())
+        deadline = time.monotonic() + timeout
+        while (body := reader.at(offset)) is None:
+            assert time.monotonic() < deadline, f"no checkpoint at journal offset {offset}"
+            await asyncio.sleep(0.2)
+        return body
 
     def dead_letter_topic(self, expected: int, timeout: float = 30) -> list:
         async def go() -> list:

@@ -19,9 +19,9 @@ ALLOWED = {
     "schemas": {"pulse.schemas"},
     "rollups": {"pulse.schemas", "pulse.rollups"},
     "streams": {"pulse.schemas", "pulse.rollups", "pulse.streams", "pulse.settings",
-                "pulse.kafka"},
+                "pulse.kafka", "pulse.lakefs", "pulse.epoch", "pulse.checkpoint_store"},
     "api": {"pulse.schemas", "pulse.rollups", "pulse.api", "pulse.settings", "pulse.kafka",
-            "pulse"},
+            "pulse.lakefs", "pulse.epoch", "pulse.checkpoint_store", "pulse"},
 }
 FORBIDDEN_LIBRARIES = {
     "schemas": {"aiokafka", "faust", "mode", "duckdb", "starlette", "uvicorn", "socket",
@@ -30,7 +30,7 @@ FORBIDDEN_LIBRARIES = {
                 "socket", "asyncio", "os", "time", "threading"},
     "api": {"faust", "mode"},
 }
-LEAVES = {"pulse/settings.py": set(), "pulse/kafka.py": set()}
+LEAVES = {"pulse/settings.py": set(), "pulse/kafka.py": set(), "pulse/lakefs.py": set()}
 
 
 def modules(folder: str) -> list[Path]:

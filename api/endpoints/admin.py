@@ -7,6 +7,9 @@ import time
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pulse.rollups.store import PartitionInfo
+from pulse.rollups.windows import HOUR_US
+
 from ..auth import require_admin
 from ..context import context
 from ..params import iso
@@ -25,6 +28,25 @@ async def tenants(request: Request) -> Response:
     return json({"tenants": sorted(known)})
 
 
+def _recovery(info: PartitionInfo, unavailable: str | None,
+              loaded_at_start: int | None) -> dict[str, object]:
+    """What the partition's worker says of its recovery, checkpoints and dedup memory."""
+    stats = info.stats
+    written = stats.get("checkpoint_written_us")
+    return {
+        "checkpoint_offset": stats.get("checkpoint_offset"),
+        "checkpoint_age_seconds": None if written is None
+        else round(time.time() - written / 1e6, 1),
+        "journal_records_folded_at_start": stats.get("folded_at_start"),
+        "recovery_seconds": stats.get("recovery_seconds"),
+        "dedup_events": stats.get("dedup_events"),
+        "dedup_bytes_in_memory": stats.get("dedup_memory_bytes"),
+        "dedup_bytes_on_disk": stats.get("dedup_disk_bytes"),
+        "replica_started_from_checkpoint": loaded_at_start,
+        "rebuild_needed": unavailable,
+    }
+
+
 async def status(request: Request) -> Response:
     """Counters, watermarks and lake progress as the journal tells them."""
     ctx = context(request)
@@ -40,9 +62,11 @@ async def status(request: Request) -> Response:
             "journal_records": info.records,
             "watermark": None if info.watermark_us is None else iso(info.watermark_us),
             "retained_from": None if info.horizon_hour is None
-            else iso(info.horizon_hour * 3_600_000_000),
+            else iso(info.horizon_hour * HOUR_US),
             "as_of": iso(min(info.progress.values())) if info.progress else None,
             "counters": dict(info.counters),
+            **_recovery(info, ctx.replica.unavailable.get(q),
+                        ctx.replica.loaded_at_start.get(q)),
         }
         if info.progress:
             as_of.append(min(info.progress.values()))

@@ -1,4 +1,4 @@
-"""The epoch: a short id for this incarnation of the Kafka log.
+"""The epoch: a short id for this incarnation of the Kafka log, shared by every process.
 
 Lake file names carry partition and offsets so that a replay rewrites the same files.
 Offsets alone are not unique forever: the embedded broker forgets everything when it
@@ -31,6 +31,11 @@ async def _first_record(bootstrap: str, tp: TopicPartition, wait_ms: int) -> str
         return json.loads(records[0].value)["epoch"] if records else None
     finally:
         await consumer.stop()
+
+
+async def read_epoch(bootstrap: str, topics: Topics) -> str | None:
+    """The epoch if a worker has named it already (API processes only read it)."""
+    return await _first_record(bootstrap, TopicPartition(topics.meta, 0), wait_ms=1500)
 
 
 async def current_epoch(bootstrap: str, topics: Topics) -> str:
