@@ -14,6 +14,7 @@ A lake that already holds events gets no second history on top of the first.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -22,9 +23,12 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from .schemas.lake import tenants as lake_tenants
 from .settings import Settings
@@ -145,7 +149,7 @@ class Supervisor:
         if not self._wait_for(api, lambda: _http_ok(f"{local}/readyz"), 120):
             return 1
         self.say(f"api       http://{s.api_host}:{s.api_port}/  (log {api.log})")
-        if self.simulate and not self._start_simulate(env, f"{local}/metrics"):
+        if self.simulate and not self._start_simulate(env, local):
             return 1
         self.say(f"dashboard {dashboard_url(s, self.admin_key)}")
         self.say("Ctrl-C stops everything")
@@ -156,7 +160,7 @@ class Supervisor:
         second `pulse up --simulate` would otherwise double every number)."""
         return 0.0 if lake_tenants(self.settings.lake) else self.backfill_days
 
-    def _start_simulate(self, env: dict[str, str], metrics: str) -> bool:
+    def _start_simulate(self, env: dict[str, str], api: str) -> bool:
         """Demo traffic; with a history, wait until the rollups hold all of it."""
         days = self.history_days()
         if days != self.backfill_days:
@@ -175,7 +179,7 @@ class Supervisor:
         sent: list[int] = []
         if not self._wait_for(sim, lambda: _backfill_sent(sim.log, sent), HISTORY_TIMEOUT):
             return False
-        if self._wait_for_rollups(sim, metrics, sent[0]):
+        if self._wait_for_history(sim, api, time.time(), sent[0]):
             self.say(f"history   {sent[0]:,} messages over the last {span}, in the dashboard "
                      f"after {time.monotonic() - started:.0f} s")
         elif not self.stopping.is_set():
@@ -183,20 +187,31 @@ class Supervisor:
                      "is still catching up, so the dashboard fills in as it does")
         return not self.stopping.is_set()
 
-    def _wait_for_rollups(self, sim: Child, metrics: str, messages: int) -> bool:
-        """Until the API's rollups have read `messages`, saying how far they are meanwhile;
+    def _wait_for_history(self, sim: Child, api: str, sent_at: float, messages: int) -> bool:
+        """Until the API's answers are complete up to `sent_at` (their `as_of`: everything
+        produced before it is in the numbers), saying how far the rollups are meanwhile;
         False if that took longer than `HISTORY_TIMEOUT`, or was interrupted."""
+        key, admin = self._probe_key()
         deadline = time.monotonic() + HISTORY_TIMEOUT
         said = time.monotonic()
         while not self.stopping.is_set() and sim.alive() and time.monotonic() < deadline:
-            read = _messages_read(metrics)
-            if read >= messages:
+            as_of = _complete_up_to(api, key, admin)
+            if as_of is not None and as_of >= sent_at:
                 return True
             if time.monotonic() - said >= 10:
-                self.say(f"history   {read:,} of {messages:,} messages in the rollups so far")
+                self.say(f"history   {_messages_read(f'{api}/metrics'):,} of {messages:,} "
+                         "messages read by the rollups so far")
                 said = time.monotonic()
             time.sleep(0.5)
         return False
+
+    def _probe_key(self) -> tuple[str | None, bool]:
+        """A key to ask the API with (None: auth is off), and whether it is an admin's."""
+        if self.admin_key or self.insecure:
+            return self.admin_key, True
+        keys = self.settings.read_api_keys() or {}
+        admin = next((k for k, tenant in keys.items() if tenant == "*"), None)
+        return (admin, True) if admin else (next(iter(keys), None), False)
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Child:
         child = Child(name, args, self.logs / f"{name}.log")
@@ -252,6 +267,33 @@ def _backfill_sent(log: Path, found: list[int]) -> bool:
     if match:
         found.append(int(match.group(1).replace(b",", b"")))
     return match is not None
+
+
+def _complete_up_to(api: str, key: str | None, admin: bool) -> float | None:
+    """The `as_of` (epoch seconds) of an overview of the last hour, as a dashboard gets it."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    tenant = ""
+    if admin:
+        tenants = (_get_json(f"{api}/analytics/tenants", headers) or {}).get("tenants")
+        if not tenants:
+            return None
+        tenant = f"tenant={urllib.parse.quote(tenants[0])}&"
+    hour = int(time.time()) // 3600 * 3600
+    frm, to = (time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(t))
+               for t in (hour - 3600, hour + 3600))
+    answer = _get_json(f"{api}/analytics/overview?{tenant}from={frm}&to={to}", headers)
+    as_of = (answer or {}).get("as_of")
+    return datetime.fromisoformat(as_of.replace("Z", "+00:00")).timestamp() if as_of else None
+
+
+def _get_json(url: str, headers: dict[str, str]) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                    timeout=5) as response:
+            answer = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return answer if isinstance(answer, dict) else None
 
 
 def _messages_read(metrics: str) -> int:

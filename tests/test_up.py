@@ -66,9 +66,10 @@ def hour_text(at: float) -> str:
     return time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(at))
 
 
-def first_look(base: str, key: str, tenant: str, days: int) -> None:
+def first_look(base: str, key: str, tenant: str, days: int) -> list[int]:
     """What the dashboard's panels ask for on first open, over the backfilled days: a
-    time series with history in most hours, intents, and a funnel past its first step."""
+    time series with history in most hours, intents, and a funnel past its first step
+    (returned: journeys per step)."""
     now = time.time()
     frm, to = hour_text(now - days * 86400), hour_text(now + 3600)
     query = f"tenant={tenant}&from={frm}&to={to}"
@@ -81,10 +82,11 @@ def first_look(base: str, key: str, tenant: str, days: int) -> None:
     assert all(p["value"] > 0 for p in dates[1:]), (tenant, dates)
     overview = get(f"{base}/analytics/overview?{query}", key)
     funnel = [step["customers"] for step in overview["funnel"]]
-    assert funnel[0] > funnel[1] > funnel[2] > 0, (tenant, funnel)
+    assert funnel[0] > funnel[1] > funnel[2] >= 0, (tenant, funnel)
     assert len(overview["intents"]["by_label"]) >= 5
     campaigns = get(f"{base}/analytics/campaigns?{query}", key)["campaigns"]
     assert len([c for c in campaigns if c["conversations"]]) == 3
+    return funnel
 
 
 @pytest.mark.broker
@@ -109,8 +111,9 @@ def test_up_simulate_opens_on_a_history_then_goes_live_and_sigint_stops_it(tmp_p
 
         tenants = get(f"{base}/analytics/tenants", key)["tenants"]
         assert len(tenants) == 3
-        for tenant in tenants:  # at once: the URL comes only when the history is in
-            first_look(base, key, tenant, days=2)
+        # at once: the URL comes only when the history is in
+        funnels = [first_look(base, key, tenant, days=2) for tenant in tenants]
+        assert sum(qualified for _, _, qualified in funnels) > 0  # within two days
         lake = tmp_path / "lake" / "events"
         deadline = time.monotonic() + 60
         while not any(lake.rglob("*.parquet")):  # the lake flushes on its own clock
