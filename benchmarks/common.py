@@ -68,7 +68,8 @@ def bench_settings(bootstrap: str, root: Path, **changes: Any) -> Settings:
 
 
 def events(n: int, seed: int = 1, duplicates: float = 0.05, invalid: float = 0.001,
-           days: int = 7, now_ms: int | None = None) -> Iterator[tuple[bytes, bytes]]:
+           days: int = 7, now_ms: int | None = None,
+           tenants: int = 3) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) of `n` messages: realistic events, exact duplicates, a few invalid.
 
     Written with string formatting rather than a JSON encoder: the producer should not
@@ -85,7 +86,7 @@ def events(n: int, seed: int = 1, duplicates: float = 0.05, invalid: float = 0.0
         if r < duplicates + invalid:
             yield b"bad", b'{"id": "broken-%d", "tenant_id": "acme"' % i
             continue
-        tenant = TENANTS[i % 3]
+        tenant = TENANTS[i % tenants] if tenants <= len(TENANTS) else f"tenant{i % tenants}"
         kind = TYPES[rnd.randrange(7)]
         customer = f"c{rnd.randrange(20_000)}"
         at = now_ms - rnd.randrange(days * 24 * HOUR_MS)

@@ -120,10 +120,10 @@ class JournalWatch:
 
 
 @asynccontextmanager
-async def running_worker(settings: Settings, root: Path) -> AsyncIterator[Worker]:
+async def running_worker(settings: Settings, root: Path, **env: str) -> AsyncIterator[Worker]:
     """A `pulse worker` whose ingest stage has joined its group, with a journal watch."""
     log = root / "worker.log"
-    worker = Worker(spawn(["worker"], settings, log), JournalWatch(settings), log)
+    worker = Worker(spawn(["worker"], settings, log, **env), JournalWatch(settings), log)
     await worker.watch.start()
     try:
         while b"ingest reads input partitions" not in log.read_bytes():
@@ -132,8 +132,9 @@ async def running_worker(settings: Settings, root: Path) -> AsyncIterator[Worker
         yield worker
     finally:
         await worker.watch.stop()
-        os.killpg(worker.process.pid, signal.SIGTERM)
-        worker.process.wait(120)
+        if worker.process.poll() is None:
+            os.killpg(worker.process.pid, signal.SIGTERM)
+            worker.process.wait(120)
 
 
 @dataclass

@@ -304,7 +304,7 @@ def bench_peers(n: int, quick: bool) -> None:
 
 
 @bench.command("memory")
-@click.option("--sizes", default="1000000,5000000,10000000", show_default=True,
+@click.option("--sizes", default="10000000,50000000", show_default=True,
               help="events held inside rollup retention, comma-separated")
 @click.option("--quick", is_flag=True, help="a small run that checks it works (CI)")
 def bench_memory(sizes: str, quick: bool) -> None:
@@ -313,6 +313,31 @@ def bench_memory(sizes: str, quick: bool) -> None:
 
     counts = [100_000] if quick else [int(s) for s in sizes.split(",") if s.strip()]
     sys.exit(run_memory(counts, quick))
+
+
+@bench.command("recovery")
+@click.option("--events", "n", default=20_000_000, show_default=True,
+              help="events the worker holds when it is killed (and a tenth of it first)")
+@click.option("--quick", is_flag=True, help="a small run that checks it works (CI)")
+def bench_recovery(n: int, quick: bool) -> None:
+    """Worker restart after kill -9, and a fresh API's start, at N and N/10 events."""
+    from pulse.benchmarks.recovery import run_recovery
+
+    sys.exit(run_recovery(20_000 if quick else n, quick))
+
+
+@bench.command("scale")
+@click.option("--events", "n", default=400_000, show_default=True, help="events per run")
+@click.option("--tenants", default=1, show_default=True, help="tenants the events belong to")
+@click.option("--workers", default="1,2,4", show_default=True,
+              help="worker counts to run, comma-separated")
+@click.option("--quick", is_flag=True, help="a small run that checks it works (CI)")
+def bench_scale(n: int, tenants: int, workers: str, quick: bool) -> None:
+    """Each worker's share of one tenant's events, for 1, 2 and 4 workers."""
+    from pulse.benchmarks.scale import run_scale
+
+    counts = [2] if quick else [int(w) for w in workers.split(",") if w.strip()]
+    sys.exit(run_scale(20_000 if quick else n, tenants, counts, quick))
 
 
 @main.command()

@@ -80,6 +80,8 @@ class Body(msgspec.Struct, array_like=True, gc=False):
     buckets: list[tuple[str, str | None, int, Measures]]
     journeys: list[tuple[str, str | None, str, bytes]]
     runs: list[RunRef]
+    stats: dict[str, float]
+    """What the writer last said of itself (`Delta.stats`), for readers starting here."""
 
 
 _encoder = msgspec.msgpack.Encoder()

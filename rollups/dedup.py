@@ -15,6 +15,7 @@ Pure: no I/O of its own, no clock.
 from __future__ import annotations
 
 import hashlib
+import struct
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ ENTRY = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("content", "<u4")])
 JOURNAL_ENTRY = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("content", "<u4"), ("day", "<i4")])
 """One new digest as the journal carries it (24 bytes)."""
 
+_FILTER = struct.Struct("<QQI")
 U64 = npt.NDArray[np.uint64]
 Bools = npt.NDArray[np.bool_]
 
@@ -59,12 +61,13 @@ def keyed_partition(digest: bytes, partitions: int) -> int:
 
 
 def sort_entries(entries: npt.NDArray[np.void]) -> npt.NDArray[np.void]:
-    order = np.lexsort((entries["lo"], entries["hi"]))
-    return entries[order]
+    """By high half: digests sharing it (1 in 2^64 per pair) `find_sorted` tells apart.
+    Stable, so that two sorted runs concatenated are merged in linear time."""
+    return entries[np.argsort(entries["hi"], kind="stable")]
 
 
 def find_sorted(run_hi: U64, run_lo: U64, hi: U64, lo: U64) -> npt.NDArray[np.int64]:
-    """Index of each (hi, lo) in a run sorted by (hi, lo), or -1."""
+    """Index of each (hi, lo) in a run sorted by `hi`, or -1."""
     n = len(run_hi)
     at = np.searchsorted(run_hi, hi)
     inside = at < n
@@ -100,9 +103,13 @@ class Bloom:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(capacity, 1024)
-        self.blocks = -(-self.capacity * self.BITS_PER_KEY // 256)
+        self.blocks = self._blocks(self.capacity)
         self.words = np.zeros(self.blocks * 8, np.uint32)
         self.keys = 0
+
+    @classmethod
+    def _blocks(cls, capacity: int) -> int:
+        return -(-max(capacity, 1024) * cls.BITS_PER_KEY // 256)
 
     @property
     def nbytes(self) -> int:
@@ -124,6 +131,25 @@ class Bloom:
                 lost = (self.words[index] & masks) != masks
                 index, masks = index[lost], masks[lost]
         self.keys += len(hi)
+
+    def to_bytes(self) -> bytes:
+        """A copy of the filter (with its capacity and key count), to save beside a
+        checkpoint: loading it back is a copy, where rebuilding reads every run."""
+        return _FILTER.pack(self.capacity, self.keys, zlib.crc32(self.words)) + \
+            self.words.tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Bloom | None:
+        """The filter `to_bytes` wrote, or None if `data` is not one, whole."""
+        if len(data) < _FILTER.size:
+            return None
+        capacity, keys, crc = _FILTER.unpack_from(data)
+        words = np.frombuffer(data, np.uint8, offset=_FILTER.size)
+        if cls._blocks(capacity) * 32 != len(words) or zlib.crc32(words) != crc:
+            return None
+        bloom = cls(capacity)
+        bloom.words, bloom.keys = words.view(np.uint32).copy(), keys
+        return bloom
 
     def contains(self, hi: U64, lo: U64) -> Bools:
         if not len(hi):
@@ -194,26 +220,32 @@ class MemoryRuns:
         self._runs.pop(run.name, None)
 
 
-class SeenSet:
-    """Digests of counted events: a dict of the newest, sorted runs of the rest, a filter.
+_RECENT = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("content", "<u4"), ("day", "<i4")])
 
-    New digests go to the dict; once it holds `spill` of them they are written as one
-    run per day and runs of a day are merged like a binary counter, so a digest is
-    rewritten a logarithmic number of times and a day holds few runs.
+
+class SeenSet:
+    """Digests of counted events: chunks of the newest, sorted runs of the rest, a filter.
+
+    New digests are kept as small sorted chunks (one per batch, no Python object per
+    digest); once there are `spill` of them they are written as one run per day, and
+    runs of a day are merged like a binary counter, so a digest is rewritten a
+    logarithmic number of times and a day holds few runs. Runs are sorted by the high
+    half alone: `find_sorted` tells digests sharing it apart.
     """
 
     def __init__(self, store: RunStore, spill: int = 65_536, capacity: int = 1 << 20) -> None:
         self.store = store
         self.spill = spill
-        self._recent: dict[tuple[int, int], tuple[int, int]] = {}
-        """(hi, lo) -> (content, day), not yet in a run."""
+        self._recent: list[npt.NDArray[np.void]] = []
+        """Sorted chunks (`_RECENT`) not yet in a run."""
+        self._recent_count = 0
         self._runs: dict[int, list[Run]] = {}
         self._bloom = Bloom(capacity)
         self._stale = 0
         """Keys still in the filter whose day has expired."""
 
     def __len__(self) -> int:
-        return sum(r.count for runs in self._runs.values() for r in runs) + len(self._recent)
+        return sum(r.count for runs in self._runs.values() for r in runs) + self._recent_count
 
     # ---- asking --------------------------------------------------------------------
 
@@ -230,15 +262,17 @@ class SeenSet:
         maybe = np.flatnonzero(self._bloom.contains(hi, lo))
         if not len(maybe):
             return found, content
-        searching = []
-        for i in maybe.tolist():
-            entry = self._recent.get((int(hi[i]), int(lo[i])))
-            if entry is not None:
-                found[i], content[i] = True, entry[0]
-            else:
-                searching.append(i)
-        if searching:
-            self._search_runs(np.array(searching, np.int64), hi, lo, days, found, content)
+        for chunk in self._recent:
+            todo = maybe[~found[maybe]]
+            if not len(todo):
+                return found, content
+            at = find_sorted(chunk["hi"], chunk["lo"], hi[todo], lo[todo])
+            hit = at >= 0
+            found[todo[hit]] = True
+            content[todo[hit]] = chunk["content"][at[hit]]
+        searching = maybe[~found[maybe]]
+        if len(searching):
+            self._search_runs(searching, hi, lo, days, found, content)
         return found, content
 
     def _search_runs(self, todo: npt.NDArray[np.int64], hi: U64, lo: U64,
@@ -273,10 +307,11 @@ class SeenSet:
             return
         self._grow(len(hi))
         self._bloom.add(hi, lo)
-        self._recent.update(zip(zip(hi.tolist(), lo.tolist(), strict=True),
-                                zip(contents.tolist(), days.tolist(), strict=True),
-                                strict=True))
-        if len(self._recent) >= self.spill:
+        chunk = np.empty(len(hi), _RECENT)
+        chunk["hi"], chunk["lo"], chunk["content"], chunk["day"] = hi, lo, contents, days
+        self._recent.append(chunk[np.argsort(chunk["hi"])])
+        self._recent_count += len(chunk)
+        if self._recent_count >= self.spill:
             self.flush()
 
     def add_entries(self, entries: npt.NDArray[np.void]) -> None:
@@ -287,14 +322,14 @@ class SeenSet:
         """Write every recent digest into runs (before a checkpoint names the runs)."""
         if not self._recent:
             return
-        keys = np.array(list(self._recent), np.uint64).reshape(-1, 2)
-        values = np.array(list(self._recent.values()), np.int64).reshape(-1, 2)
-        self._recent = {}
-        entries = np.empty(len(keys), ENTRY)
-        entries["hi"], entries["lo"] = keys[:, 0], keys[:, 1]
-        entries["content"] = values[:, 0].astype(np.uint32)
-        for day in np.unique(values[:, 1]).tolist():
-            self._add_run(day, sort_entries(entries[values[:, 1] == day]))
+        recent = np.concatenate(self._recent)
+        self._recent, self._recent_count = [], 0
+        for day in np.unique(recent["day"]).tolist():
+            mine = recent[recent["day"] == day]
+            entries = np.empty(len(mine), ENTRY)
+            entries["hi"], entries["lo"], entries["content"] = mine["hi"], mine["lo"], \
+                mine["content"]
+            self._add_run(day, sort_entries(entries))
 
     def _add_run(self, day: int, entries: npt.NDArray[np.void]) -> None:
         runs = self._runs.setdefault(day, [])
@@ -313,10 +348,10 @@ class SeenSet:
             for run in self._runs.pop(day):
                 self._stale += run.count
                 self.store.delete(run)
-        old = [k for k, (_, day) in self._recent.items() if day < min_day]
-        for key in old:
-            del self._recent[key]
-        self._stale += len(old)
+        kept = [chunk[chunk["day"] >= min_day] for chunk in self._recent]
+        self._stale += self._recent_count - sum(len(c) for c in kept)
+        self._recent = [c for c in kept if len(c)]
+        self._recent_count = sum(len(c) for c in self._recent)
         if self._stale > max(len(self), 1 << 16):
             self._rebuild_filter(self._bloom.capacity)
 
@@ -330,9 +365,8 @@ class SeenSet:
             for run in runs:
                 entries = self.store.read(run)
                 bloom.add(np.ascontiguousarray(entries["hi"]), np.ascontiguousarray(entries["lo"]))
-        if self._recent:
-            keys = np.array(list(self._recent), np.uint64).reshape(-1, 2)
-            bloom.add(np.ascontiguousarray(keys[:, 0]), np.ascontiguousarray(keys[:, 1]))
+        for chunk in self._recent:
+            bloom.add(np.ascontiguousarray(chunk["hi"]), np.ascontiguousarray(chunk["lo"]))
         self._bloom, self._stale = bloom, 0
 
     # ---- checkpoints ---------------------------------------------------------------
@@ -341,17 +375,26 @@ class SeenSet:
         """Every run, after `flush`: what a checkpoint names."""
         return [run for day in sorted(self._runs) for run in self._runs[day]]
 
-    def restore(self, runs: Iterable[Run]) -> None:
-        """Take over the runs a checkpoint named (the store must hold them)."""
-        self._recent, self._runs = {}, {}
+    def restore(self, runs: Iterable[Run], saved_filter: bytes | None = None) -> None:
+        """Take over the runs a checkpoint named (the store must hold them), and the filter
+        saved with it if it is whole (else it is rebuilt from the runs)."""
+        self._recent, self._recent_count, self._runs = [], 0, {}
         runs = list(runs)
         for run in runs:
             self._runs.setdefault(run.day, []).append(run)
-        self._rebuild_filter(max(self._bloom.capacity, 2 * sum(r.count for r in runs)))
+        bloom = None if saved_filter is None else Bloom.from_bytes(saved_filter)
+        if bloom is not None and bloom.keys >= len(self):
+            self._bloom, self._stale = bloom, bloom.keys - len(self)
+        else:
+            self._rebuild_filter(max(self._bloom.capacity, 2 * sum(r.count for r in runs)))
+
+    def filter_bytes(self) -> bytes:
+        """The filter as `restore` takes it back (after `flush`, it covers the runs)."""
+        return self._bloom.to_bytes()
 
     def memory_bytes(self) -> int:
-        """Roughly what this set holds in memory (the filter and the recent dict)."""
-        return self._bloom.nbytes + 120 * len(self._recent)
+        """What this set holds in memory: the filter and the recent chunks."""
+        return self._bloom.nbytes + _RECENT.itemsize * self._recent_count
 
     def disk_bytes(self) -> int:
         return ENTRY.itemsize * sum(r.count for runs in self._runs.values() for r in runs)

@@ -126,6 +126,8 @@ class PartitionState:
         self.journeys: dict[tuple[str, str | None], dict[str, bytes]] = {}
         self.stats: dict[str, float] = {}
         """Facts about the worker (recovery, dedup memory) for the next delta to carry."""
+        self.reported: dict[str, float] = {}
+        """Every fact sent so far, newest value each: a checkpoint carries them."""
         self._session: str | None = None
         self._seq = 0
 
@@ -328,6 +330,7 @@ class PartitionState:
         _advance(self.upstream, delta.upstream)
         self.lake.update(delta.lake)
         self.keyed_next = max(self.keyed_next, delta.keyed_next)
+        self.reported.update(delta.stats)
         self._advance_horizon()
 
     # ---- checkpoints ---------------------------------------------------------------
@@ -346,10 +349,12 @@ class PartitionState:
             journeys=[(t, c, u, j) for (t, c), group in self.journeys.items()
                       for u, j in group.items()],
             runs=[RunRef.of(run) for run in self.seen.runs()],
+            stats={**self.reported, **self.stats},
         )
 
-    def load(self, body: Body) -> None:
-        """Become the state `body` holds (its runs must be in the seen-set's store)."""
+    def load(self, body: Body, saved_filter: bytes | None = None) -> None:
+        """Become the state `body` holds (its runs must be in the seen-set's store;
+        `saved_filter` is the dedup filter saved with it, if the local disk kept it)."""
         self.applied = dict(body.applied)
         self.counters = Counter(body.counters)
         self.watermark_us, self.horizon_hour = body.watermark_us, body.horizon_hour
@@ -360,7 +365,8 @@ class PartitionState:
         self.journeys = {}
         for tenant, campaign, customer, journey in body.journeys:
             self.journeys.setdefault((tenant, campaign), {})[customer] = journey
-        self.seen.restore(ref.run() for ref in body.runs)
+        self.seen.restore((ref.run() for ref in body.runs), saved_filter)
+        self.reported = dict(body.stats)
         self._session = None
 
 
@@ -386,6 +392,7 @@ class _Change:
         buckets = [(t, c, h, m) for (t, c, h), m in self.buckets.items() if not m.is_empty()]
         state._add_buckets(buckets)
         stats, state.stats = state.stats, {}
+        state.reported.update(stats)
         return Delta(
             session=session, seq=seq, applied=self.applied, counters=dict(self.counters),
             buckets=buckets, seen=b"".join(self.seen),

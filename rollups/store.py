@@ -115,8 +115,6 @@ class PartitionInfo:
     stats: dict[str, float] = field(default_factory=dict)
     records: int = 0
     """Journal records folded (a loaded checkpoint counts as one)."""
-    checkpoint_offset: int | None = None
-    checkpoint_written_us: int | None = None
     buckets: dict[BucketKey, Measures] = field(default_factory=dict)
 
 
@@ -147,7 +145,8 @@ class RollupStore:
             counters=Counter(body.counters), watermark_us=body.watermark_us,
             horizon_hour=body.horizon_hour, progress=dict(body.progress),
             upstream=dict(body.upstream), lake=dict(body.lake), records=1,
-            checkpoint_offset=body.offset, checkpoint_written_us=body.written_at_us,
+            stats={**body.stats, "checkpoint_offset": body.offset,
+                   "checkpoint_written_us": body.written_at_us},
             buckets={(t, c, h): m for t, c, h, m in body.buckets})
         self._resum()
 

@@ -93,6 +93,12 @@ def create_app(settings: Settings, epoch: str) -> faust.App:
     async def release_keyed(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         owners.release({tp.partition for tp in revoked if tp.topic == topics.keyed})
 
+    @app.on_partitions_assigned.connect
+    async def claim_keyed(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+        # Recover at once rather than at each partition's first message: after a restart
+        # the rollups are whole again as soon as the group has settled.
+        owners.claim_soon({tp.partition for tp in assigned if tp.topic == topics.keyed})
+
     @app.on_before_shutdown.connect
     async def finish_checkpoints(sender: Any, **kwargs: Any) -> None:
         await owners.drain()

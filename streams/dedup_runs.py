@@ -147,6 +147,24 @@ class DiskRuns:
             self._write_file(run, data)
         self._index[run.name] = np.ascontiguousarray(entries["hi"][::INDEX_EVERY])
 
+    def save_filter(self, offset: int, data: bytes) -> None:
+        """Keep the dedup filter of the checkpoint at journal `offset` (and the one
+        before it: checkpoints are kept two by two)."""
+        self._write_raw(os.path.join(self.folder, f"filter-{offset:012d}.bin"), data)
+        filters = sorted(n for n in os.listdir(self.folder) if n.startswith("filter-"))
+        for name in filters[:-2]:
+            try:
+                os.unlink(os.path.join(self.folder, name))
+            except FileNotFoundError:
+                pass
+
+    def load_filter(self, offset: int) -> bytes | None:
+        try:
+            with open(os.path.join(self.folder, f"filter-{offset:012d}.bin"), "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return None
+
     def forget_others(self, keep: set[str]) -> None:
         """Delete local run files no state uses (left by an earlier process)."""
         for name in os.listdir(self.folder):
@@ -158,7 +176,10 @@ class DiskRuns:
                     pass
 
     def _write_file(self, run: Run, data: bytes) -> None:
-        path = self.path(run)
+        self._write_raw(self.path(run), data)
+
+    @staticmethod
+    def _write_raw(path: str, data: bytes) -> None:
         tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
         with open(tmp, "wb") as fh:
             fh.write(data)

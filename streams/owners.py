@@ -88,6 +88,7 @@ class PartitionOwners:
         partition's checkpoint may still be uploading runs when it is claimed again."""
         self._locks: dict[int, asyncio.Lock] = {}
         self._publishing: set[asyncio.Task[None]] = set()
+        self._claiming: set[asyncio.Task[None]] = set()
 
     def owned(self) -> dict[int, PartitionState]:
         return {q: owned.state for q, owned in self._owned.items()}
@@ -103,6 +104,20 @@ class PartitionOwners:
             if owned is None:
                 owned = self._owned[partition] = await self._recover(partition)
             return owned
+
+    def claim_soon(self, partitions: set[int]) -> None:
+        """Start recovering `partitions` in the background (newly assigned to us)."""
+        for q in sorted(partitions):
+            task = asyncio.create_task(self._claim(q), name=f"claim-{q}")
+            self._claiming.add(task)
+            task.add_done_callback(self._claiming.discard)
+
+    async def _claim(self, partition: int) -> None:
+        try:
+            await self.acquire(partition)
+        except Exception as exc:  # its first message claims it again
+            log.warning("keyed partition %d: claim failed (%s: %s); retrying with its next "
+                        "message", partition, type(exc).__name__, exc)
 
     def release(self, partitions: set[int]) -> None:
         """Forget partitions moved to another worker (it will claim them itself)."""
@@ -160,9 +175,10 @@ class PartitionOwners:
                              "checkpoint_offset": -1 if recovery.from_offset is None
                              else recovery.from_offset,
                              **self._dedup_stats(owned.state)}
-        log.info("keyed partition %d: claimed at journal offset %d; %s, then folded %d "
-                 "records (%d events deduplicated on disk) in %.1f s", partition, claim,
-                 recovery.describe(), recovery.folded, len(owned.state.seen), seconds)
+        log.info("keyed partition %d: claimed at journal offset %d (session %s); %s, then "
+                 "folded %d records (%d events deduplicated on disk) in %.1f s", partition,
+                 claim, owned.session[:12], recovery.describe(), recovery.folded,
+                 len(owned.state.seen), seconds)
         return owned
 
     async def rebuild(self, partition: int, why: str) -> Owned:
@@ -217,16 +233,19 @@ class PartitionOwners:
         offset, seq = owned.last
         body = owned.state.body(self.epoch, offset, owned.session, seq, time.time_ns() // 1000)
         data = checkpoint.encode(body)  # now: the state changes as soon as we return
+        saved_filter = owned.state.seen.filter_bytes()
         pinned = [ref.run() for ref in body.runs]
         owned.runs.pin(pinned)
         owned.publishing, owned.checkpointed_at, owned.records_since = True, time.monotonic(), 0
-        task = asyncio.create_task(self._publish(owned, body, data, pinned))
+        task = asyncio.create_task(self._publish(owned, body, data, saved_filter, pinned))
         self._publishing.add(task)
         task.add_done_callback(self._publishing.discard)
 
-    async def _publish(self, owned: Owned, body: Body, data: bytes, pinned: list[Any]) -> None:
+    async def _publish(self, owned: Owned, body: Body, data: bytes, saved_filter: bytes,
+                       pinned: list[Any]) -> None:
         q = owned.state.partition
         try:
+            await asyncio.to_thread(owned.runs.save_filter, body.offset, saved_filter)
             name = await asyncio.to_thread(owned.checkpoints.publish, body, data, owned.runs)
             await asyncio.to_thread(owned.checkpoints.collect_garbage)
             owned.state.stats = {"checkpoint_offset": body.offset,
@@ -284,7 +303,8 @@ class _Recovery:
             body = await self._newest_usable(consumer, start)
             state = self.owned.state
             if body is not None:
-                state.load(body)
+                state.load(body, await asyncio.to_thread(self.owned.runs.load_filter,
+                                                         body.offset))
                 self.from_offset = body.offset
                 fold = journal.JournalFold(state, body.session, body.seq)
                 first = body.offset + 1

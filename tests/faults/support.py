@@ -40,6 +40,10 @@ class Api:
             except ValueError:
                 return error.code, {"raw": body.decode(errors="replace")}
 
+    def get_text(self, path: str) -> str:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=30) as response:
+            return response.read().decode()
+
     def overview(self, tenant: str, frm: int, to: int) -> tuple[int, dict]:
         return self.get("/analytics/overview", tenant=tenant, **{"from": iso(frm), "to": iso(to)})
 

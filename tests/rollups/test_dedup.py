@@ -50,10 +50,11 @@ def test_membership_survives_spills_merges_expiry_and_restore(ops, expire_at):
     assert contains(seen, "never-added", 0) is None
 
     seen.flush()
-    restored = SeenSet(store, spill=4)
-    restored.restore(seen.runs())
-    for event_id, (n, day) in model.items():
-        assert contains(restored, event_id, day) == (n if day >= expire_at else None)
+    for saved in (None, seen.filter_bytes(), b"not a filter", seen.filter_bytes()[:-1]):
+        restored = SeenSet(store, spill=4)
+        restored.restore(seen.runs(), saved)
+        for event_id, (n, day) in model.items():
+            assert contains(restored, event_id, day) == (n if day >= expire_at else None)
 
 
 def test_digests_sharing_their_high_half_are_told_apart():

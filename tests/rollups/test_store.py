@@ -22,7 +22,7 @@ def body(partition: int, buckets: list[tuple[str, str | None, int, Measures]]
         definitions=checkpoint.Definitions(("a",), 30.0, 48, 2), epoch="e", offset=9,
         session="r", seq=-1, written_at_us=0, applied={}, counters={"read": 1},
         watermark_us=None, horizon_hour=None, progress={}, upstream={}, lake={}, keyed_next=-1,
-        buckets=buckets, journeys=[], runs=[])
+        buckets=buckets, journeys=[], runs=[], stats={})
 
 
 def test_repeated_totals_follow_new_buckets_and_expiry():
