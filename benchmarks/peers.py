@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pulse.kafka import CLIENT_DEFAULTS
 from pulse.settings import Settings
 from pulse.streams.broker import TOPIC_EXISTS, ensure_topics
+from pulse.streams.ingest_process import die_with
 
 from .common import Summary, bench_settings, broker, events, produce, rss_mb, say
 from .ingest import count
@@ -135,8 +137,10 @@ def start(peer: Peer, bootstrap: str, topic: str, group: str, n: int, root: Path
             "--state-dir", str(root / f"{peer.key}-state")]
     say(f"  {job.outcome.system}: running (at most {budget:.0f} s)")
     with open(job.log, "wb") as output:
+        # A peer that outlives the benchmark (killed by a timeout) would go on eating CPU.
         job.process = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+                                       start_new_session=True,
+                                       preexec_fn=partial(die_with, os.getpid()))
     job.deadline, job.budget = time.monotonic() + budget, budget
     return job
 

@@ -78,7 +78,7 @@ def broker(**flags: Any) -> None:
     """
     settings = load_settings(**flags)
     setup_logging(settings.log_level)
-    from pulse.streams.cli import run_broker
+    from pulse.streams.broker import run_broker
 
     sys.exit(run_broker(settings))
 
@@ -87,21 +87,27 @@ def broker(**flags: Any) -> None:
 @settings_options("lake", "state_dir", "partitions")
 @click.option("--kafka", metavar="HOST:PORT",
               help="use this Kafka instead of starting the embedded broker")
-@click.option("--simulate", is_flag=True, help="also run demo traffic (pulse simulate)")
-@click.option("--rate", default=200.0, show_default=True, help="demo events per second")
+@click.option("--simulate", is_flag=True,
+              help="also run demo traffic (pulse simulate), after a history of it")
+@click.option("--backfill-days", default=30.0, show_default=True,
+              help="days of history --simulate sends first (0: none, or the lake has events)")
+@click.option("--rate", default=0.0, show_default=True,
+              help="live demo messages per second (0 = as dense as the history)")
 @click.option("--insecure", is_flag=True, help="API without keys (loopback only)")
-def up(kafka: str | None, simulate: bool, rate: float, insecure: bool, **flags: Any) -> None:
+def up(kafka: str | None, simulate: bool, backfill_days: float, rate: float, insecure: bool,
+       **flags: Any) -> None:
     """Run everything on this machine: broker, worker, API (and demo traffic).
 
     The embedded broker listens on PULSE_KAFKA_BOOTSTRAP unless --kafka names a
-    broker that is already running. Ctrl-C or SIGTERM stops everything.
+    broker that is already running. With --simulate, the dashboard URL comes once the
+    history is in. Ctrl-C or SIGTERM stops everything.
     """
     settings = load_settings(kafka=kafka, **flags)
     check_api_keys(settings)
     from .supervisor import Supervisor
 
     sys.exit(Supervisor(settings, external_kafka=kafka is not None, simulate=simulate,
-                        rate=rate, insecure=insecure).run())
+                        rate=rate, insecure=insecure, backfill_days=backfill_days).run())
 
 
 @main.command()
@@ -162,15 +168,21 @@ def api(host: str | None, port: int | None, insecure: bool, **flags: Any) -> Non
 @settings_options("kafka")
 @click.option("--tenants", default=3, show_default=True, help="number of tenants")
 @click.option("--campaigns", default=3, show_default=True, help="campaigns per tenant")
-@click.option("--customers", default=200, show_default=True, help="customers per tenant")
+@click.option("--customers", default=1000, show_default=True,
+              help="customers each tenant works at a time")
+@click.option("--backfill-days", default=None, type=float,
+              help="first send this many days of history (event times over the last N days), "
+                   "as fast as the broker takes it  [default: 0, or 2 with --rate 0]")
 @click.option("--rate", default=200.0, show_default=True,
-              help="messages per second (0 = as fast as possible, backfilling two days)")
+              help="live messages per second after the history (0 = the history's own pace)")
 @click.option("--duration", default=None, type=float, help="stop after this many seconds")
 @click.option("--events", default=None, type=int,
-              help="stop after this many messages (duplicates and invalid ones included)")
+              help="stop after this many messages (duplicates and invalid ones included); "
+                   "with --rate 0 they make up the whole history")
 @click.option("--seed", default=None, type=int, help="same seed -> same events, ids included")
 @click.option("--start", default=None,
-              help="event-time origin (RFC 3339 or YYYY-MM-DD); default now")
+              help="where the history starts, or live traffic when there is none "
+                   "(RFC 3339 or YYYY-MM-DD); default: --backfill-days ago")
 @click.option("--duplicates", default=0.02, show_default=True, help="share of events sent twice")
 @click.option("--late", default=0.02, show_default=True, help="share of events hours to days late")
 @click.option("--invalid", default=0.005, show_default=True, help="share of invalid messages")
@@ -178,7 +190,7 @@ def simulate(**flags: Any) -> None:
     """Run customer and tenant actors that produce realistic events to PULSE_TOPIC."""
     settings = load_settings(**flags)
     setup_logging(settings.log_level)
-    from pulse.streams.produce import run_simulate
+    from pulse.streams.simulate import run_simulate
 
     options = {k: v for k, v in flags.items() if k not in _FLAGS}
     sys.exit(run_simulate(settings, **options))

@@ -1,15 +1,15 @@
-"""The simulated world of `pulse simulate`: tenants, their campaigns and their customers.
+"""The customers of `pulse simulate`'s world, and what their conversations produce.
 
-A `CustomerActor` is one customer of one tenant (the plan's CustomerDO): its calls and
-chats end, intents are detected after them, its journey in each of its campaigns moves
-through the funnel steps in order (most customers stop early), and its tags change
-now and then. A `TenantActor` (the plan's TenantDO) owns the campaigns and customers
-and reports the usage its conversations cost.
+A `CustomerActor` (the plan's CustomerDO) is one lead of a tenant (`streams.tenants`):
+its journey in a campaign is a series of touches (calls or chats) hours to days apart,
+at hours people answer. Unanswered calls are tried again; an answered one can be picked
+up, show interest and qualify, and most journeys stop on the way, some after interest.
+The campaign's intent mix, the agent's skill and the script's lift shape each outcome.
 
-Everything here is pure: the `random.Random` and the simulated time (microseconds
-since the epoch) are passed in, nothing reads a clock or does I/O, so a seed replays
-exactly. Actors return `Draft`s; choosing the wire form of `occurred_at`, lateness,
-duplicates and broken messages is `streams.simulate`'s business.
+Everything here is pure: the `random.Random` and the simulated time (microseconds since
+the epoch) are passed in, nothing reads a clock or does I/O, so a seed replays exactly.
+Actors return `Draft`s (events) and `Touch`es (conversations they scheduled for later);
+`streams.traffic` runs both in time order and picks each event's wire form.
 """
 
 from __future__ import annotations
@@ -19,42 +19,50 @@ import itertools
 import math
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-SECOND = 1_000_000
-"""Simulated time is in microseconds."""
+from .rhythm import DAY, HOUR, log_uniform_us, seconds_us
 
-NO_CAMPAIGN_SHARE = 0.04
-"""Inbound conversations that no campaign started; they carry `campaign_id: null`."""
-
-TENANT_NAMES = ("acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka",
-                "tyrell", "soylent", "cyberdyne", "gringotts")
-CAMPAIGN_THEMES = ("spring-promo", "renewals", "winback", "onboarding", "upsell", "survey",
-                   "reactivation", "referrals")
-UTC_OFFSETS_MIN = (0, 60, 120, 330, 540, -180, -240, -300, -420)
-"""Each tenant's producers stamp local times with one of these offsets (minutes)."""
+if TYPE_CHECKING:
+    from .tenants import TenantActor
 
 INTENTS = ("interested", "not_interested", "callback_requested", "question",
            "price_inquiry", "wrong_number", "do_not_call")
 INTENT_WEIGHTS = (30, 24, 12, 14, 9, 6, 5)
-POSITIVE_INTENTS = frozenset({"interested", "callback_requested", "price_inquiry"})
+NEGATIVE_INTENTS = frozenset({"not_interested", "wrong_number"})
+STEP_CHANCE = {"interested": 0.7, "price_inquiry": 0.45, "callback_requested": 0.4,
+               "question": 0.2}
+"""Chance that a conversation with this intent takes a picked-up journey a step further."""
 TAGS = ("vip", "hot-lead", "churn-risk", "follow-up", "spanish-speaker", "do-not-call")
-REPLACE_SHARE = 0.2
-"""Chance that a customer whose journeys have all ended gives way to a new lead."""
 OPTED_OUT = "opted_out"
 """A `funnel_step` label that is not a funnel step: stored, never counted."""
+
+MAX_MISSES = 3
+"""Unanswered touches in a row before a journey is given up."""
+MAX_TOUCHES = 8
+RETRY_DELAY = (2 * HOUR, 30 * HOUR)
+"""After an unanswered call or a customer who hung up."""
+FOLLOW_UP_DELAY = (HOUR // 2, 2 * DAY)
+"""After a picked-up conversation that did not go further: the callback."""
+QUALIFY_DELAY = (HOUR, 3 * DAY)
+"""After "interested": the call that may qualify the customer."""
+KEEP_GOING = (0.85, 0.6, 0.75)
+"""Chance of another touch when the journey has reached 0, 1, 2+ steps (else it stalls)."""
+WITHOUT_METADATA = 0.08
+"""Conversations from an older integration that sends no metadata."""
 
 
 @dataclass(frozen=True, slots=True)
 class Draft:
-    """An event an actor decided on, before `streams.simulate` picks its wire form."""
+    """An event an actor decided on, before `streams.traffic` picks its wire form."""
 
     at_us: int
     """When it occurred (simulated time)."""
     key: str
     """Kafka key: the customer id, or the tenant id for usage."""
     fields: dict[str, Any]
-    """Every wire field but `occurred_at`, in wire order."""
+    """Every wire field, in wire order; `occurred_at` is None until `streams.traffic`
+    picks its form (and then encodes this very dict: a draft is sent once)."""
 
 
 class IdSequence:
@@ -73,111 +81,186 @@ class IdSequence:
         return f"{self.prefix}-{self.count:08d}"
 
 
-@dataclass(slots=True)
-class Journey:
-    """A customer's progress in one campaign's funnel."""
-
-    reached: int = 0
-    """How many funnel steps it has had (they are emitted in order)."""
-    stopped: bool = False
-    """The customer dropped out; no further steps."""
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    campaign_id: str
+    starts_us: int
+    """Nothing of it happens before; campaigns start at different times of the history."""
+    popularity: float
+    chat_share: float
+    answer_rate: float
+    """Share of its calls that someone answers."""
+    intents: tuple[float, ...]
+    """Cumulative weights of `INTENTS`: each campaign hears its own mix."""
+    scripts: tuple[tuple[str, float], ...]
+    """(name, lift) of its two script versions; lift multiplies engagement and steps."""
 
 
 @dataclass(frozen=True, slots=True)
-class Conversation:
-    """What a finished call or chat cost the tenant."""
+class Agent:
+    name: str
+    skill: float
+    """Multiplies engagement and conversion, so a breakdown by agent differs."""
 
+
+@dataclass(slots=True, eq=False)
+class Journey:
+    """A customer's progress in one campaign's funnel (steps are reached in order)."""
+
+    campaign: Campaign | None
+    reached: int = 0
+    misses: int = 0
+    touches: int = 0
+    ended: bool = False
+    """Converted, opted out, dropped off or stalled: no further steps."""
+    next: Touch | None = None
+    """Its scheduled next conversation, if any."""
+
+
+@dataclass(slots=True, eq=False)
+class Touch:
+    """A conversation a journey scheduled for later (a retry, a callback, a follow-up)."""
+
+    at_us: int
+    customer: CustomerActor
+    journey: Journey
     channel: str
-    duration_s: float
-    messages: int
+    cancelled: bool = False
+    """The customer got in touch first (`TenantActor.call_back_early`)."""
+
+
+Item = Draft | Touch
 
 
 class CustomerActor:
-    """One customer of one tenant, in one or two of its campaigns."""
+    """One lead of one tenant, in one or two of its campaigns."""
 
-    __slots__ = ("customer_id", "tenant_id", "campaigns", "chat_share", "steps", "ids",
-                 "journeys", "tags")
+    __slots__ = ("customer_id", "tenant", "chat_share", "journeys", "tags", "slot")
 
-    def __init__(self, customer_id: str, tenant_id: str, campaigns: tuple[str, ...],
-                 chat_share: float, steps: tuple[str, ...], ids: IdSequence) -> None:
+    def __init__(self, customer_id: str, tenant: TenantActor, chat_share: float,
+                 slot: int | None) -> None:
         self.customer_id = customer_id
-        self.tenant_id = tenant_id
-        self.campaigns = campaigns
+        self.tenant = tenant
         self.chat_share = chat_share
-        self.steps = steps
-        self.ids = ids
         self.journeys: dict[str | None, Journey] = {}
         self.tags: list[str] = []
+        self.slot = slot
+        """Its place in the tenant's pool of customers; None for a one-off walk-in."""
 
-    def finished(self) -> bool:
-        """Every journey of its campaigns has converted or dropped out."""
-        done = len(self.steps)
-        return all((j := self.journeys.get(c)) is not None and (j.stopped or j.reached == done)
-                   for c in self.campaigns)
+    def next_touch(self) -> Touch | None:
+        touches = [j.next for j in self.journeys.values() if j.next is not None]
+        return min(touches, key=lambda t: t.at_us) if touches else None
 
-    def converse(self, now_us: int, rnd: random.Random) -> tuple[Conversation, list[Draft]]:
-        """A call or chat ends now; its intent, funnel step and tag follow seconds later."""
-        campaign = None if rnd.random() < NO_CAMPAIGN_SHARE else rnd.choice(self.campaigns)
-        channel = "chat" if rnd.random() < self.chat_share else "call"
-        duration = _duration_s(channel, rnd)
+    def converse(self, journey: Journey, at_us: int, channel: str,
+                 rnd: random.Random) -> list[Item]:
+        """A call or chat ends now; intent, steps and tag follow seconds later, and the
+        journey schedules its next touch (or ends)."""
+        tenant, campaign = self.tenant, journey.campaign
+        agent = tenant.agent(channel, rnd)
+        script, lift = _pick_script(campaign, rnd)
+        knack = agent.skill * lift
+        rate = campaign.answer_rate if campaign else 0.9
+        answered = channel == "chat" or rnd.random() < rate
+        duration = _duration_s(channel, knack, rnd) if answered else round(rnd.uniform(0, 9.9), 1)
         messages = max(1, round(duration / 25 + rnd.uniform(0, 3))) if channel == "chat" else 0
-        drafts = [self._conversation(now_us, campaign, channel, duration, messages, rnd)]
-        at = now_us + rnd.randint(1, 8) * SECOND
+        items: list[Item] = [self._conversation(at_us, journey, channel, duration, messages,
+                                                agent, script, answered, rnd)]
+        at = at_us + seconds_us(1, 8, rnd)
         intent = None
         if duration >= 8 and rnd.random() < 0.8:
-            intent = rnd.choices(INTENTS, INTENT_WEIGHTS)[0]
+            intent = _pick_intent(campaign, knack, rnd)
+            extra: dict[str, Any] = {"label": intent}
             confidence = {"confidence": round(rnd.uniform(0.55, 0.99), 2)}
-            drafts.append(self._event("intent_detected", at, campaign, label=intent,
-                                      metadata=confidence if rnd.random() < 0.3 else None))
-        step = self._next_step(campaign, duration, intent, rnd)
-        if step is not None:
-            at += rnd.randint(1, 5) * SECOND
-            drafts.append(self._event("funnel_step", at, campaign, label=step))
-        tag = self._tag_change(step, intent, rnd)
+            if rnd.random() < 0.3:
+                extra["metadata"] = confidence
+            items.append(self._event("intent_detected", at, campaign, extra))
+        steps = self._advance(journey, duration, intent, knack, rnd)
+        for step in steps:
+            at += seconds_us(1, 5, rnd)
+            items.append(self._event("funnel_step", at, campaign, {"label": step}))
+        tag = self._tag_change(steps[-1] if steps else None, intent, rnd)
         if tag is not None:
-            at += rnd.randint(1, 30) * SECOND
-            drafts.append(self._event("tag_changed", at, campaign, label=tag[0],
-                                      metadata={"op": tag[1]}))
-        return Conversation(channel, duration, messages), drafts
+            at += seconds_us(1, 30, rnd)
+            items.append(self._event("tag_changed", at, campaign,
+                                     {"label": tag[0], "metadata": {"op": tag[1]}}))
+        journey.next = self._follow_up(journey, at_us, intent, rnd)
+        if journey.next is not None:
+            items.append(journey.next)
+        items.extend(tenant.record(at_us, channel, duration, messages, rnd))
+        return items
 
-    def _conversation(self, now_us: int, campaign: str | None, channel: str, duration: float,
-                      messages: int, rnd: random.Random) -> Draft:
+    def _conversation(self, at_us: int, journey: Journey, channel: str, duration: float,
+                      messages: int, agent: Agent, script: str | None, answered: bool,
+                      rnd: random.Random) -> Draft:
         extra: dict[str, Any] = {"value": duration}
         if rnd.random() < 0.5:
             extra["channel"] = channel
-        if rnd.random() < 0.3:
-            extra["metadata"] = (
-                {"agent": f"chat-agent-{rnd.randint(1, 4)}", "messages": messages}
-                if channel == "chat"
-                else {"agent": f"voice-agent-{rnd.randint(1, 6)}",
-                      "outcome": "completed" if duration >= 10 else
-                      rnd.choice(("no_answer", "voicemail", "hung_up"))})
-        return self._event(f"{channel}_ended", now_us, campaign, **extra)
+        if rnd.random() >= WITHOUT_METADATA:
+            meta: dict[str, Any] = {"agent": agent.name}
+            if script is not None:
+                meta["script"] = script
+            if channel == "chat":
+                meta["messages"] = messages
+            else:
+                meta["outcome"] = ("completed" if duration >= 10 else "hung_up") if answered \
+                    else rnd.choice(("no_answer", "voicemail"))
+            extra["metadata"] = meta
+        return self._event(f"{channel}_ended", at_us, journey.campaign, extra)
 
-    def _next_step(self, campaign: str | None, duration: float, intent: str | None,
-                   rnd: random.Random) -> str | None:
-        """Advance this campaign's journey by at most one step; most journeys stop early."""
-        journey = self.journeys.setdefault(campaign, Journey())
-        if journey.stopped or journey.reached == len(self.steps):
-            return None
+    def _advance(self, journey: Journey, duration: float, intent: str | None, knack: float,
+                 rnd: random.Random) -> list[str]:
+        """The funnel steps this conversation reaches: picked up when someone really
+        talked, further steps with a chance that follows the intent and the agent."""
+        steps = self.tenant.steps
+        if journey.ended or journey.reached == len(steps):
+            return []
         if intent == "do_not_call":
-            journey.stopped = True
-            return OPTED_OUT
+            journey.ended = True
+            return [OPTED_OUT]
+        if duration < 10:  # nobody there, or hung up straight away
+            journey.misses += 1
+            return []
+        journey.misses = 0
+        reached: list[str] = []
         if journey.reached == 0:
-            chance = 0.85 if duration >= 10 else 0.1
-        else:
-            chance = 0.5 if intent in POSITIVE_INTENTS else 0.12
-        if rnd.random() < chance:
+            if rnd.random() >= 0.92:
+                return []
+            journey.reached = 1
+            reached.append(steps[0])
+            if intent != "interested":
+                return reached
+        chance = STEP_CHANCE.get(intent or "", 0.08) * knack
+        if journey.reached < len(steps) and rnd.random() < chance:
             journey.reached += 1
-            return self.steps[journey.reached - 1]
-        if rnd.random() < (0.5 if journey.reached else 0.2):
-            journey.stopped = True
-        return None
+            reached.append(steps[journey.reached - 1])
+        return reached
+
+    def _follow_up(self, journey: Journey, at_us: int, intent: str | None,
+                   rnd: random.Random) -> Touch | None:
+        """The journey's next touch, hours to days on at an hour people answer, or None."""
+        journey.touches += 1
+        if journey.campaign is None or journey.ended:
+            return None
+        if journey.misses or journey.reached == 0:
+            delay = RETRY_DELAY
+        else:
+            delay = FOLLOW_UP_DELAY if journey.reached == 1 else QUALIFY_DELAY
+        journey.ended = (journey.reached == len(self.tenant.steps)
+                         or journey.touches >= MAX_TOUCHES or journey.misses >= MAX_MISSES
+                         or (intent in NEGATIVE_INTENTS and rnd.random() < 0.85)
+                         # dropped off, or stalled after showing interest:
+                         or rnd.random() >= KEEP_GOING[min(journey.reached, 2)])
+        if journey.ended:
+            return None
+        channel = "chat" if rnd.random() < self.chat_share else "call"
+        at = self.tenant.calendar.answering_time(at_us + log_uniform_us(*delay, rnd), channel,
+                                                 rnd)
+        return Touch(at, self, journey, channel)
 
     def _tag_change(self, step: str | None, intent: str | None,
                     rnd: random.Random) -> tuple[str, str] | None:
         """(tag, "add" or "remove"), mostly following what just happened."""
-        if step is not None and step == self.steps[-1]:
+        if step is not None and step == self.tenant.steps[-1]:
             tag = "hot-lead"
         elif intent == "do_not_call":
             tag = "do-not-call"
@@ -193,109 +276,37 @@ class CustomerActor:
         self.tags.append(tag)
         return tag, "add"
 
-    def _event(self, event_type: str, at_us: int, campaign: str | None,
-               **extra: Any) -> Draft:
-        fields = {"id": self.ids(), "tenant_id": self.tenant_id, "event_type": event_type,
-                  "customer_id": self.customer_id, "campaign_id": campaign}
-        fields.update((k, v) for k, v in extra.items() if v is not None)
+    def _event(self, event_type: str, at_us: int, campaign: Campaign | None,
+               extra: dict[str, Any]) -> Draft:
+        fields = {"id": self.tenant.ids(), "tenant_id": self.tenant.tenant_id,
+                  "event_type": event_type, "occurred_at": None,
+                  "customer_id": self.customer_id,
+                  "campaign_id": campaign.campaign_id if campaign else None, **extra}
         return Draft(at_us, self.customer_id, fields)
 
 
-class TenantActor:
-    """A tenant: its campaigns, its customers, and the usage it is billed for.
-
-    `customers` is how many customers it has at a time: a customer whose journeys
-    have all ended (converted or dropped out) is now and then replaced by a new lead,
-    so funnel entries keep coming however long a run lasts.
-    """
-
-    def __init__(self, index: int, campaigns: int, customers: int, steps: tuple[str, ...],
-                 run: str, rnd: random.Random) -> None:
-        self.tenant_id = _nth_name(TENANT_NAMES, index)
-        self.campaigns = tuple(f"{self.tenant_id}-{_nth_name(CAMPAIGN_THEMES, j)}"
-                               for j in range(campaigns))
-        self.popularity = [rnd.uniform(0.5, 2.0) for _ in self.campaigns]
-        self.steps = steps
-        self.ids = IdSequence(f"{self.tenant_id}-{run}")
-        self.utc_offset_min = rnd.choice(UTC_OFFSETS_MIN)
-        """The offset its producers stamp local times with."""
-        self.joined = 0
-        self.customers = [self._new_customer(rnd) for _ in range(customers)]
-        self.activity = list(itertools.accumulate(
-            rnd.lognormvariate(0, 1) for _ in self.customers))
-        """Cumulative activity weights of the customer slots: a few talk a lot."""
-        self.call_seconds = 0.0
-        self.chat_messages = 0
-        self.conversations = 0
-        self.report_every = rnd.randint(10, 30)
-        """Conversations until the next usage report."""
-
-    def step(self, now_us: int, rnd: random.Random) -> list[Draft]:
-        """One of its customers finishes a conversation now; usage is reported after it."""
-        slot = min(bisect.bisect_right(self.activity, rnd.random() * self.activity[-1]),
-                   len(self.customers) - 1)
-        if self.customers[slot].finished() and rnd.random() < REPLACE_SHARE:
-            self.customers[slot] = self._new_customer(rnd)
-        conversation, drafts = self.customers[slot].converse(now_us, rnd)
-        self._record(conversation)
-        if self.conversations >= self.report_every:
-            drafts.extend(self._report(now_us + rnd.randint(1, 60) * SECOND, rnd))
-        return drafts
-
-    def _new_customer(self, rnd: random.Random) -> CustomerActor:
-        count = 2 if len(self.campaigns) > 1 and rnd.random() < 0.3 else 1
-        campaigns = _distinct_choices(self.campaigns, self.popularity, count, rnd)
-        self.joined += 1
-        return CustomerActor(f"{self.tenant_id}-cus-{self.joined:05d}", self.tenant_id,
-                             campaigns, rnd.choice((0.1, 0.3, 0.7)), self.steps, self.ids)
-
-    def _record(self, conversation: Conversation) -> None:
-        self.conversations += 1
-        if conversation.channel == "call":
-            self.call_seconds += conversation.duration_s
-        else:
-            self.chat_messages += conversation.messages
-
-    def _report(self, at_us: int, rnd: random.Random) -> list[Draft]:
-        """`usage` events for what was used since the last report, then start over."""
-        totals = {"call_minutes": round(self.call_seconds / 60, 3),
-                  "chat_messages": self.chat_messages}
-        drafts = [
-            Draft(at_us, self.tenant_id, {
-                "id": self.ids(), "tenant_id": self.tenant_id, "event_type": "usage",
-                "category": category, "value": value,
-                "metadata": {"conversations": self.conversations}})
-            for category, value in totals.items() if value
-        ]
-        self.call_seconds, self.chat_messages, self.conversations = 0.0, 0, 0
-        self.report_every = rnd.randint(10, 30)
-        return drafts
+def _pick_script(campaign: Campaign | None, rnd: random.Random) -> tuple[str | None, float]:
+    if campaign is None:
+        return None, 1.0
+    return campaign.scripts[rnd.random() < 0.5]
 
 
-def build_world(tenants: int, campaigns: int, customers: int, steps: tuple[str, ...],
-                run: str, rnd: random.Random) -> list[TenantActor]:
-    return [TenantActor(i, campaigns, customers, steps, run, rnd) for i in range(tenants)]
+_WALK_IN_INTENTS = tuple(itertools.accumulate(INTENT_WEIGHTS))
 
 
-def _duration_s(channel: str, rnd: random.Random) -> float:
-    """Seconds, to 0.1 s: some short (no answer, a quick "no"), most well over 30 s."""
-    if rnd.random() < (0.3 if channel == "call" else 0.2):
-        return round(rnd.uniform(0, 30), 1)
-    median = 110 if channel == "call" else 240
+def _pick_intent(campaign: Campaign | None, knack: float, rnd: random.Random) -> str:
+    """The campaign's own mix; a better agent turns some refusals into questions."""
+    weights = campaign.intents if campaign else _WALK_IN_INTENTS
+    index = bisect.bisect_right(weights, rnd.random() * weights[-1])
+    intent = INTENTS[min(index, len(INTENTS) - 1)]
+    if intent in NEGATIVE_INTENTS and knack > 1 and rnd.random() < knack - 1:
+        return "question"
+    return intent
+
+
+def _duration_s(channel: str, knack: float, rnd: random.Random) -> float:
+    """Seconds, to 0.1 s, of an answered conversation: a better agent keeps people longer."""
+    if rnd.random() < (0.28 if channel == "call" else 0.15) / knack ** 1.5:
+        return round(rnd.uniform(0, 30), 1)  # a quick "no", or hung up on the agent
+    median = (110 if channel == "call" else 240) * math.sqrt(knack)
     return round(min(3600.0, median * math.exp(rnd.gauss(0, 0.6))), 1)
-
-
-def _nth_name(names: tuple[str, ...], n: int) -> str:
-    """names[n], then `acme-2`, `globex-2`, ... once the list runs out."""
-    base = names[n % len(names)]
-    return base if n < len(names) else f"{base}-{n // len(names) + 1}"
-
-
-def _distinct_choices(items: tuple[str, ...], weights: list[float], count: int,
-                      rnd: random.Random) -> tuple[str, ...]:
-    chosen: list[str] = []
-    while len(chosen) < count:
-        item = rnd.choices(items, weights)[0]
-        if item not in chosen:
-            chosen.append(item)
-    return tuple(chosen)

@@ -1,4 +1,4 @@
-"""The embedded broker (Tansu) and the topics Pulse needs, created explicitly.
+"""The embedded broker (Tansu), the topics Pulse needs, and `pulse broker` itself.
 
 Every difference between Tansu and Apache Kafka that Pulse works around is named here
 with a `TANSU:` comment, and nowhere else:
@@ -23,12 +23,14 @@ with a `TANSU:` comment, and nowhere else:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from typing import IO
@@ -233,3 +235,33 @@ class EmbeddedBroker:
         if self._output is not None:
             self._output.close()
             self._output = None
+
+
+def run_broker(settings: Settings) -> int:
+    """`pulse broker`: the embedded broker in the foreground until Ctrl-C or SIGTERM."""
+    host, port = settings.bootstrap_host_port
+    broker = EmbeddedBroker(host, port)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        broker.start()
+        topics = asyncio.run(ensure_topics(settings))
+    except BrokerError as exc:
+        log.error("%s", exc)
+        broker.stop()
+        return 1
+    print(f"pulse broker: Kafka-compatible broker (Tansu, in memory) on {broker.bootstrap}",
+          flush=True)
+    print(f"pulse broker: topics ready ({settings.partitions} partitions): {', '.join(topics)}",
+          flush=True)
+    print("pulse broker: data lives in memory only; Ctrl-C stops it", flush=True)
+    try:
+        while not stop.wait(0.5):
+            if not broker.alive():
+                log.error("the embedded broker exited unexpectedly")
+                return 1
+    finally:
+        broker.stop()
+    print("pulse broker: stopped", flush=True)
+    return 0

@@ -11,6 +11,7 @@ commit before the app stops. The child dies with its parent even on kill -9
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -28,11 +29,10 @@ STOP_SECONDS = 60.0
 _LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
-def _die_with(parent: int) -> None:
-    """Ask Linux to kill this process when its parent dies, however it dies."""
+def die_with(parent: int) -> None:
+    """Ask Linux to kill this process when its parent dies, however it dies (safe in a
+    `preexec_fn`: it imports nothing)."""
     if sys.platform.startswith("linux"):
-        import ctypes
-
         pr_set_pdeathsig = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
     if os.getppid() != parent:  # it died before the request above
@@ -40,7 +40,7 @@ def _die_with(parent: int) -> None:
 
 
 def child_main(settings: Settings, epoch: str, parent: int) -> None:
-    _die_with(parent)
+    die_with(parent)
     logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
                         format=_LOG_FORMAT, stream=sys.stderr)
     import uvloop

@@ -1,213 +1,23 @@
-"""`pulse simulate`'s producing half: pace the seeded stream and send it to Kafka.
+"""Producing many messages fast: per-partition batches, as `send()` would partition them.
 
-`streams.simulate.generate` decides what is sent; this module decides when, batches
-it per partition (one `send()` per message reached only ~31 k/s here), shows progress
-and prints the summary.
+`pulse simulate` and the benchmarks produce through `Outbox`; one `send()` per message
+reached only ~31 k/s here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import math
-import secrets
-import signal
-import sys
-import time
-from collections import Counter
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
-from pulse.kafka import CLIENT_DEFAULTS, BrokerUnavailable, wait_for_broker
-from pulse.settings import Settings
-
-from .actors import SECOND
-from .broker import BrokerError, ensure_topics
-from .simulate import SimOptions, Simulated, generate, plan_options, rfc3339
-
-BROKER_TIMEOUT_S = 120.0
-BATCH_BYTES = 256 * 1024
 MAX_IN_FLIGHT = 32
 """Batches sent before waiting for their acks."""
-
-
-@dataclass
-class Tally:
-    """What has been handed to the producer, for the progress lines and the summary."""
-
-    sent: int = 0
-    kinds: Counter[str] = field(default_factory=Counter)
-    types: Counter[str] = field(default_factory=Counter)
-    late: int = 0
-    flaws: Counter[str] = field(default_factory=Counter)
-    customers: set[bytes] = field(default_factory=set)
-
-    def add(self, message: Simulated) -> None:
-        self.sent += 1
-        self.kinds[message.kind] += 1
-        if message.kind == "valid":
-            self.types[message.event_type or ""] += 1
-            self.late += message.late
-            if message.event_type != "usage":
-                self.customers.add(message.key)
-        elif message.kind == "invalid":
-            self.flaws[message.flaw or ""] += 1
-
-
-class Pacer:
-    """When a message may go.
-
-    Never before the wall clock reaches its simulated send time, so no `occurred_at`
-    is ever ahead of the worker's clock; with a rate, also not before one real second
-    per simulated second has passed since the first send.
-    """
-
-    def __init__(self, options: SimOptions, rate: float) -> None:
-        self.start_us = options.start_us
-        self.rate = rate
-        self.first: float | None = None
-
-    def wait_s(self, at_us: int) -> float:
-        wait = at_us / SECOND - time.time()
-        if self.rate:
-            now = time.monotonic()
-            if self.first is None:
-                self.first = now
-            wait = max(wait, self.first + (at_us - self.start_us) / SECOND - now)
-        return wait
-
-
-class Run:
-    """One `pulse simulate` process: broker wait, pacing, producing, Ctrl-C, summary."""
-
-    def __init__(self, settings: Settings, options: SimOptions, rate: float,
-                 events: int | None, duration: float | None) -> None:
-        self.settings = settings
-        self.options = options
-        self.rate = rate
-        self.events = events
-        self.duration = duration
-        self.tally = Tally()
-        self.started = time.monotonic()
-        self.stop = asyncio.Event()
-
-    async def main(self, broker_timeout: float) -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.stop.set)
-        _say(self._intro())
-        try:
-            if await self._unless_stopped(self._prepare(broker_timeout)):
-                await self._produce()
-        except BrokerUnavailable as exc:
-            _say(str(exc))
-            return 1
-        except (BrokerError, KafkaError) as exc:
-            _say(f"pulse simulate: Kafka at {self.settings.kafka_bootstrap} "
-                 f"(PULSE_KAFKA_BOOTSTRAP) failed: {exc or type(exc).__name__}")
-            print(self._summary(), flush=True)
-            return 1
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-        print(self._summary(), flush=True)
-        return 0
-
-    async def _prepare(self, broker_timeout: float) -> None:
-        await wait_for_broker(self.settings.kafka_bootstrap, broker_timeout, "pulse simulate")
-        await ensure_topics(self.settings)
-
-    async def _unless_stopped(self, work: Any) -> bool:
-        """Run `work` unless Ctrl-C comes first; True if it finished."""
-        task = asyncio.ensure_future(work)
-        stopped = asyncio.ensure_future(self.stop.wait())
-        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            return False
-        task.result()
-        return True
-
-    async def _produce(self) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap,
-                                    enable_idempotence=False, max_batch_size=BATCH_BYTES,
-                                    **CLIENT_DEFAULTS)
-        await producer.start()
-        self.started = time.monotonic()
-        progress = asyncio.create_task(self._progress())
-        try:
-            partitions = sorted(await producer.partitions_for(self.settings.topic))
-            outbox = Outbox(producer, self.settings.topic, partitions)
-            await self._send_all(outbox)
-            await outbox.flush()
-        finally:
-            progress.cancel()
-            await producer.stop()
-
-    async def _send_all(self, outbox: Outbox) -> None:
-        pacer = Pacer(self.options, self.rate)
-        deadline = self.started + (self.duration or math.inf)
-        for message in generate(self.options):
-            if self.stop.is_set() or self.tally.sent == self.events:
-                return
-            wait = pacer.wait_s(message.at_us)
-            if wait > 0.001:
-                await outbox.flush()
-                if await self._sleep(min(wait, deadline - time.monotonic())):
-                    return
-            if time.monotonic() >= deadline:
-                return
-            await outbox.put(message.key, message.value)
-            self.tally.add(message)
-
-    async def _sleep(self, seconds: float) -> bool:
-        """Sleep, waking early on Ctrl-C; True if stopped."""
-        try:
-            await asyncio.wait_for(self.stop.wait(), max(0.0, seconds))
-        except TimeoutError:
-            return False
-        return True
-
-    async def _progress(self) -> None:
-        last_sent, last_at = 0, time.monotonic()
-        while True:
-            await asyncio.sleep(1.0)
-            now, sent = time.monotonic(), self.tally.sent
-            _say(f"pulse simulate: {sent:,} sent, {(sent - last_sent) / (now - last_at):,.0f}/s, "
-                 f"{now - self.started:.0f} s elapsed")
-            last_sent, last_at = sent, now
-
-    def _intro(self) -> str:
-        o = self.options
-        pace = f"{self.rate:g} events/s" if self.rate else "as fast as possible"
-        return (f"pulse simulate: seed {o.seed}, {o.tenants} tenants x {o.campaigns} campaigns "
-                f"x {o.customers} customers, from {rfc3339(o.start_us, UTC)}, {pace}, "
-                f"to topic {self.settings.topic} on {self.settings.kafka_bootstrap}")
-
-    def _summary(self) -> str:
-        t, o = self.tally, self.options
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        how = "stopped" if self.stop.is_set() else "done"
-        return "\n".join([
-            f"pulse simulate: {how}: {t.sent:,} messages in {elapsed:.1f} s "
-            f"({t.sent / elapsed:,.0f}/s) to topic {self.settings.topic}",
-            f"  events      {t.kinds['valid']:>9,}  {_counts(t.types)}",
-            f"  late        {t.late:>9,}  (of the events: occurred hours to days back)",
-            f"  duplicates  {t.kinds['duplicate']:>9,}  (exact copies sent again)",
-            f"  invalid     {t.kinds['invalid']:>9,}  {_counts(t.flaws)}",
-            f"  world       {o.tenants} tenants, {o.tenants * o.campaigns} campaigns, "
-            f"{o.tenants * o.customers:,} customers at a time ({len(t.customers):,} took part)",
-            f"  repeat with --seed {o.seed} --start {rfc3339(o.start_us, UTC)}",
-        ])
+KNOWN_KEYS = 100_000
+"""Keys whose partition is remembered: aiokafka's murmur2 is pure Python, and hashing
+every message's key again cost `pulse simulate` a tenth of its time."""
 
 
 class Outbox:
@@ -222,11 +32,17 @@ class Outbox:
         self.topic = topic
         self.partitions = partitions
         self.partitioner = DefaultPartitioner()
+        self.partition_of: dict[bytes, int] = {}
         self.open: dict[int, BatchBuilder] = {}
         self.in_flight: list[asyncio.Future[Any]] = []
 
     async def put(self, key: bytes, value: bytes) -> None:
-        partition = self.partitioner(key, self.partitions, self.partitions)
+        partition = self.partition_of.get(key)
+        if partition is None:
+            if len(self.partition_of) >= KNOWN_KEYS:
+                self.partition_of.clear()
+            partition = self.partition_of[key] = self.partitioner(key, self.partitions,
+                                                                  self.partitions)
         batch = self.open.get(partition)
         if batch is None:
             batch = self.open[partition] = self.producer.create_batch()
@@ -253,31 +69,3 @@ class Outbox:
     async def _settle(self) -> None:
         await asyncio.gather(*self.in_flight)
         self.in_flight.clear()
-
-
-def run_simulate(settings: Settings, *, tenants: int, campaigns: int, customers: int,
-                 rate: float, duration: float | None, events: int | None, seed: int | None,
-                 start: str | None, duplicates: float, late: float, invalid: float,
-                 broker_timeout: float = BROKER_TIMEOUT_S) -> int:
-    """`pulse simulate`; returns the exit code (2: bad options, 1: Kafka failed)."""
-    try:
-        if duration is not None and not duration > 0:
-            raise ValueError(f"--duration must be a number of seconds > 0, got {duration}")
-        options = plan_options(
-            tenants=tenants, campaigns=campaigns, customers=customers, rate=rate,
-            events=events, seed=secrets.randbelow(2**31) if seed is None else seed,
-            start=start, duplicates=duplicates, late=late, invalid=invalid,
-            steps=settings.funnel_steps, now=datetime.now(UTC))
-    except ValueError as exc:
-        _say(f"pulse simulate: {exc}")
-        return 2
-    run = Run(settings, options, rate, events, duration)
-    return asyncio.run(run.main(broker_timeout))
-
-
-def _counts(counter: Counter[str]) -> str:
-    return ", ".join(f"{name} {n:,}" for name, n in sorted(counter.items()))
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)

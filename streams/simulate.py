@@ -1,286 +1,273 @@
-"""`pulse simulate`: the actors' events as one seeded stream, produced to the input topic.
+"""`pulse simulate`: pace the seeded stream of `streams.traffic` and produce it to Kafka.
 
-`generate` is pure: it interleaves the actors of `streams.actors` in event-time order
-and injects what real producers get wrong (exact duplicates, late events, invalid
-messages), so tests can recompute exactly what a run sent from its seed and start.
-`run_simulate` paces that stream against the wall clock and produces it with aiokafka.
-
-The stream is a sequence of slots; slot k is sent at simulated time
-`start + (k + jitter) * spacing`, and nothing in it occurred after that time (invalid
-future timestamps aside). The producer never sends a slot before the wall clock has
-reached it, which is what keeps every `occurred_at` out of the worker's future.
+`streams.traffic.generate` decides what is sent; this module decides when, produces it
+through `streams.produce.Outbox`, shows progress and prints the summary.
 """
 
 from __future__ import annotations
 
-import bisect
-import hashlib
-import heapq
-import itertools
+import asyncio
+import contextlib
 import math
-import random
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, Literal
+import secrets
+import signal
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
-import msgspec
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
-from .actors import SECOND, Draft, TenantActor, build_world
+from pulse.kafka import CLIENT_DEFAULTS, BrokerUnavailable, wait_for_broker
+from pulse.settings import Settings
 
-Kind = Literal["valid", "duplicate", "invalid"]
+from .broker import BrokerError, ensure_topics
+from .produce import Outbox
+from .rhythm import SECOND
+from .traffic import SimOptions, Simulated, generate, plan_options, rfc3339
 
-HOUR = 3600 * SECOND
-DAY = 24 * HOUR
-BACKFILL_SPAN = timedelta(days=2)
-"""With `--rate 0`, events are spread over this much of the recent past, ending now."""
-BACKFILL_MESSAGES = 1_000_000
-"""With `--rate 0` and no `--events`, the backfill is as dense as this many messages."""
-MAX_START_AHEAD = timedelta(hours=1)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_encode = msgspec.json.Encoder().encode
-
-
-@dataclass(frozen=True)
-class SimOptions:
-    """Everything `generate` depends on: the same options give the same bytes."""
-
-    seed: int
-    start: datetime
-    """Simulated time of the first slot (UTC-aware)."""
-    spacing_s: float
-    """Simulated seconds between two slots: 1/rate, or the backfill span / messages."""
-    tenants: int = 3
-    campaigns: int = 3
-    customers: int = 200
-    duplicates: float = 0.02
-    late: float = 0.02
-    invalid: float = 0.005
-    steps: tuple[str, ...] = ("picked_up", "interested", "qualified")
-
-    @property
-    def start_us(self) -> int:
-        return (self.start - _EPOCH) // timedelta(microseconds=1)
-
-    @property
-    def run(self) -> str:
-        """The run token in event ids: one per (seed, start)."""
-        text = f"{self.seed}/{self.start_us}".encode()
-        return hashlib.blake2b(text, digest_size=4).hexdigest()
+BROKER_TIMEOUT_S = 120.0
+BATCH_BYTES = 256 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Simulated:
-    """One message of the stream, and what it is (for pacing, the summary and tests)."""
+@dataclass
+class Tally:
+    """What has been handed to the producer, for the progress lines and the summary."""
 
-    key: bytes
-    value: bytes
-    kind: Kind
-    at_us: int
-    """Simulated send time: the producer holds the message until the wall clock is there."""
-    event_type: str | None
-    late: bool = False
-    flaw: str | None = None
-    """How an invalid message was broken (one of `FLAWS`)."""
+    sent: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)
+    types: Counter[str] = field(default_factory=Counter)
+    late: int = 0
+    flaws: Counter[str] = field(default_factory=Counter)
+    joined: dict[bytes, int] = field(default_factory=dict)
+    """Per tenant, the highest customer number seen: customers are numbered as they join
+    (`<tenant>-cus-<n>`), so this counts them without remembering millions of keys."""
+
+    def add(self, message: Simulated) -> None:
+        self.sent += 1
+        self.kinds[message.kind] += 1
+        if message.kind == "valid":
+            self.types[message.event_type or ""] += 1
+            self.late += message.late
+            if message.event_type != "usage":
+                tenant, _, number = message.key.rpartition(b"-cus-")
+                if number.isdigit() and int(number) > self.joined.get(tenant, 0):
+                    self.joined[tenant] = int(number)
+        elif message.kind == "invalid":
+            self.flaws[message.flaw or ""] += 1
 
 
-def plan_options(*, tenants: int, campaigns: int, customers: int, rate: float,
-                 events: int | None, seed: int, start: str | datetime | None,
-                 duplicates: float, late: float, invalid: float, steps: tuple[str, ...],
-                 now: datetime) -> SimOptions:
-    """The options of a run; raises ValueError naming the flag that is wrong.
+class Pacer:
+    """When a message may go.
 
-    With a rate, simulated time moves with real time from `start` (default now). With
-    `--rate 0`, the messages are spread over the last two days (from `start`, default
-    two days ago), so a backfill never runs into the future.
+    Never before the wall clock reaches its simulated send time, so no `occurred_at`
+    is ever ahead of the worker's clock: the history goes as fast as the broker takes
+    it. With a rate, a live message also waits until one real second per simulated
+    second has passed since the first live send.
     """
-    for name, count in (("--tenants", tenants), ("--campaigns", campaigns),
-                        ("--customers", customers)):
-        if count < 1:
-            raise ValueError(f"{name} must be at least 1, got {count}")
-    for name, share in (("--duplicates", duplicates), ("--late", late), ("--invalid", invalid)):
-        if not 0 <= share <= 1:
-            raise ValueError(f"{name} is a share of events and must be in 0..1, got {share}")
-    if not 0 <= rate < math.inf:
-        raise ValueError(f"--rate must be a number of events per second >= 0, got {rate}")
-    if events is not None and events < 1:
-        raise ValueError(f"--events must be at least 1, got {events}")
-    if rate:
-        spacing, default_start = 1 / rate, now
-    else:
-        spacing = BACKFILL_SPAN.total_seconds() / (events or BACKFILL_MESSAGES)
-        default_start = now - BACKFILL_SPAN
-    origin = parse_start(start) if start is not None else default_start
-    if origin > now + MAX_START_AHEAD:
-        raise ValueError(f"--start {origin.isoformat()} is more than an hour in the future; "
-                         "the worker would reject every event as a future timestamp")
-    return SimOptions(seed, origin, spacing, tenants, campaigns, customers, duplicates, late,
-                      invalid, steps)
+
+    def __init__(self, options: SimOptions) -> None:
+        self.live_start_us = options.live_start_us
+        self.rate = options.rate
+        self.first: float | None = None
+
+    def wait_s(self, at_us: int) -> float:
+        wait = at_us / SECOND - time.time()
+        if self.rate and at_us >= self.live_start_us:
+            now = time.monotonic()
+            if self.first is None:
+                self.first = now
+            wait = max(wait, self.first + (at_us - self.live_start_us) / SECOND - now)
+        return wait
 
 
-def parse_start(value: str | datetime) -> datetime:
-    """RFC 3339 with an offset, or a date (midnight UTC), as the API reads `from`."""
-    if isinstance(value, datetime):
-        parsed = value
-    else:
+class Run:
+    """One `pulse simulate` process: broker wait, pacing, producing, Ctrl-C, summary."""
+
+    def __init__(self, settings: Settings, options: SimOptions, events: int | None,
+                 duration: float | None) -> None:
+        self.settings = settings
+        self.options = options
+        self.events = events
+        self.duration = duration
+        self.tally = Tally()
+        self.started = time.monotonic()
+        self.backfilled: float | None = None
+        """Seconds the history took to send, once it is sent and acknowledged."""
+        self.stop = asyncio.Event()
+
+    async def main(self, broker_timeout: float) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop.set)
+        _say(self._intro())
         try:
-            parsed = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise ValueError(f"--start must be an RFC 3339 time such as 2025-03-01T09:00:00Z, "
-                             f"got {value!r}") from None
-        if len(value.strip()) == 10:
-            parsed = parsed.replace(tzinfo=UTC)
-    if parsed.tzinfo is None:
-        raise ValueError(f"--start needs a UTC offset (`Z` or `+hh:mm`), got {value!r}")
-    return parsed.astimezone(UTC)
+            if await self._unless_stopped(self._prepare(broker_timeout)):
+                await self._produce()
+        except BrokerUnavailable as exc:
+            _say(str(exc))
+            return 1
+        except (BrokerError, KafkaError) as exc:
+            _say(f"pulse simulate: Kafka at {self.settings.kafka_bootstrap} "
+                 f"(PULSE_KAFKA_BOOTSTRAP) failed: {exc or type(exc).__name__}")
+            print(self._summary(), flush=True)
+            return 1
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        print(self._summary(), flush=True)
+        return 0
+
+    async def _prepare(self, broker_timeout: float) -> None:
+        await wait_for_broker(self.settings.kafka_bootstrap, broker_timeout, "pulse simulate")
+        await ensure_topics(self.settings)
+
+    async def _unless_stopped(self, work: Any) -> bool:
+        """Run `work` unless Ctrl-C comes first; True if it finished."""
+        task = asyncio.ensure_future(work)
+        stopped = asyncio.ensure_future(self.stop.wait())
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return False
+        task.result()
+        return True
+
+    async def _produce(self) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                    enable_idempotence=False, max_batch_size=BATCH_BYTES,
+                                    **CLIENT_DEFAULTS)
+        await producer.start()
+        self.started = time.monotonic()
+        progress = asyncio.create_task(self._progress())
+        try:
+            partitions = sorted(await producer.partitions_for(self.settings.topic))
+            outbox = Outbox(producer, self.settings.topic, partitions)
+            await self._send_all(outbox)
+            await outbox.flush()
+        finally:
+            progress.cancel()
+            await producer.stop()
+
+    async def _send_all(self, outbox: Outbox) -> None:
+        pacer = Pacer(self.options)
+        deadline = self.started + (self.duration or math.inf)
+        history = self.options.history_messages
+        for message in generate(self.options):
+            if self.stop.is_set() or self.tally.sent == self.events:
+                return
+            wait = pacer.wait_s(message.at_us)
+            if wait > 0.001:
+                await outbox.flush()
+                if await self._sleep(min(wait, deadline - time.monotonic())):
+                    return
+            if time.monotonic() >= deadline:
+                return
+            await outbox.put(message.key, message.value)
+            self.tally.add(message)
+            if self.tally.sent == history:
+                await outbox.flush()
+                self.backfilled = time.monotonic() - self.started
+                _say(self._backfill_done())
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep, waking early on Ctrl-C; True if stopped."""
+        try:
+            await asyncio.wait_for(self.stop.wait(), max(0.0, seconds))
+        except TimeoutError:
+            return False
+        return True
+
+    async def _progress(self) -> None:
+        """A line a second while the history goes out, then one every ten seconds."""
+        last_sent, last_at = 0, time.monotonic()
+        history = self.options.history_messages
+        while True:
+            await asyncio.sleep(1.0 if self.backfilled is None and history else 10.0)
+            now, sent = time.monotonic(), self.tally.sent
+            pace = f"{(sent - last_sent) / (now - last_at):,.0f}/s"
+            if self.backfilled is None and history:
+                done = f"backfill {sent:,} of {history:,} messages ({sent / history:.0%})"
+            else:
+                done = f"{sent:,} sent"
+            _say(f"pulse simulate: {done}, {pace}, {now - self.started:.0f} s elapsed")
+            last_sent, last_at = sent, now
+
+    def _intro(self) -> str:
+        o = self.options
+        live = f"{o.rate:g} messages/s" if o.rate else "the history's pace"
+        plan = (f"backfill {o.history_messages:,} messages over {_days(o.history_s)} "
+                f"from {rfc3339(o.start_us, UTC)} as fast as the broker takes them, then live "
+                f"at {live}" if o.history_messages else
+                f"live at {live} from {rfc3339(o.start_us, UTC)}")
+        return (f"pulse simulate: seed {o.seed}, {o.tenants} tenants x {o.campaigns} campaigns "
+                f"x {o.customers:,} customers; {plan}; to topic {self.settings.topic} on "
+                f"{self.settings.kafka_bootstrap}")
+
+    def _backfill_done(self) -> str:
+        o, took = self.options, self.backfilled or 0.0
+        live = f"{o.rate:g} messages/s" if o.rate else "the history's pace"
+        return (f"pulse simulate: backfill sent: {o.history_messages:,} messages over "
+                f"{_days(o.history_s)} in {took:.1f} s "
+                f"({o.history_messages / max(took, 1e-9):,.0f}/s); live from now at {live}")
+
+    def _summary(self) -> str:
+        t, o = self.tally, self.options
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        how = "stopped" if self.stop.is_set() else "done"
+        return "\n".join([
+            f"pulse simulate: {how}: {t.sent:,} messages in {elapsed:.1f} s "
+            f"({t.sent / elapsed:,.0f}/s) to topic {self.settings.topic}",
+            *([f"  history     {o.history_messages:>9,}  messages over "
+               f"{_days(o.history_s)}, sent in {self.backfilled:.1f} s"]
+              if self.backfilled is not None else []),
+            f"  events      {t.kinds['valid']:>9,}  {_counts(t.types)}",
+            f"  late        {t.late:>9,}  (of the events: occurred hours to days back)",
+            f"  duplicates  {t.kinds['duplicate']:>9,}  (exact copies sent again)",
+            f"  invalid     {t.kinds['invalid']:>9,}  {_counts(t.flaws)}",
+            f"  world       {o.tenants} tenants, {o.tenants * o.campaigns} campaigns, "
+            f"{o.tenants * o.customers:,} customers at a time "
+            f"({sum(t.joined.values()):,} took part)",
+            f"  repeat with --seed {o.seed} --start {rfc3339(o.start_us, UTC)} "
+            f"--backfill-days {o.history_s / 86400:g} --rate {o.rate:g}",
+        ])
 
 
-# ---- the stream ----------------------------------------------------------------------
+def run_simulate(settings: Settings, *, tenants: int, campaigns: int, customers: int,
+                 rate: float, duration: float | None, events: int | None, seed: int | None,
+                 start: str | None, duplicates: float, late: float, invalid: float,
+                 backfill_days: float | None = None,
+                 broker_timeout: float = BROKER_TIMEOUT_S) -> int:
+    """`pulse simulate`; returns the exit code (2: bad options, 1: Kafka failed)."""
+    try:
+        if duration is not None and not duration > 0:
+            raise ValueError(f"--duration must be a number of seconds > 0, got {duration}")
+        options = plan_options(
+            tenants=tenants, campaigns=campaigns, customers=customers, rate=rate,
+            events=events, seed=secrets.randbelow(2**31) if seed is None else seed,
+            start=start, duplicates=duplicates, late=late, invalid=invalid,
+            steps=settings.funnel_steps, now=datetime.now(UTC), backfill_days=backfill_days)
+    except ValueError as exc:
+        _say(f"pulse simulate: {exc}")
+        return 2
+    run = Run(settings, options, events, duration)
+    return asyncio.run(run.main(broker_timeout))
 
 
-class World:
-    """The actors, and the events they have scheduled for later (intents, usage...)."""
-
-    def __init__(self, options: SimOptions, rnd: random.Random) -> None:
-        self.rnd = rnd
-        self.tenants = build_world(options.tenants, options.campaigns, options.customers,
-                                   options.steps, options.run, rnd)
-        self.tenant_weights = list(itertools.accumulate(
-            rnd.lognormvariate(0, 0.5) for _ in self.tenants))
-        self.offsets = {t.tenant_id: timezone(timedelta(minutes=t.utc_offset_min))
-                        for t in self.tenants}
-        self.pending: list[tuple[int, int, Draft]] = []
-        self.sequence = itertools.count()
-
-    def next_event(self, now_us: int) -> Draft:
-        """The earliest event due by `now_us`: a follow-up, else a new conversation now.
-
-        Follow-ups are scheduled at or after the conversation that caused them, so the
-        events come out in event-time order.
-        """
-        if self.pending and self.pending[0][0] <= now_us:
-            return heapq.heappop(self.pending)[2]
-        tenant = self._pick_tenant()
-        first, *later = tenant.step(now_us, self.rnd)
-        for draft in later:
-            heapq.heappush(self.pending, (draft.at_us, next(self.sequence), draft))
-        return first
-
-    def _pick_tenant(self) -> TenantActor:
-        weights = self.tenant_weights
-        index = bisect.bisect_right(weights, self.rnd.random() * weights[-1])
-        return self.tenants[min(index, len(self.tenants) - 1)]
+def _days(seconds: float) -> str:
+    days = seconds / 86400
+    return f"{days:g} day" + ("" if days == 1 else "s")
 
 
-def generate(options: SimOptions) -> Iterator[Simulated]:
-    """The endless message stream of a run; the same options give the same bytes."""
-    rnd = random.Random(options.seed)
-    world = World(options, rnd)
-    resend: list[tuple[int, int, Simulated]] = []
-    start_us, spacing_us = options.start_us, options.spacing_s * SECOND
-    for k in itertools.count():
-        at = start_us + int((k + rnd.random()) * spacing_us)
-        if rnd.random() < options.invalid:
-            yield _invalid(world.next_event(at), at, world, rnd)
-        elif resend and resend[0][0] <= at:
-            yield replace(heapq.heappop(resend)[2], kind="duplicate", at_us=at)
-        else:
-            message = _valid(world.next_event(at), at, world, options.late, rnd)
-            if rnd.random() < options.duplicates:
-                heapq.heappush(resend, (at + _resend_delay_us(rnd), k, message))
-            yield message
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{name} {n:,}" for name, n in sorted(counter.items()))
 
 
-def _valid(draft: Draft, at_us: int, world: World, late_share: float,
-           rnd: random.Random) -> Simulated:
-    late = rnd.random() < late_share
-    occurred_us = at_us - _lateness_us(rnd) if late else draft.at_us
-    body = _body(draft, _stamp(occurred_us, world.offsets[draft.fields["tenant_id"]], rnd))
-    return Simulated(draft.key.encode(), _encode(body), "valid", at_us,
-                     draft.fields["event_type"], late)
-
-
-def _invalid(draft: Draft, at_us: int, world: World, rnd: random.Random) -> Simulated:
-    """A message the worker must dead-letter, made from an event that got broken."""
-    flaw = rnd.choice(FLAWS)
-    body = _body(draft, _stamp(draft.at_us, world.offsets[draft.fields["tenant_id"]], rnd))
-    return Simulated(draft.key.encode(), _BREAK[flaw](body, at_us, rnd), "invalid", at_us,
-                     draft.fields["event_type"], flaw=flaw)
-
-
-def _broken_json(body: dict[str, Any], at_us: int, rnd: random.Random) -> bytes:
-    """Cut short: no proper prefix of a JSON object is JSON."""
-    raw = _encode(body)
-    return raw[: rnd.randint(1, len(raw) - 1)]
-
-
-def _missing_field(body: dict[str, Any], at_us: int, rnd: random.Random) -> bytes:
-    required = ["id", "tenant_id", "event_type", "occurred_at"]
-    required += [f for f in ("customer_id", "label", "value", "category") if f in body]
-    del body[rnd.choice(required)]
-    return _encode(body)
-
-
-def _wrong_type(body: dict[str, Any], at_us: int, rnd: random.Random) -> bytes:
-    name, wrong = rnd.choice([
-        ("id", 10_000 + rnd.randrange(10**6)),
-        ("occurred_at", True),
-        ("tenant_id", ["acme"]),
-        ("metadata", "vip caller"),
-        *([("value", str(body["value"]))] if "value" in body else []),
-        *([("label", {"name": body["label"]})] if "label" in body else []),
-    ])
-    body[name] = wrong
-    return _encode(body)
-
-
-def _bad_value(body: dict[str, Any], at_us: int, rnd: random.Random) -> bytes:
-    if body["event_type"] in ("call_ended", "chat_ended") and rnd.random() < 0.5:
-        body["value"] = -body["value"] - 1.0
-    elif rnd.random() < 0.5:
-        body["event_type"] = "sms_sent"
-    else:
-        body["tenant_id"] = body["tenant_id"] + " inc"
-    return _encode(body)
-
-
-def _future(body: dict[str, Any], at_us: int, rnd: random.Random) -> bytes:
-    """A device clock decades ahead: in the future whatever the run's start."""
-    body["occurred_at"] = rfc3339(at_us + rnd.randint(40, 60) * 365 * DAY, UTC)
-    return _encode(body)
-
-
-_BREAK = {"broken_json": _broken_json, "missing_field": _missing_field,
-          "wrong_type": _wrong_type, "bad_value": _bad_value, "future_timestamp": _future}
-FLAWS = tuple(_BREAK)
-
-
-def _body(draft: Draft, occurred_at: str | int) -> dict[str, Any]:
-    fields = draft.fields
-    return {"id": fields["id"], "tenant_id": fields["tenant_id"],
-            "event_type": fields["event_type"], "occurred_at": occurred_at, **fields}
-
-
-def _stamp(occurred_us: int, offset: timezone, rnd: random.Random) -> str | int:
-    """`occurred_at` to the millisecond: mostly `...Z`, some local offsets, some epoch ms."""
-    roll = rnd.random()
-    if roll < 0.15:
-        return occurred_us // 1000
-    return rfc3339(occurred_us, offset if roll < 0.3 else UTC)
-
-
-def rfc3339(us: int, tz: timezone) -> str:
-    moment = (_EPOCH + timedelta(milliseconds=us // 1000)).astimezone(tz)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _lateness_us(rnd: random.Random) -> int:
-    """Hours to days, log-uniform: most late events are hours late, some days."""
-    return int(math.exp(rnd.uniform(math.log(HOUR), math.log(3 * DAY))))
-
-
-def _resend_delay_us(rnd: random.Random) -> int:
-    """A producer retry within a minute, or now and then a batch replayed hours later."""
-    if rnd.random() < 0.75:
-        return rnd.randint(SECOND // 10, 60 * SECOND)
-    return rnd.randint(10 * 60 * SECOND, 6 * HOUR)
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
