@@ -37,8 +37,8 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
     """
     if "PYTEST_XDIST_WORKER" not in os.environ:
         return (yield)
-    # Each worker's basetemp is <the run's basetemp>/popen-gwN: the parent is this
-    # run's alone, never another engineer's or another run's.
+    # Each worker's basetemp is <the run's basetemp>/popen-gwN: the parent belongs to this
+    # run alone, never to another engineer's or another run's.
     root = Path(item.config.option.basetemp).parent
     alone = item.get_closest_marker("alone") is not None
     with open(root / "alone.turnstile", "a") as turnstile, open(root / "alone.lock", "a") as lock:
