@@ -102,7 +102,8 @@ async def read_until(
 
 async def log_start(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int:
     """The first offset `tp` still holds (retention moves it on)."""
-    return (await consumer.beginning_offsets([tp]))[tp]
+    starts: dict[TopicPartition, int] = await consumer.beginning_offsets([tp])
+    return starts[tp]
 
 
 async def record_at(consumer: AIOKafkaConsumer, tp: TopicPartition,

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pyarrow as pa
 
@@ -15,36 +16,34 @@ from .events import Event
 
 UTC_MICROS = pa.timestamp("us", tz="UTC")
 
-EVENT_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("event_type", pa.string(), nullable=False),
-        pa.field("customer_id", pa.string()),
-        pa.field("campaign_id", pa.string()),
-        pa.field("channel", pa.string()),
-        pa.field("category", pa.string()),
-        pa.field("label", pa.string()),
-        pa.field("value", pa.float64()),
-        pa.field("occurred_at", UTC_MICROS, nullable=False),
-        pa.field("metadata", pa.string()),
-        pa.field("schema_version", pa.int32(), nullable=False),
-        pa.field("ingested_at", UTC_MICROS, nullable=False),
-        pa.field("kafka_partition", pa.int32(), nullable=False),
-        pa.field("kafka_offset", pa.int64(), nullable=False),
-    ]
-)
+_EVENT_FIELDS: list[pa.Field[Any]] = [
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("event_type", pa.string(), nullable=False),
+    pa.field("customer_id", pa.string()),
+    pa.field("campaign_id", pa.string()),
+    pa.field("channel", pa.string()),
+    pa.field("category", pa.string()),
+    pa.field("label", pa.string()),
+    pa.field("value", pa.float64()),
+    pa.field("occurred_at", UTC_MICROS, nullable=False),
+    pa.field("metadata", pa.string()),
+    pa.field("schema_version", pa.int32(), nullable=False),
+    pa.field("ingested_at", UTC_MICROS, nullable=False),
+    pa.field("kafka_partition", pa.int32(), nullable=False),
+    pa.field("kafka_offset", pa.int64(), nullable=False),
+]
+EVENT_SCHEMA = pa.schema(_EVENT_FIELDS)
 
-DEAD_LETTER_SCHEMA = pa.schema(
-    [
-        pa.field("raw", pa.binary(), nullable=False),
-        pa.field("reason", pa.string(), nullable=False),
-        pa.field("error", pa.string(), nullable=False),
-        pa.field("kafka_topic", pa.string(), nullable=False),
-        pa.field("kafka_partition", pa.int32(), nullable=False),
-        pa.field("kafka_offset", pa.int64(), nullable=False),
-        pa.field("received_at", UTC_MICROS, nullable=False),
-    ]
-)
+_DEAD_LETTER_FIELDS: list[pa.Field[Any]] = [
+    pa.field("raw", pa.binary(), nullable=False),
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("error", pa.string(), nullable=False),
+    pa.field("kafka_topic", pa.string(), nullable=False),
+    pa.field("kafka_partition", pa.int32(), nullable=False),
+    pa.field("kafka_offset", pa.int64(), nullable=False),
+    pa.field("received_at", UTC_MICROS, nullable=False),
+]
+DEAD_LETTER_SCHEMA = pa.schema(_DEAD_LETTER_FIELDS)
 
 
 def events_to_table(
@@ -55,7 +54,7 @@ def events_to_table(
 ) -> pa.Table:
     """The lake columns of one folder's events (tenant and date are the folder)."""
     n = len(events)
-    columns = [
+    columns: list[pa.Array[Any]] = [
         pa.array([e.id for e in events], pa.string()),
         pa.array([e.event_type for e in events], pa.string()),
         pa.array([e.customer_id for e in events], pa.string()),

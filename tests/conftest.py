@@ -2,24 +2,51 @@
 
 `pulse broker` runs as a subprocess on a free loopback port; a test that needs Kafka
 and cannot reach it fails, it is never skipped. Each test gets its own topics, consumer
-group, lake and state folders, so tests share the broker and nothing else.
+group, lake and state folders, so tests share the broker and nothing else. Under
+pytest-xdist (scripts/test runs two workers) each worker is a session of its own, with
+its own broker, port and temporary folders; `--dist loadfile` keeps a file's tests on
+one worker, so a module-scoped stack is built once.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import Pulse, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "tests" / "artifacts"
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """Under xdist, a test marked `alone` runs while no other test does.
+
+    Such a test asserts a speed (a produce rate, a time budget) that a 2-core machine
+    gives only to one test at a time. It holds the run's lock exclusively, and every
+    other test holds it shared, from the setup of its fixtures (a module's stack
+    included) to their teardown, so the two never overlap and the others still do.
+    A waiting `alone` test also holds the turnstile, which every test passes before it
+    asks for the lock: flock lets a shared request in ahead of a waiting exclusive
+    one, so without it the other worker could start test after test in front of it.
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return (yield)
+    # Each worker's basetemp is <the run's basetemp>/popen-gwN: the parent belongs to this
+    # run alone, never to another engineer's or another run's.
+    root = Path(item.config.option.basetemp).parent
+    alone = item.get_closest_marker("alone") is not None
+    with open(root / "alone.turnstile", "a") as turnstile, open(root / "alone.lock", "a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        if not alone:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        return (yield)
 
 
 @pytest.fixture(scope="session")

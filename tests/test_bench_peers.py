@@ -18,6 +18,7 @@ from pulse.benchmarks.peers_answer import Answer
 
 
 @pytest.mark.broker
+@pytest.mark.alone  # five systems at once, each within a time budget
 def test_bench_peers_quick_every_answer_exact(tmp_path: Path) -> None:
     absent = {peer.key: why for peer in PEERS if (why := missing(peer))}
     assert not absent, f"install the peers extra ({INSTALL}): {absent}"

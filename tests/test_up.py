@@ -140,6 +140,8 @@ def test_up_simulate_opens_on_a_history_then_goes_live_and_sigint_stops_it(tmp_p
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait()
+        process.stdout.close()
         for pid in processes_with(marker):
             os.kill(pid, signal.SIGKILL)
 

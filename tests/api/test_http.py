@@ -160,7 +160,7 @@ def test_keys_never_reach_the_access_log(stack: Stack):
     _, _, rng = window(stack)
     assert stack.get(f"/analytics/usage?{rng}&key={ACME}", key=None)[0] == 200
     assert stack.get(f"/analytics/usage?{rng}&%6Bey={GLOBEX}", key=None)[0] == 200
-    logs = "".join(open(p.log_path).read() for p in stack.pulse.procs
+    logs = "".join(p.log_path.read_text() for p in stack.pulse.procs
                    if p.log_path.name.startswith("api-"))
     assert "/analytics/usage" in logs and "key=***" in logs
     assert ACME not in logs and ADMIN not in logs and GLOBEX not in logs

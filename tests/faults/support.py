@@ -103,7 +103,8 @@ def peak_rss_mib(pid: int) -> dict[int, float]:
     """VmHWM (peak resident set, MiB) of `pid` and each of its children, by pid."""
     peaks = {}
     try:
-        children = open(f"/proc/{pid}/task/{pid}/children").read().split()
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            children = fh.read().split()
     except OSError:
         children = []
     for p in [pid, *map(int, children)]:

@@ -48,7 +48,7 @@ from tests.helpers import Pulse, counters, read_all
 from tests.streams.test_faults import READY
 from tests.streams.test_pipeline import HOUR, STEPS
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.alone]  # the burst's rate is asserted
 
 BURST = int(os.environ.get("PULSE_BURST_EVENTS", "200000"))
 STEADY_RATE = 2_000

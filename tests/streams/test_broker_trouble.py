@@ -110,11 +110,11 @@ class CuttableProxy(threading.Thread):
 
 def test_dropped_connections_lose_nothing_and_count_nothing_twice(tmp_path: Path):
     real, front = free_port(), free_port()
-    log = open(tmp_path / "tansu.log", "wb")
-    tansu = subprocess.Popen(
-        [broker_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{real}",
-         "--advertised-listener-url", f"tcp://127.0.0.1:{front}"],
-        stdout=log, stderr=log, start_new_session=True)
+    with open(tmp_path / "tansu.log", "wb") as log:
+        tansu = subprocess.Popen(
+            [broker_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{real}",
+             "--advertised-listener-url", f"tcp://127.0.0.1:{front}"],
+            stdout=log, stderr=log, start_new_session=True)
     proxy = CuttableProxy(front, real)
     proxy.start()
     proxy.ready.wait(5)

@@ -117,17 +117,18 @@ def test_the_ingest_child_dies_with_its_worker_even_on_kill9(pulse: Pulse):
     """kill -9 of the worker's own pid (not its group) must leave no orphan consuming."""
     import os
     import signal
+    from pathlib import Path
 
     pulse.ensure_topics()
     worker = pulse.start_worker()
     worker.wait_for_log(READY)
-    children = [int(pid) for pid in
-                open(f"/proc/{worker.pid}/task/{worker.pid}/children").read().split()]
+    with open(f"/proc/{worker.pid}/task/{worker.pid}/children") as fh:
+        children = [int(pid) for pid in fh.read().split()]
     assert children, "the worker runs its ingest stage in a child process"
     os.kill(worker.pid, signal.SIGKILL)
     worker.process.wait()
     deadline = time.monotonic() + 5
-    while any(os.path.exists(f"/proc/{pid}") and "Z" not in open(f"/proc/{pid}/stat").read()
+    while any(os.path.exists(f"/proc/{pid}") and "Z" not in Path(f"/proc/{pid}/stat").read_text()
               .split(")")[1].split()[0] for pid in children):
         assert time.monotonic() < deadline, "the ingest child outlived its worker"
         time.sleep(0.1)

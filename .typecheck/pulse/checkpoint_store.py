@@ -1,1 +1,0 @@
-../../pulse/checkpoint_store.py

@@ -1,1 +1,0 @@
-../../pulse/cli.py

@@ -1,1 +1,0 @@
-../../pulse/settings.py
