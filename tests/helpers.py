@@ -247,13 +247,14 @@ class Pulse:
 
     # ---- the lake ------------------------------------------------------------------
 
-    def lake_rows(self, expected: int, timeout: float = 60) -> int:
-        """Wait until the lake holds `expected` raw event rows; returns what it holds."""
+    def lake_rows(self, expected: int, timeout: float = 60, relation: str = "events") -> int:
+        """Wait until the lake holds `expected` raw rows of `relation` (`events` or
+        `dead_letters`); returns what it holds."""
         deadline = time.monotonic() + timeout
         rows = 0
         while time.monotonic() < deadline:
             try:
-                rows = self.lake_sql("SELECT count(*) FROM {events}")[0][0]
+                rows = self.lake_sql(f"SELECT count(*) FROM {{{relation}}}")[0][0]
             except duckdb.IOException:  # no file written yet
                 rows = 0
             if rows >= expected:

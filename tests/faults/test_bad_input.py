@@ -407,6 +407,7 @@ def test_bad_input_never_stops_the_worker_and_is_dead_lettered_exactly(pulse: Pu
     assert all(dict(r.headers).get("pulse-error") for r in records)
 
     # The lake: dead letters once each, valid events once per offset, every id there.
+    pulse.lake_rows(sum(dead.values()), relation="dead_letters")
     lake_dead = pulse.lake_sql("SELECT raw, reason, kafka_partition, kafka_offset "
                                "FROM {dead_letters}")
     assert Counter((bytes(raw), reason) for raw, reason, _, _ in lake_dead) == Counter(
