@@ -93,7 +93,7 @@ def create_app(settings: Settings, keys: dict[str, str] | None = None,
         replica=replica,
         lake=lake,
         query=Query(store, lake, settings.partitions),
-        metrics=ApiMetrics(store, replica, lag),
+        metrics=ApiMetrics(store, replica, lag, settings.partitions),
         lag=lag,
     )
 

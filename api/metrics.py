@@ -11,11 +11,13 @@ from pulse.rollups.journal import LakeMark
 from pulse.rollups.store import RollupStore
 
 from .lag import LagWatch
+from .query import partition_as_of
 from .replica import JournalReplica
 
 
 class ApiMetrics:
-    def __init__(self, store: RollupStore, replica: JournalReplica, lag: LagWatch) -> None:
+    def __init__(self, store: RollupStore, replica: JournalReplica, lag: LagWatch,
+                 partitions: int) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("pulse_http_requests", "HTTP requests by route and status",
                                 ["route", "status"], registry=self.registry)
@@ -30,7 +32,7 @@ class ApiMetrics:
         self.replica_ready = Gauge("pulse_replica_ready", "1 once the rollup replica caught up",
                                    registry=self.registry)
         self.replica_ready.set_function(lambda: float(replica.ready))
-        self.registry.register(_JournalCollector(store, replica, lag))
+        self.registry.register(_JournalCollector(store, replica, lag, partitions))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -51,8 +53,10 @@ _RECOVERY = (
 class _JournalCollector:
     """What the journal says about the pipeline, read at scrape time."""
 
-    def __init__(self, store: RollupStore, replica: JournalReplica, lag: LagWatch) -> None:
+    def __init__(self, store: RollupStore, replica: JournalReplica, lag: LagWatch,
+                 partitions: int) -> None:
         self.store = store
+        self.partitions = partitions
         self.replica = replica
         self.lag = lag
 
@@ -100,7 +104,8 @@ class _JournalCollector:
         flush = GaugeMetricFamily("pulse_lake_last_flush_timestamp_seconds",
                                   "last lake flush per input partition", labels=["partition"])
         as_of = GaugeMetricFamily("pulse_as_of_timestamp_seconds",
-                                  "time the rollups are complete up to, per keyed partition",
+                                  "time the rollups are complete up to, per keyed partition "
+                                  "(measures and journeys; answers use the least)",
                                   labels=["partition"])
         behind = GaugeMetricFamily("pulse_rollups_behind_seconds",
                                 "now minus as_of, per keyed partition", labels=["partition"])
@@ -118,8 +123,9 @@ class _JournalCollector:
                 if seen is None or (mark.flushed_at_us, mark.failures) > (seen.flushed_at_us,
                                                                           seen.failures):
                     marks[p] = mark
-            if info.progress:
-                t = min(info.progress.values()) / 1e6
+            complete = partition_as_of(info, self.partitions)
+            if complete is not None:
+                t = complete / 1e6
                 as_of.add_metric([str(q)], t)
                 behind.add_metric([str(q)], max(0.0, now - t))
         for p, mark in sorted(marks.items()):

@@ -152,16 +152,18 @@ class Query:
         return Answer(out, plan.source, as_of)
 
 
+def partition_as_of(info: PartitionInfo, partitions: int) -> int | None:
+    """Time up to which every input partition is in one keyed partition: in its measures,
+    and (through every partition's steps) in its journeys."""
+    if not info.progress or len(info.upstream) < partitions:
+        return None
+    return min(min(info.progress.values()), min(info.upstream.values()))
+
+
 def rollups_as_of(infos: list[PartitionInfo], partitions: int) -> int | None:
-    """Time up to which every input partition is in the rollups: in every partition's
-    measures, and (through each partition's steps) in every partition's journeys."""
-    times = []
-    for info in infos:
-        if not info.progress or len(info.upstream) < partitions:
-            return None
-        times.append(min(info.progress.values()))
-        times.append(min(info.upstream.values()))
-    return min(times) if times else None
+    """Time up to which every input partition is in the rollups of every partition."""
+    times = [partition_as_of(info, partitions) for info in infos]
+    return None if not times or None in times else min(t for t in times if t is not None)
 
 
 def _filter(campaign: str | None) -> object:

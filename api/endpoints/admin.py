@@ -13,6 +13,7 @@ from pulse.rollups.windows import HOUR_US
 from ..auth import require_admin
 from ..context import context
 from ..params import iso
+from ..query import partition_as_of
 from .reports import json
 
 
@@ -51,6 +52,7 @@ async def status(request: Request) -> Response:
     """Counters, watermarks and lake progress as the journal tells them."""
     ctx = context(request)
     require_admin(ctx.keys.scope(request))
+    partitions_n = ctx.settings.partitions
     totals: dict[str, int] = {}
     partitions: dict[str, dict[str, object]] = {}
     lake_marks: dict[int, dict[str, object]] = {}
@@ -63,13 +65,14 @@ async def status(request: Request) -> Response:
             "watermark": None if info.watermark_us is None else iso(info.watermark_us),
             "retained_from": None if info.horizon_hour is None
             else iso(info.horizon_hour * HOUR_US),
-            "as_of": iso(min(info.progress.values())) if info.progress else None,
+            "as_of": None if (complete := partition_as_of(info, partitions_n)) is None
+            else iso(complete),
             "counters": dict(info.counters),
             **_recovery(info, ctx.replica.unavailable.get(q),
                         ctx.replica.loaded_at_start.get(q)),
         }
-        if info.progress:
-            as_of.append(min(info.progress.values()))
+        if complete is not None:
+            as_of.append(complete)
         for p, mark in info.lake.items():
             seen = lake_marks.get(p)
             if seen is None or (mark.flushed_at_us, mark.failures) > (seen["flushed_at_us"],
