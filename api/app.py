@@ -21,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import pulse
+from pulse.lakefs import LakeStore
 from pulse.rollups.store import RollupStore
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
@@ -31,7 +32,7 @@ from .context import Context
 from .endpoints import admin, health, reports
 from .errors import EXCEPTION_HANDLERS, error_response
 from .lag import LagWatch
-from .lake import LakeReader
+from .lake import LakeReader, flushes_reported
 from .metrics import ApiMetrics
 from .openapi import CAMPAIGN, FROM, TO, Endpoint, Param, document
 from .query import Query
@@ -83,7 +84,8 @@ def create_app(settings: Settings, keys: dict[str, str] | None = None,
     store = RollupStore()
     topics = Topics(settings.topic, settings.dlq_topic)
     replica = JournalReplica(settings, topics.rollups, store)
-    lake = LakeReader(settings.lake, settings.engaged_seconds, settings.funnel_steps)
+    lake = LakeReader(LakeStore.open(settings.lake, settings), settings.engaged_seconds,
+                      settings.funnel_steps, flushes=lambda: flushes_reported(store))
     lag = LagWatch(settings)
     if keys is None and not insecure:
         keys = settings.read_api_keys() or {}

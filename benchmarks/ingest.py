@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS
+from pulse.lakefs import LakeStore, lake_dirs, live
 from pulse.rollups import journal
 from pulse.rollups.store import RollupStore
 from pulse.schemas import lake
@@ -68,17 +69,18 @@ async def drain(bootstrap: str, topic: str, expected: int) -> float:
         await consumer.stop()
 
 
-def lake_rows(root: str) -> tuple[int, int, int, int]:
+def lake_rows(store: LakeStore) -> tuple[int, int, int, int]:
     """(event rows, dead-letter rows, files, bytes) of the live lake files."""
     rows = [0, 0]
     files = size = 0
-    for i, kind in enumerate((lake.EVENTS, lake.DEAD_LETTERS)):
-        for folder, _, names in os.walk(os.path.join(root, kind)):
-            for name in lake.live_files(names):
-                path = os.path.join(folder, name)
-                rows[i] += pq.read_metadata(path).num_rows
-                files += 1
-                size += os.path.getsize(path)
+    for folder, entries in lake_dirs(store).items():
+        sizes = {e.name: e.size for e in entries}
+        for rel in live(folder, entries):
+            path = store.arrow_path(rel)
+            rows[folder.kind == lake.DEAD_LETTERS] += pq.read_metadata(
+                path, filesystem=store.arrow_fs).num_rows
+            files += 1
+            size += sizes[rel.rpartition("/")[2]]
     return rows[0], rows[1], files, size
 
 
@@ -152,6 +154,7 @@ async def run_worker(settings: Settings, root: Path, expected: dict[str, int],
                      timeout: float) -> dict[str, float]:
     async with running_worker(settings, root) as worker:
         watch = worker.watch
+        store = LakeStore.open(settings.lake, settings)
         started = time.perf_counter()
         deadline = started + timeout
         rollups_done = lake_done = None
@@ -162,7 +165,7 @@ async def run_worker(settings: Settings, root: Path, expected: dict[str, int],
             if rollups_done is None and totals.get("read", 0) >= expected["read"]:
                 rollups_done = now - started
             if lake_done is None and (now - last_report > 1 or rollups_done is not None):
-                events_in_lake, dead_in_lake, _, _ = lake_rows(settings.lake)
+                events_in_lake, dead_in_lake, _, _ = lake_rows(store)
                 if (events_in_lake, dead_in_lake) == (expected["valid"], expected["dead"]):
                     lake_done = now - started
             if now - last_report > 2:
@@ -212,7 +215,7 @@ def run_ingest(n: int, quick: bool) -> int:
         drained = asyncio.run(drain(bootstrap, settings.topic, n))
         say(f"  bare getmany() drain: {drained:.2f} s ({n / drained:,.0f}/s)")
         worker = asyncio.run(run_worker(settings, root, expected, timeout=max(120, n / 5000)))
-        _, _, files, size = lake_rows(settings.lake)
+        _, _, files, size = lake_rows(LakeStore.open(settings.lake, settings))
     seconds = max(worker["rollups_s"], worker["lake_s"])
     rate, base = n / seconds, n / drained
     ratio = rate / base

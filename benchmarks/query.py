@@ -37,6 +37,7 @@ import duckdb
 from pulse.api.lake import LakeReader
 from pulse.api.params import Range
 from pulse.api.query import Query
+from pulse.lakefs import LakeStore, lake_dirs, live
 from pulse.rollups.store import RollupStore
 from pulse.schemas import lake
 from pulse.settings import Settings
@@ -213,7 +214,7 @@ async def _clock(ask: Callable[[], Awaitable[Numbers]]) -> tuple[float, Numbers]
 async def measure(root: str, q: Question, runs: int, label: str) -> Timing:
     """Check both agree (on the warm-up), then time `runs` of each, alternating."""
     settings = Settings(lake=root)
-    reader = LakeReader(root, settings.engaged_seconds, settings.funnel_steps)
+    reader = LakeReader(LakeStore.open(root), settings.engaged_seconds, settings.funnel_steps)
     query = Query(RollupStore(), reader, settings.partitions)
     hand = HandWritten(root)
 
@@ -245,8 +246,8 @@ async def measure(root: str, q: Question, runs: int, label: str) -> Timing:
 
 
 def live_files(root: str) -> int:
-    return sum(len(lake.live_paths(folder)) for folder in lake.folders(root)
-               if folder.kind == lake.EVENTS)
+    return sum(len(live(folder, entries))
+               for folder, entries in lake_dirs(LakeStore.open(root), lake.EVENTS).items())
 
 
 def compact(root: str) -> float:
@@ -270,7 +271,7 @@ def run_query(n: int, runs: int, quick: bool) -> int:
         say(f"pulse bench query: generating {n:,} events over {spec.days} days, "
             f"{len(lakegen.TENANTS)} tenants, {spec.partitions} partitions x "
             f"{spec.flushes_per_day} flushes a day")
-        stats = lakegen.generate(root, spec, say)
+        stats = lakegen.generate(LakeStore.open(root), spec, say)
         say(f"  {stats.files:,} files, {stats.bytes / 2**20:,.0f} MiB in {stats.seconds:.1f} s")
         files_before = live_files(root)
         before = asyncio.run(measure(root, q, runs, "before compaction"))

@@ -10,12 +10,11 @@ path would have built from the same messages.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from pulse.lakefs import LakeDir, LakeStore, lake_dirs, live
 from pulse.rollups.funnel import FunnelSpec
 from pulse.rollups.journal import Claim, LakeMark, Snapshot
 from pulse.rollups.partition import PartitionState, RollupSpec, SourceBatch
@@ -44,26 +43,27 @@ def rollup_spec(settings: Settings) -> RollupSpec:
 
 
 def lake_event_files(
-    root: str, tenant_ids: Callable[[str], bool], include: Include
+    store: LakeStore, tenant_ids: Callable[[str], bool], include: Include
 ) -> list[tuple[str, lake.LakeFile, str]]:
     """(tenant, file, path) for every live event file of the chosen tenants."""
-    return [(tenant, parsed, path)
-            for tenant in lake.tenants(root) if tenant_ids(tenant)
-            for _, folder in lake.tenant_folders(root, tenant)
-            for parsed, path in _live(folder, include)]
+    return [(folder.tenant_id, parsed, path)
+            for folder, entries in lake_dirs(store, lake.EVENTS).items()
+            if folder.tenant_id is not None and tenant_ids(folder.tenant_id)
+            for parsed, path in _live(folder, entries, include)]
 
 
-def _live(folder: lake.Folder, include: Include) -> list[tuple[lake.LakeFile, str]]:
+def _live(folder: LakeDir, entries: list, include: Include) -> list[tuple[lake.LakeFile, str]]:
     out = []
-    for path in lake.live_paths(folder):
-        parsed = lake.parse_name(os.path.basename(path))
+    for path in live(folder, entries):
+        parsed = lake.parse_name(path.rpartition("/")[2])
         if parsed is not None and include(parsed):
             out.append((parsed, path))
     return out
 
 
-def read_events(path: str, tenant: str) -> tuple[list[int], list[int], list[Event]]:
-    table = pq.read_table(path, columns=_COLUMNS)
+def read_events(store: LakeStore, path: str,
+                tenant: str) -> tuple[list[int], list[int], list[Event]]:
+    table = store.read_table(path, columns=_COLUMNS)
     table = table.set_column(
         table.schema.get_field_index("occurred_at"), "occurred_at",
         table.column("occurred_at").cast(pa.int64()),
@@ -80,7 +80,7 @@ def read_events(path: str, tenant: str) -> tuple[list[int], list[int], list[Even
     return cols["kafka_partition"], cols["kafka_offset"], events
 
 
-def _rows(root: str, partition: int, partitions: int, include: Include,
+def _rows(store: LakeStore, partition: int, partitions: int, include: Include,
           below: dict[tuple[str, int], int]) -> list[Row]:
     """Every event of the partition's tenants and every dead letter routed to it."""
     rows: list[Row] = []
@@ -90,23 +90,21 @@ def _rows(root: str, partition: int, partitions: int, include: Include,
         return -1 if limit is not None and parsed.first >= limit else limit
 
     for tenant, parsed, path in lake_event_files(
-            root, lambda t: tenant_partition(t, partitions) == partition, include):
+            store, lambda t: tenant_partition(t, partitions) == partition, include):
         limit = wanted(parsed)
         if limit == -1:
             continue
-        kafka_partitions, offsets, events = read_events(path, tenant)
+        kafka_partitions, offsets, events = read_events(store, path, tenant)
         rows.extend((p, o, parsed.epoch, e)
                     for p, o, e in zip(kafka_partitions, offsets, events, strict=True)
                     if limit is None or o < limit)
-    for folder in lake.folders(root):
-        if folder.kind != lake.DEAD_LETTERS:
-            continue
-        for parsed, path in _live(folder, include):
+    for folder, entries in lake_dirs(store, lake.DEAD_LETTERS).items():
+        for parsed, path in _live(folder, entries, include):
             limit = wanted(parsed)
             # Dead letters of input partition p are counted by keyed partition p % n.
             if limit == -1 or parsed.partition % partitions != partition:
                 continue
-            table = pq.read_table(path, columns=["reason", "kafka_partition", "kafka_offset"])
+            table = store.read_table(path, columns=["reason", "kafka_partition", "kafka_offset"])
             rows.extend((p, o, parsed.epoch, reason) for reason, p, o in zip(
                 *(table.column(c).to_pylist() for c in ("reason", "kafka_partition",
                                                         "kafka_offset")), strict=True)
@@ -116,7 +114,7 @@ def _rows(root: str, partition: int, partitions: int, include: Include,
 
 
 def rebuild_partition(
-    root: str,
+    store: LakeStore,
     spec: RollupSpec,
     partition: int,
     partitions: int,
@@ -133,7 +131,7 @@ def rebuild_partition(
     `complete` (input partition -> µs) says how far the lake, and so the snapshot, holds
     everything produced: answers carry it as their `as_of` from the first one on.
     """
-    rows = _rows(root, partition, partitions, include, below or {})
+    rows = _rows(store, partition, partitions, include, below or {})
     # Each (epoch, input partition) is its own source for the replay guard; negative
     # numbers keep them apart from live input partitions.
     sources: dict[tuple[str, int], int] = {}

@@ -31,6 +31,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS
+from pulse.lakefs import LakeStore
 from pulse.rollups.journal import LakeMark
 from pulse.rollups.partition import SourceBatch
 from pulse.schemas.decode import decode_event
@@ -70,7 +71,7 @@ class Ingest:
         self.topics = Topics(settings.topic, settings.dlq_topic)
         self.keyed_partitions = settings.partitions
         self.sink = LakeSink(
-            LakeWriter(settings.lake, epoch, settings.topic),
+            LakeWriter(LakeStore.open(settings.lake, settings), epoch, settings.topic),
             settings.lake_flush_rows,
             settings.lake_flush_seconds,
             commit=self._commit,

@@ -25,6 +25,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS, read_until
+from pulse.lakefs import LakeStore
 from pulse.rollups import journal
 from pulse.rollups.partition import PartitionState, RollupSpec
 from pulse.settings import Settings
@@ -115,7 +116,7 @@ class PartitionOwners:
                                  state: PartitionState) -> None:
         snapshot = await asyncio.to_thread(
             rebuild_partition,
-            self.settings.lake,
+            LakeStore.open(self.settings.lake, self.settings),
             self.spec,
             partition,
             self.settings.partitions,

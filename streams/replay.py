@@ -23,6 +23,7 @@ import uuid
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS, wait_for_broker
+from pulse.lakefs import LakeStore, LakeStoreError
 from pulse.rollups import journal
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
@@ -121,6 +122,7 @@ async def replay(settings: Settings, force: bool) -> int:
     applied = {p: offset - 1 for p, offset in committed.items() if offset}
     complete = await _complete_to(settings, topics.input, committed)
     spec = rollup_spec(settings)
+    store = LakeStore.open(settings.lake, settings)
     session = uuid.uuid4().hex
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
                                 max_request_size=8 * 1024 * 1024, enable_idempotence=False,
@@ -129,7 +131,7 @@ async def replay(settings: Settings, force: bool) -> int:
     totals = {"read": 0, "accepted": 0, "duplicates": 0, "dead_letters": 0}
     try:
         for q in range(settings.partitions):
-            snapshot = await asyncio.to_thread(rebuild_partition, settings.lake, spec, q,
+            snapshot = await asyncio.to_thread(rebuild_partition, store, spec, q,
                                                settings.partitions, lambda f: True, applied,
                                                below, complete)
             for record in journal.reset_records(session, snapshot):
@@ -149,4 +151,9 @@ async def replay(settings: Settings, force: bool) -> int:
 
 
 def run_replay(settings: Settings, force: bool) -> int:
+    try:
+        LakeStore.open(settings.lake, settings).check()
+    except LakeStoreError as exc:
+        print(f"pulse replay: {exc}", file=sys.stderr)
+        return 2
     return asyncio.run(replay(settings, force))

@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 
 from pulse.api.app import create_app
 from pulse.api.params import iso
+from pulse.lakefs import LakeStore
 from pulse.rollups.funnel import FunnelSpec
 from pulse.rollups.journal import Claim
 from pulse.rollups.partition import PartitionState, RollupSpec, SourceBatch
@@ -56,7 +57,7 @@ def build(stream, lake_root: str, retention_hours: int):
             delta = states[q].process(SourceBatch(entries[start:start + 7], {}, {}), "s")
             if delta is not None:
                 store.fold(q).feed(delta)
-    writer = LakeWriter(lake_root, "e0", "events")
+    writer = LakeWriter(LakeStore(lake_root), "e0", "events")
     for flush in flushes.values():
         writer.write(flush)
     return app
