@@ -392,15 +392,15 @@ class S3Store(LakeStore):
 
     def now(self) -> float:
         """The store's clock: the local one corrected by the skew seen on a probe object
-        (measured once a minute, as the modification time the store gave it)."""
+        (measured once a minute, as the modification time the store gave it; one object,
+        rewritten, since deleting it would leave a folder marker behind)."""
         local = time.time()
         if self._skew is None or local - self._skew[0] > 60:
-            probe = f"_pulse/clock/{uuid.uuid4().hex}"
+            probe = "_pulse/clock"
             before = time.time()
             self.put(probe, b"")
             after = time.time()
             mtime = self.arrow_fs.get_file_info(self.arrow_path(probe)).mtime
-            self.delete(probe)
             stamp = mtime.timestamp() if mtime is not None else (before + after) / 2
             self._skew = (after, stamp - (before + after) / 2)
             local = time.time()
