@@ -279,9 +279,12 @@ class S3Store(LakeStore):
         self.bucket = bucket
         self.base = f"{bucket}/{prefix}" if prefix else bucket
         options: dict[str, Any] = {
-            "region": settings.aws_region, "connect_timeout": 5.0, "request_timeout": 20.0,
+            # A store that stops answering is an error after 10 s, so that the sink
+            # reports it and retries with its own backoff, rather than hanging.
+            "region": settings.aws_region, "connect_timeout": 5.0, "request_timeout": 10.0,
             "allow_delayed_open": True,  # small objects then go in one PUT, not multipart
-            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3),
+            "retry_strategy": pafs.AwsStandardS3RetryStrategy(
+                max_attempts=settings.aws_max_attempts),
         }
         if settings.s3_endpoint:
             endpoint = urlsplit(settings.s3_endpoint)

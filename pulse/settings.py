@@ -165,6 +165,7 @@ class Settings:
     log_level: str = "info"
     s3_endpoint: str | None = None
     aws_region: str = "us-east-1"
+    aws_max_attempts: int = 3
     aws_access_key_id: str | None = field(default=None, repr=False)
     aws_secret_access_key: str | None = field(default=None, repr=False)
     aws_session_token: str | None = field(default=None, repr=False)
@@ -269,6 +270,8 @@ SETTINGS: tuple[Setting, ...] = (
             "S3 endpoint of a non-AWS store (path-style addressing)", _endpoint),
     Setting("AWS_DEFAULT_REGION", "aws_region", "region to sign S3 requests for", _text),
     Setting("AWS_REGION", "aws_region", "region to sign S3 requests for", _text),
+    Setting("AWS_MAX_ATTEMPTS", "aws_max_attempts",
+            "tries of one S3 request before its error is reported", _positive_int),
     Setting("AWS_ACCESS_KEY_ID", "aws_access_key_id", "S3 access key", _text),
     Setting("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key", "S3 secret key", _text),
     Setting("AWS_SESSION_TOKEN", "aws_session_token", "S3 session token", _text),

@@ -120,11 +120,21 @@ class LakeWriter:
         return f"_pulse/ingest/{self.epoch}/p{partition:04d}.json"
 
     def read_intent(self, partition: int) -> tuple[int, int] | None:
-        try:
-            data = json.loads(self.store.get(self._intent_path(partition)))
-            return int(data["first"]), int(data["last"])
-        except FileNotFoundError:
-            return None
+        """The interrupted flush an earlier owner left, if any. Asked when a partition is
+        assigned, before anything of it is read: while the store does not answer, it is
+        asked again (with backoff), since reading on without it could double a flush."""
+        delay = 0.5
+        while True:
+            try:
+                data = json.loads(self.store.get(self._intent_path(partition)))
+                return int(data["first"]), int(data["last"])
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                log.error("partition %d: cannot read its lake intent marker (%s); retrying in "
+                          "%.1f s", partition, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def write_intent(self, flush: Flush) -> None:
         payload = json.dumps({"first": flush.first, "last": flush.last}).encode()

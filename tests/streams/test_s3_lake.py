@@ -2,18 +2,21 @@
 
 One combined case, so that the slow parts run once (the folder lake has the same
 checks one by one in test_pipeline, test_sql, test_compact, test_replay and the fault
-tests): a worker killed with -9 half way, restarted; the lake then holds every valid
-event exactly once (read by pyarrow's own discovery, not Pulse's listing); `pulse sql`,
-the API's lake-backed answers, `pulse compact` and `pulse replay` all agree with the
-oracle, on S3.
+tests): a worker killed with -9 half way, restarted; its path to the store cut by a TCP
+proxy while events flow (ingest holds back, status, metrics and the log say so) and
+restored; the lake then holds every valid event exactly once (read by pyarrow's own
+discovery, not Pulse's listing); `pulse sql`, the API's lake-backed answers, `pulse
+compact` and `pulse replay` all agree with the oracle, on S3.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -22,6 +25,8 @@ from pulse.lakefs import LakeStore
 from tests import oracle
 from tests.faults.support import overview_differences, start_api
 from tests.helpers import Pulse, counters, read_all
+from tests.proxy import Proxy
+from tests.s3 import S3Server
 from tests.streams.test_pipeline import HOUR, make_stream
 from tests.streams.test_replay import accounting, answers
 
@@ -37,19 +42,44 @@ def pulse_sql(pulse: Pulse, query: str) -> list[tuple]:
     return [tuple(json.loads(line).values()) for line in result.stdout.splitlines()]
 
 
-def test_a_worker_sql_api_compact_and_replay_on_an_s3_lake(s3_pulse: Pulse):
+def wait_for_status(api, failing: bool, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = api.get("/analytics/status")
+        if status == 200 and bool(body["lake"]["writes_failing"]) == failing:
+            return body
+        assert time.monotonic() < deadline, f"lake writes failing != {failing}: {body}"
+        time.sleep(0.3)
+
+
+def test_a_worker_sql_api_compact_and_replay_on_an_s3_lake(s3_pulse: Pulse, s3: S3Server):
     pulse = s3_pulse
     now_us = time.time_ns() // 1000
     messages, valid, bad = make_stream(seed=31, n=3000, now_us=now_us)
     pulse.ensure_topics()
+    proxy = Proxy(s3.port)
+    pulse.env.update(AWS_ENDPOINT_URL_S3=proxy.endpoint, AWS_MAX_ATTEMPTS="1")
     worker = pulse.start_worker()
-    pulse.produce(messages[:1500])
+    pulse.produce(messages[:1000])
     assert pulse.lake_rows(1, timeout=90) > 0
     worker.kill9()  # between writes, or in the middle of one
     worker = pulse.start_worker()
-    pulse.produce(messages[1500:])
+    worker.wait_for_log("ingest reads input partitions", timeout=60)
+    api = start_api(pulse)
+    api.wait_until_read(1000)
+
+    proxy.cut_all()  # the store unreachable mid-flush: nothing may be lost or doubled
+    pulse.produce(messages[1000:2000])
+    wait_for_status(api, failing=True)
+    with urllib.request.urlopen(f"{api.url}/metrics", timeout=10) as response:
+        metrics = response.read().decode()
+    assert re.search(r'^pulse_lake_write_failing\{partition="\d+"\} 1\.0$', metrics, re.M)
+    assert "lake write failed" in worker.log()
+    proxy.restore()
+    pulse.produce(messages[2000:])
     live = pulse.rollups(until=read_all(len(messages)), timeout=120)
     assert pulse.lake_rows(len(valid), timeout=90) == len(valid)
+    wait_for_status(api, failing=False)
 
     # Every valid event once, at exactly one (partition, offset); every dead letter.
     (raw, places), = pulse.lake_sql(
@@ -68,7 +98,6 @@ def test_a_worker_sql_api_compact_and_replay_on_an_s3_lake(s3_pulse: Pulse):
     assert pulse_sql(pulse, EVENTS_QUERY) == plain
 
     # The API answers ranges cut inside hours from the lake (and the rollups), exactly.
-    api = start_api(pulse)
     api.wait_until_read(len(messages))
     base = now_us - now_us % HOUR
     ranges = [(base - 50 * HOUR + 7_000_000, base - 2 * HOUR - 3_000_000),
