@@ -87,6 +87,16 @@ def _endpoint(name: str, raw: str) -> str:
     return url
 
 
+def _catalog(name: str, raw: str) -> str:
+    url = raw.strip()
+    if url.lower() == "none":
+        return "none"
+    if not re.fullmatch(r"(sqlite|postgresql(\+[a-z0-9]+)?)://.*", url):
+        raise SettingsError(f"{name} must be none, sqlite:///PATH or postgresql://USER:PASSWORD@"
+                            f"HOST:PORT/DB (an Iceberg SQL catalog), got {raw!r}")
+    return url
+
+
 def _log_level(name: str, raw: str) -> str:
     level = raw.strip().lower()
     if level not in LOG_LEVELS:
@@ -163,6 +173,9 @@ class Settings:
     lake_flush_seconds: float = 5.0
     group: str = "pulse"
     log_level: str = "info"
+    iceberg_catalog: str | None = None
+    """None: the default (sqlite in a folder lake, no Iceberg for an s3:// lake)."""
+    iceberg_commit_seconds: float = 30.0
     s3_endpoint: str | None = None
     aws_region: str = "us-east-1"
     aws_max_attempts: int = 3
@@ -263,6 +276,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PULSE_GROUP", "group",
             "consumer-group prefix and Faust app id; workers sharing it share the load", _text),
     Setting("PULSE_LOG_LEVEL", "log_level", "debug, info, warning or error", _log_level),
+    Setting("PULSE_ICEBERG_CATALOG", "iceberg_catalog",
+            "SQLAlchemy URL of the Iceberg SQL catalog (sqlite:///<lake>/catalog.db for a "
+            "folder lake; none for s3:// unless set); none turns Iceberg off", _catalog),
+    Setting("PULSE_ICEBERG_COMMIT_SECONDS", "iceberg_commit_seconds",
+            "longest time a lake file waits before it is committed to Iceberg",
+            _positive_float),
     # The standard AWS variables, for an s3:// lake (pyarrow does not read the endpoint
     # ones itself). The S3-specific endpoint comes last, so it wins over the general one.
     Setting("AWS_ENDPOINT_URL", "s3_endpoint", "S3 endpoint of a non-AWS store", _endpoint),

@@ -15,7 +15,15 @@ from .events import Event
 
 UTC_MICROS = pa.timestamp("us", tz="UTC")
 
-EVENT_SCHEMA = pa.schema(
+
+def _with_ids(fields: list[pa.Field], first: int = 1) -> pa.Schema:
+    """Number the columns as Parquet field ids (written into every file), so engines
+    that read by id (Iceberg readers: Trino, Spark, ClickHouse, DuckDB's iceberg) find
+    them. Ids are fixed forever: a new column takes the next number, never a used one."""
+    return pa.schema([f.with_metadata({b"PARQUET:field_id": str(i).encode()})
+                      for i, f in enumerate(fields, first)])
+
+EVENT_SCHEMA = _with_ids(
     [
         pa.field("id", pa.string(), nullable=False),
         pa.field("event_type", pa.string(), nullable=False),
@@ -34,7 +42,7 @@ EVENT_SCHEMA = pa.schema(
     ]
 )
 
-DEAD_LETTER_SCHEMA = pa.schema(
+DEAD_LETTER_SCHEMA = _with_ids(
     [
         pa.field("raw", pa.binary(), nullable=False),
         pa.field("reason", pa.string(), nullable=False),

@@ -23,6 +23,12 @@ live file of theirs, so the merged file never hides a row it does not hold. Temp
 files left by killed writers are removed once a minute old (or `--min-age`, if
 longer): a younger one may be a live writer's, just before its rename.
 
+With Iceberg on (`streams.iceberg`), only files the tables hold are merged, and each
+merge is swapped into the tables (inputs out, merged file in) in one overwrite
+snapshot before its inputs are deleted; a run killed in between is repaired by the
+next, which swaps before it deletes anything superseded. At the end, snapshots older
+than `SNAPSHOT_KEEP_SECONDS` are expired.
+
 Planning (`plan_folder`, `plan_merges`) is pure; `run_compact` does the I/O.
 """
 
@@ -42,11 +48,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from pulse.kafka import CLIENT_DEFAULTS, broker_reachable
-from pulse.lakefs import LakeDir, LakeStore, LakeStoreError, lake_dirs
+from pulse.lakefs import Entry, LakeDir, LakeStore, LakeStoreError, lake_dirs, live
 from pulse.schemas import lake
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
 
+from . import iceberg
 from .epoch import current_epoch
 
 log = logging.getLogger("pulse.compact")
@@ -57,6 +64,8 @@ KAFKA_TIMEOUT = 30.0
 ROW_GROUP_ROWS = 256 * 1024
 PROGRESS_SECONDS = 1.0
 DELETE_GRACE = 2.0
+SNAPSHOT_KEEP_SECONDS = 3600.0
+"""Snapshots younger than this stay, for readers planning a scan on one of them."""
 
 
 # ---- what may be merged --------------------------------------------------------------
@@ -136,6 +145,7 @@ class FolderPlan:
     size: int = 0
     merges: list[Merge] = field(default_factory=list)
     superseded: list[Source] = field(default_factory=list)
+    live: list[Source] = field(default_factory=list)
     temps: list[str] = field(default_factory=list)
 
 
@@ -179,7 +189,8 @@ def plan_folder(folder: LakeDir, listing: list[tuple[str, int, float]], rule: Ru
             plan.temps.append(name)
     live = set(lake.live_files([s.name for s in sources]))
     plan.superseded = [s for s in sources if s.name not in live]
-    plan.merges = plan_merges([s for s in sources if s.name in live], rule.final)
+    plan.live = [s for s in sources if s.name in live]
+    plan.merges = plan_merges(plan.live, rule.final)
     return plan
 
 
@@ -343,18 +354,100 @@ class Progress:
             print(file=sys.stderr)
 
 
+class TableSwap:
+    """The Iceberg tables kept in step with the lake while compacting."""
+
+    def __init__(self, store: LakeStore, tables: dict[str, object]) -> None:
+        self.store = store
+        self.tables = tables
+        self.held = iceberg.held_paths(tables)
+        self.swaps: dict[str, list[tuple[list[str], iceberg.TableFile]]] = {}
+
+    def register_final(self, found: dict[LakeDir, list[Entry]], rule: Rule) -> int:
+        """Put the lake's final live files that the tables lack into them, before any
+        merge (which takes only files the tables hold); returns how many could not be
+        read (each said, as a merge that fails is)."""
+        added = 0
+        unreadable: list[tuple[str, str]] = []
+        for kind, table in self.tables.items():
+            files = []
+            for folder, entries in found.items():
+                if folder.kind != kind:
+                    continue
+                for rel in live(folder, entries):
+                    parsed = lake.parse_name(rel.rpartition("/")[2])
+                    if parsed is None or iceberg.table_path(self.store, rel) in self.held:
+                        continue
+                    entry = next(e for e in entries if e.name == parsed.name)
+                    if rule.final(Source(parsed, entry.size, entry.mtime)):
+                        files.append(iceberg.TableFile(
+                            rel, kind, folder.tenant_id, folder.day,
+                            iceberg.source_key(parsed.epoch, parsed.partition), parsed.last))
+            if files:
+                added += iceberg.register(table, self.store, files, unreadable)
+        self.held = iceberg.held_paths(self.tables)
+        if added:
+            print(f"pulse compact: registered {added} lake files the Iceberg tables lacked",
+                  file=sys.stderr)
+        for rel, why in unreadable:
+            log.error("%s: not merged, left as it is: %s. Move an unreadable file out of the "
+                      "lake (readers fail on it too), then run pulse compact again",
+                      rel.rpartition("/")[0], why)
+        return len(unreadable)
+
+    def holds(self, folder: LakeDir, source: Source) -> bool:
+        return iceberg.table_path(self.store, folder.file(source.name)) in self.held
+
+    def queue(self, folder: LakeDir, inputs: list[Source], merged: lake.LakeFile) -> None:
+        """Swap `merged` in for `inputs` with the others, at the end of the run."""
+        target = iceberg.TableFile(folder.file(merged.name), folder.kind, folder.tenant_id,
+                                   folder.day, iceberg.source_key(merged.epoch,
+                                                                  merged.partition), merged.last)
+        self.swaps.setdefault(folder.kind, []).append(
+            ([folder.file(s.name) for s in inputs], target))
+
+    def commit(self) -> list[str]:
+        """One overwrite snapshot per table for every queued swap; returns the inputs
+        that may now be deleted."""
+        out = []
+        for kind, swaps in self.swaps.items():
+            done = iceberg.swap(self.tables[kind], self.store, swaps)
+            out += [rel for inputs, _ in done for rel in inputs]
+            if len(done) < len(swaps):
+                log.warning("%d merged files are not in the Iceberg tables (an input is "
+                            "missing there); their inputs stay", len(swaps) - len(done))
+        self.swaps.clear()
+        return out
+
+
+def _superseded_out_of_tables(plan: FolderPlan, tables: TableSwap | None) -> list[Source]:
+    """The superseded files that may be deleted now: all, or with Iceberg those the
+    tables no longer hold (the others have their covering file's swap queued: a run
+    killed before it swapped left them)."""
+    if tables is None:
+        return plan.superseded
+    held = [s for s in plan.superseded if tables.holds(plan.folder, s)]
+    for cover in plan.live:
+        inputs = [s for s in held if cover.file.covers(s.file)]
+        if inputs:
+            tables.queue(plan.folder, inputs, cover.file)
+    return [s for s in plan.superseded if not tables.holds(plan.folder, s)]
+
+
 def compact_folder(store: LakeStore, plan: FolderPlan, totals: Totals,
-                   deleter: Deleter) -> None:
+                   deleter: Deleter, tables: TableSwap | None = None) -> None:
     """Carry out `plan`, counting into `totals`; a run that fails is left as it is."""
     totals.files_before += plan.files
     totals.bytes_before += plan.size
     files, size = plan.files, plan.size
-    for source in plan.superseded:
+    for source in _superseded_out_of_tables(plan, tables):
         store.delete(plan.folder.file(source.name))
         files, size = files - 1, size - source.size
     for name in plan.temps:
         store.delete(plan.folder.file(name))
     for run in plan.merges:
+        if tables is not None and not all(tables.holds(plan.folder, s) for s in run.sources):
+            continue  # not all committed to Iceberg yet: a later run merges them
         try:
             written = write_merge(store, plan.folder, run)
         except (UnmergeableFiles, OSError, pa.ArrowException) as exc:
@@ -363,7 +456,10 @@ def compact_folder(store: LakeStore, plan: FolderPlan, totals: Totals,
                       "lake (readers fail on it too), then run pulse compact again",
                       plan.folder.rel, exc)
             continue
-        deleter.later([plan.folder.file(s.name) for s in run.sources])
+        if tables is not None:
+            tables.queue(plan.folder, list(run.sources), run.target)  # deleted once swapped
+        else:
+            deleter.later([plan.folder.file(s.name) for s in run.sources])
         files, size = files - len(run.sources) + 1, size - run.size + written
         totals.merged += len(run.sources)
     totals.files_after += files
@@ -409,7 +505,8 @@ def run_compact(settings: Settings, *, min_age: float, dry_run: bool) -> int:
 
 
 def _run(settings: Settings, store: LakeStore, min_age: float, dry_run: bool) -> int:
-    found = list(lake_dirs(store))
+    listed = lake_dirs(store)
+    found = list(listed)
     if not found:
         print(f"pulse compact: no lake files under {store.uri('')}; nothing to do")
         return 0
@@ -423,7 +520,26 @@ def _run(settings: Settings, store: LakeStore, min_age: float, dry_run: bool) ->
             print("pulse compact: another pulse compact is running on this lake; run this one "
                   "when it has finished", file=sys.stderr)
             return 1
-        return _compact(store, found, rule, temp_min_age)
+        tables = _open_tables(settings, store)
+        if tables is False:
+            return 1
+        unreadable = tables.register_final(listed, rule) if isinstance(tables, TableSwap) else 0
+        return _compact(store, found, rule, temp_min_age,
+                        tables if isinstance(tables, TableSwap) else None, unreadable)
+
+
+def _open_tables(settings: Settings, store: LakeStore) -> TableSwap | None | bool:
+    """The tables to keep in step (None: Iceberg off; False: its catalog failed)."""
+    url = iceberg.catalog_url(settings, store)
+    if url is None:
+        return None
+    try:
+        return TableSwap(store, iceberg.Tables(url, store, settings).get())
+    except Exception as exc:
+        print(f"pulse compact: cannot open the Iceberg catalog ({type(exc).__name__}: "
+              f"{str(exc).splitlines()[0] if str(exc) else ''}); fix PULSE_ICEBERG_CATALOG "
+              "(none turns Iceberg off), then run pulse compact again", file=sys.stderr)
+        return False
 
 
 def _dry_run(store: LakeStore, found: list[LakeDir], rule: Rule, temp_min_age: float) -> int:
@@ -442,17 +558,24 @@ def _dry_run(store: LakeStore, found: list[LakeDir], rule: Rule, temp_min_age: f
     return 0
 
 
-def _compact(store: LakeStore, found: list[LakeDir], rule: Rule, temp_min_age: float) -> int:
+def _compact(store: LakeStore, found: list[LakeDir], rule: Rule, temp_min_age: float,
+             tables: TableSwap | None, unreadable: int = 0) -> int:
     started = time.monotonic()
-    totals = Totals(folders=len(found))
+    totals = Totals(folders=len(found), errors=unreadable)
     progress = Progress(len(found))
     deleter = Deleter(store, DELETE_GRACE)
     for done, folder in enumerate(found, 1):
         plan = plan_folder(folder, list_folder(store, folder), rule, temp_min_age)
-        compact_folder(store, plan, totals, deleter)
+        compact_folder(store, plan, totals, deleter, tables)
         deleter.run()
         progress.update(done, totals.merged, force=done == len(found))
+    if tables is not None:
+        deleter.later(tables.commit())
     deleter.run(wait=True)
+    if tables is not None:
+        expired = iceberg.expire(tables.tables, SNAPSHOT_KEEP_SECONDS)
+        print(f"pulse compact: Iceberg tables in step; {expired} snapshots older than "
+              f"{SNAPSHOT_KEEP_SECONDS:.0f} s expired", file=sys.stderr)
     print(f"pulse compact: {totals.folders} folders, {totals.files_before} -> "
           f"{totals.files_after} files, {_size(totals.bytes_before)} -> "
           f"{_size(totals.bytes_after)}, {time.monotonic() - started:.1f} s")

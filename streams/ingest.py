@@ -39,6 +39,7 @@ from pulse.schemas.events import Event
 from pulse.schemas.topics import Topics, tenant_partition
 from pulse.settings import Settings
 
+from . import iceberg
 from .dlq import send_dead_letter
 from .lake_sink import DeadLetter, LakeSink, LakeWriter
 
@@ -70,8 +71,9 @@ class Ingest:
         self.settings = settings
         self.topics = Topics(settings.topic, settings.dlq_topic)
         self.keyed_partitions = settings.partitions
+        store = LakeStore.open(settings.lake, settings)
         self.sink = LakeSink(
-            LakeWriter(LakeStore.open(settings.lake, settings), epoch, settings.topic),
+            LakeWriter(store, epoch, settings.topic, iceberg.committer(settings, store)),
             settings.lake_flush_rows,
             settings.lake_flush_seconds,
             commit=self._commit,

@@ -14,6 +14,10 @@ If the worker dies between 1 and 3, the next owner finds the marker, seals its f
 flush at exactly the same last offset and so rewrites exactly the same file names,
 whatever the timing of that second run. A failed write aborts the flush before step
 3 and is retried with backoff; nothing is committed past data not in the lake.
+
+With Iceberg on (`streams.iceberg`), written files then go to its committer, and the
+marker also lists the files of the partition written but not yet known to be in the
+tables, for the next owner to commit if this worker dies first.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from pulse.rollups.journal import LakeMark
 from pulse.schemas import lake
 from pulse.schemas.arrow import DEAD_LETTER_SCHEMA, UTC_MICROS, events_to_table
 from pulse.schemas.events import Event
+
+from .iceberg import Committer, TableFile, flush_files, source_key
 
 DAY_US = 86_400_000_000
 FOLDER_CHUNK_ROWS = 4096
@@ -111,10 +117,13 @@ class FolderRows:
 class LakeWriter:
     """Writes flushes into the lake's store (blocking; called from a thread)."""
 
-    def __init__(self, store: LakeStore, epoch: str, topic: str) -> None:
+    def __init__(self, store: LakeStore, epoch: str, topic: str,
+                 iceberg: Committer | None = None) -> None:
         self.store = store
         self.epoch = epoch
         self.topic = topic
+        self.iceberg = iceberg
+        self._recovered: dict[int, list[TableFile]] = {}
 
     def _intent_path(self, partition: int) -> str:
         return f"_pulse/ingest/{self.epoch}/p{partition:04d}.json"
@@ -127,6 +136,8 @@ class LakeWriter:
         while True:
             try:
                 data = json.loads(self.store.get(self._intent_path(partition)))
+                self._recovered[partition] = [TableFile.from_json(f)
+                                              for f in data.get("iceberg", [])]
                 return int(data["first"]), int(data["last"])
             except FileNotFoundError:
                 return None
@@ -137,8 +148,27 @@ class LakeWriter:
                 delay = min(delay * 2, 10.0)
 
     def write_intent(self, flush: Flush) -> None:
-        payload = json.dumps({"first": flush.first, "last": flush.last}).encode()
-        self.store.put(self._intent_path(flush.partition), payload)
+        intent: dict[str, object] = {"first": flush.first, "last": flush.last}
+        if self.iceberg is not None:
+            waiting = self.iceberg.pending(source_key(self.epoch, flush.partition))
+            intent["iceberg"] = [f.to_json() for f in waiting + self.files(flush)]
+        self.store.put(self._intent_path(flush.partition), json.dumps(intent).encode())
+
+    def files(self, flush: Flush) -> list[TableFile]:
+        return flush_files(self.epoch, flush.partition, flush.first, flush.last,
+                           flush.events, flush.dead)
+
+    def written(self, flush: Flush) -> None:
+        """The flush is in the lake and its offsets committed: on to Iceberg."""
+        if self.iceberg is not None:
+            self.iceberg.add(self.files(flush))
+
+    def recover(self, partition: int, position: int) -> None:
+        """Hand Iceberg what an earlier owner wrote whole (below `position`) and may not
+        have committed; the marks will drop what it did commit."""
+        files = self._recovered.pop(partition, [])
+        if self.iceberg is not None:
+            self.iceberg.add(f for f in files if f.last < position)
 
     def write(self, flush: Flush) -> tuple[int, int]:
         """Write every file of `flush`; returns (files, bytes)."""
@@ -211,6 +241,7 @@ class LakeSink:
 
         `intent` is what `LakeWriter.read_intent` found for the partition.
         """
+        self.writer.recover(partition, position)
         self._open[partition] = Flush(partition, position)
         if intent is not None and intent[0] == position:
             # An earlier owner wrote (some of) this range and died before committing:
@@ -329,7 +360,20 @@ class LakeSink:
                 self._seal(partition, flush.last)
 
     async def run(self, stopping: Callable[[], bool]) -> None:
-        """Write sealed flushes in order until `stopping()` and nothing is left."""
+        """Write sealed flushes in order until `stopping()` and nothing is left; the
+        Iceberg committer (if any) runs beside, and commits once more at the end."""
+        iceberg = self.writer.iceberg
+        if iceberg is None:
+            return await self._run(stopping)
+        done = False
+        committing = asyncio.create_task(iceberg.run(lambda: done), name="iceberg-commit")
+        try:
+            await self._run(stopping)
+        finally:
+            done = True
+            await committing
+
+    async def _run(self, stopping: Callable[[], bool]) -> None:
         backoff = 0.5
         while True:
             self.seal_due()
@@ -365,6 +409,7 @@ class LakeSink:
         files, size = await asyncio.to_thread(self.writer.write, flush)
         # Step 3: only now may the offsets move past this flush.
         await self._commit(flush.partition, flush.last + 1)
+        self.writer.written(flush)
         self.stats.flushes += 1
         self.stats.files += files
         self.stats.bytes += size

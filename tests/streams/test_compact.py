@@ -37,6 +37,13 @@ from tests.helpers import Pulse, free_port
 from tests.streams.test_faults import READY, Producer
 from tests.streams.test_pipeline import make_stream
 
+
+@pytest.fixture(autouse=True)
+def lake_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lake's own compaction; with Iceberg in step it is tested in test_iceberg."""
+    monkeypatch.setenv("PULSE_ICEBERG_CATALOG", "none")
+
+
 ORDER = {"events": "tenant_id, id", "events_raw": "kafka_partition, kafka_offset, id",
          "dead_letters": "kafka_partition, kafka_offset, raw"}
 SUMMARY = re.compile(r"(\d+) folders, (\d+) -> (\d+) files, ([\d.]+ \w+) -> ([\d.]+ \w+)")
