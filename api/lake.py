@@ -167,6 +167,9 @@ class LakeReader:
         self.slots = TenantSlots(per_tenant)
         self._flushes = flushes
         self._listed: dict[str, tuple[Hashable, float, list[tuple[int, str]]]] = {}
+        self._sizes: dict[str, dict[str, int]] = {}
+        """Per tenant, rel -> size from its last listing: datasets need not ask each
+        file's size."""
         self.listings = 0
         """Listings made (for tests and metrics: the cache's misses)."""
 
@@ -188,9 +191,12 @@ class LakeReader:
         if (fresh or token is None or cached is None or cached[0] != token
                 or now - cached[1] > LISTING_SECONDS):
             self.listings += 1
-            listing = [(folder.day, rel) for folder, entries in lakefs.lake_dirs(
-                self.store, lake.tenant_dir(tenant_id)).items()
-                for rel in lakefs.live(folder, entries)]
+            listing, sizes = [], {}
+            for folder, entries in lakefs.lake_dirs(self.store,
+                                                    lake.tenant_dir(tenant_id)).items():
+                sizes.update((folder.file(e.name), e.size) for e in entries)
+                listing += [(folder.day, rel) for rel in lakefs.live(folder, entries)]
+            self._sizes[tenant_id] = sizes
             cached = (token, now, listing)
             if token is not None:
                 self._listed[tenant_id] = cached
@@ -272,7 +278,8 @@ UNION ALL SELECT 2, g, category, 0, 0, 0, amount, 0 FROM ({metrics.usage_sql(g, 
 
         def attempt() -> list[list[tuple]] | None:
             files = self.files(tenant_id, days, fresh=next(attempts))
-            return self._execute(files, statements) if files else None
+            sizes = self._sizes.get(tenant_id, {})
+            return self._execute(files, statements, sizes) if files else None
 
         loop = asyncio.get_running_loop()
         try:
@@ -283,13 +290,13 @@ UNION ALL SELECT 2, g, category, 0, 0, 0, amount, 0 FROM ({metrics.usage_sql(g, 
             log.warning("lake read failed: %s", exc)
             raise LakeUnreadable(str(exc)) from None
 
-    def _execute(self, files: list[str],
-                 statements: list[tuple[str, dict[str, Any]]]) -> list[list[tuple]]:
+    def _execute(self, files: list[str], statements: list[tuple[str, dict[str, Any]]],
+                 sizes: dict[str, int]) -> list[list[tuple]]:
         cursor = self._db.cursor()
         timer = threading.Timer(self.timeout, cursor.interrupt)
         timer.start()
         try:
-            self._source(cursor, files)
+            self._source(cursor, files, sizes)
             return [cursor.execute(sql, params).fetchall() for sql, params in statements]
         except duckdb.InterruptException:
             raise LakeTimeout(f"the lake query took longer than {self.timeout:.0f} s") from None
@@ -297,7 +304,8 @@ UNION ALL SELECT 2, g, category, 0, 0, 0, amount, 0 FROM ({metrics.usage_sql(g, 
             timer.cancel()
             cursor.close()
 
-    def _source(self, cursor: duckdb.DuckDBPyConnection, files: list[str]) -> None:
+    def _source(self, cursor: duckdb.DuckDBPyConnection, files: list[str],
+                sizes: dict[str, int]) -> None:
         """Make `SOURCE` the rows of `files` on this cursor (see the module doc)."""
         if self.store.local:
             paths = ", ".join("'" + self.store.arrow_path(f).replace("'", "''") + "'"
@@ -305,7 +313,7 @@ UNION ALL SELECT 2, g, category, 0, 0, 0, amount, 0 FROM ({metrics.usage_sql(g, 
             cursor.execute(f"CREATE OR REPLACE TEMP VIEW {SOURCE} AS "
                            f"SELECT * FROM read_parquet([{paths}])")
         else:
-            cursor.register(SOURCE, self.store.dataset(files, EVENT_SCHEMA))
+            cursor.register(SOURCE, self.store.dataset(files, EVENT_SCHEMA, sizes))
 
 
 def _events_cte(where: str, columns: str, materialized: bool = False) -> str:

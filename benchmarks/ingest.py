@@ -132,10 +132,11 @@ class JournalWatch:
 
 @asynccontextmanager
 async def running_worker(settings: Settings, root: Path,
-                         env: dict[str, str]) -> AsyncIterator[Worker]:
+                         env: dict[str, str] | None = None) -> AsyncIterator[Worker]:
     """A `pulse worker` whose ingest stage has joined its group, with a journal watch."""
     log = root / f"worker-{settings.group}.log"
-    worker = Worker(spawn(["worker"], settings, log, **env), JournalWatch(settings), log)
+    worker = Worker(spawn(["worker"], settings, log, **(env or {})), JournalWatch(settings),
+                    log)
     await worker.watch.start()
     try:
         while b"ingest reads input partitions" not in log.read_bytes():
@@ -162,7 +163,7 @@ class Worker:
 
 async def run_worker(settings: Settings, root: Path, expected: dict[str, int],
                      timeout: float, env: dict[str, str] | None = None) -> dict[str, float]:
-    async with running_worker(settings, root, env or {}) as worker:
+    async with running_worker(settings, root, env) as worker:
         watch = worker.watch
         store = LakeStore.open(settings.lake, settings)
         known: dict[str, int] = {}

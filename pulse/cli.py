@@ -299,6 +299,20 @@ def bench_peers(n: int, quick: bool) -> None:
     sys.exit(run_peers(20_000 if quick else n, quick))
 
 
+@bench.command("iceberg")
+@click.option("--rate", default=2000, show_default=True, help="events produced per second")
+@click.option("--seconds", default=90.0, show_default=True, help="how long to produce")
+@click.option("--commit-seconds", default=30.0, show_default=True,
+              help="PULSE_ICEBERG_COMMIT_SECONDS of both workers")
+@click.option("--quick", is_flag=True, help="a small run that checks it works (CI)")
+def bench_iceberg(rate: int, seconds: float, commit_seconds: float, quick: bool) -> None:
+    """Iceberg commit lag (file written -> in a snapshot) with two workers committing."""
+    from pulse.benchmarks.iceberg import run_iceberg
+
+    sys.exit(run_iceberg(500 if quick else rate, 15.0 if quick else seconds,
+                         3.0 if quick else commit_seconds, quick))
+
+
 @bench.command("memory")
 @click.option("--sizes", default="1000000,5000000,10000000", show_default=True,
               help="events held inside rollup retention, comma-separated")

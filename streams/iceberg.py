@@ -237,6 +237,7 @@ def commit(table: Any, store: LakeStore, files: list[TableFile]) -> int:
     from pyiceberg.exceptions import CommitFailedException
     from sqlalchemy.exc import OperationalError
 
+    made: dict[str, Any] = {}  # each file's entry is read from its footer once
     for attempt in range(COMMIT_ATTEMPTS):
         table.refresh()
         done = marks(table)
@@ -246,7 +247,8 @@ def commit(table: Any, store: LakeStore, files: list[TableFile]) -> int:
         raised = dict(done)
         for f in todo:
             raised[f.source] = max(raised.get(f.source, -1), f.last)
-        entries = [data_file(table, store, f) for f in todo]
+        entries = [made.get(f.rel) or made.setdefault(f.rel, data_file(table, store, f))
+                   for f in todo]
         try:
             with table.transaction() as tx, tx.update_snapshot(snapshot_properties={
                     k: str(v) for k, v in raised.items()}).merge_append() as append:

@@ -1,16 +1,13 @@
-"""The lake's files in Iceberg, exactly once: several committers racing, a committer
-that died after its commit, a worker killed with -9; read back by a second engine
-(pyiceberg's scan into DuckDB) and deduplicated with the contract's portable SQL."""
+"""The lake's files in Iceberg, exactly once: several committers racing, and a
+committer that died after its commit and before any local record of it; read back by a
+second engine (pyiceberg's scan into DuckDB) and deduplicated with the contract's
+portable SQL. A worker killed with -9, a cut path to the store and `pulse compact`'s
+swap, with Iceberg on, are in tests/streams/test_s3_lake.py (one combined case)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
-
-import pytest
 
 from pulse.api.sql import Lake
 from pulse.lakefs import LakeStore, lake_dirs, live
@@ -18,9 +15,7 @@ from pulse.rollups.metrics import PORTABLE_FIRST_COPIES_SQL
 from pulse.schemas import lake
 from pulse.settings import Settings
 from pulse.streams import iceberg
-from tests.helpers import Pulse, read_all
 from tests.streams.test_compact import synthetic_lake
-from tests.streams.test_pipeline import make_stream
 
 
 def lake_counts(root: str) -> tuple[int, int, int]:
@@ -96,44 +91,3 @@ def test_racing_committers_and_a_repeated_commit_add_every_file_once(tmp_path: P
     assert sorted(paths) == sorted(live_paths(root)) and len(set(paths)) == len(paths)
     assert table_counts(tables) == lake_counts(str(root))
     assert sum(w.committed for w in [*workers, again]) == len(files)
-
-
-@pytest.mark.broker
-def test_a_worker_killed_with_minus_9_leaves_every_file_in_one_snapshot(pulse: Pulse):
-    pulse.env["PULSE_ICEBERG_COMMIT_SECONDS"] = "1"
-    now_us = time.time_ns() // 1000
-    messages, valid, _ = make_stream(seed=41, n=3000, now_us=now_us)
-    pulse.ensure_topics()
-    worker = pulse.start_worker()
-    pulse.produce(messages[:1500])
-    assert pulse.lake_rows(1, timeout=90) > 0
-    worker.kill9()  # written, maybe not yet committed; or committed, not yet recorded
-    pulse.start_worker()
-    pulse.produce(messages[1500:])
-    pulse.rollups(until=read_all(len(messages)), timeout=120)
-    assert pulse.lake_rows(len(valid), timeout=90) == len(valid)
-    root = Path(pulse.settings.lake)
-    store = LakeStore(str(root))
-    tables = iceberg.Tables(iceberg.catalog_url(pulse.settings, store) or "", store,
-                            pulse.settings)
-    want = lake_counts(str(root))
-    deadline = time.monotonic() + 60
-    while table_counts(tables) != want:
-        assert time.monotonic() < deadline, (table_counts(tables), want)
-        time.sleep(0.5)
-    paths = table_paths(tables)
-    assert sorted(paths) == sorted(live_paths(root)) and len(set(paths)) == len(paths)
-    snapshots = tables.get()[lake.EVENTS].snapshots()
-    assert len(snapshots) < len(paths)  # batched, not one snapshot per file
-
-    # pulse compact swaps merged files in, in one snapshot per table, and the tables
-    # still hold exactly the lake's live files.
-    before = len(tables.get()[lake.EVENTS].snapshots())
-    result = subprocess.run([sys.executable, "-m", "pulse.cli", "compact", "--min-age", "0"],
-                            env=pulse.full_env(), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    paths = table_paths(tables)
-    assert sorted(paths) == sorted(live_paths(root)) and len(set(paths)) == len(paths)
-    assert any(p.endswith("-c.parquet") for p in paths)
-    assert len(tables.get()[lake.EVENTS].refresh().snapshots()) == before + 1
-    assert table_counts(tables) == lake_counts(str(root)) == want

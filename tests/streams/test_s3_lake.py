@@ -6,7 +6,10 @@ tests): a worker killed with -9 half way, restarted; its path to the store cut b
 proxy while events flow (ingest holds back, status, metrics and the log say so) and
 restored; the lake then holds every valid event exactly once (read by pyarrow's own
 discovery, not Pulse's listing); `pulse sql`, the API's lake-backed answers, `pulse
-compact` and `pulse replay` all agree with the oracle, on S3.
+compact` and `pulse replay` all agree with the oracle, on S3. Iceberg is on (a sqlite
+catalog, the tables' metadata in the bucket): after the kill, the cut and the
+compaction, the tables hold every live file exactly once, and a second engine
+(pyiceberg's scan into DuckDB) counts the rows of `events_raw` and `events`.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ import pytest
 
 from pulse import lakefs
 from pulse.lakefs import LakeStore
+from pulse.streams import iceberg
 from tests import oracle
 from tests.faults.support import overview_differences, start_api
 from tests.helpers import Pulse, counters, read_all
 from tests.proxy import Proxy
 from tests.s3 import S3Server
+from tests.streams.test_iceberg import table_counts, table_paths
 from tests.streams.test_pipeline import HOUR, make_stream
 from tests.streams.test_replay import accounting, answers
 
@@ -58,7 +63,9 @@ def test_a_worker_sql_api_compact_and_replay_on_an_s3_lake(s3_pulse: Pulse, s3: 
     messages, valid, bad = make_stream(seed=31, n=3000, now_us=now_us)
     pulse.ensure_topics()
     proxy = Proxy(s3.port)
-    pulse.env.update(AWS_ENDPOINT_URL_S3=proxy.endpoint, AWS_MAX_ATTEMPTS="1")
+    pulse.env.update(AWS_ENDPOINT_URL_S3=proxy.endpoint, AWS_MAX_ATTEMPTS="1",
+                     PULSE_ICEBERG_CATALOG=f"sqlite:///{pulse.root / 'catalog.db'}",
+                     PULSE_ICEBERG_COMMIT_SECONDS="1")
     worker = pulse.start_worker()
     pulse.produce(messages[:1000])
     assert pulse.lake_rows(1, timeout=90) > 0
@@ -117,6 +124,12 @@ def test_a_worker_sql_api_compact_and_replay_on_an_s3_lake(s3_pulse: Pulse, s3: 
     assert after < before
     assert pulse_sql(pulse, EVENTS_QUERY) == plain
     assert pulse_sql(pulse, "SELECT count(*) FROM events_raw") == [(len(valid),)]
+    tables = iceberg.Tables(pulse.settings.iceberg_catalog or "", store, pulse.settings)
+    live_files = {iceberg.table_path(store, rel) for d, e in lakefs.lake_dirs(store).items()
+                  for rel in lakefs.live(d, e)}
+    paths = table_paths(tables)
+    assert sorted(paths) == sorted(live_files) and len(set(paths)) == len(paths)
+    assert table_counts(tables) == (len(valid), len(unique), len(bad))
     replay = pulse.start("replay", "--force")
     assert replay.process.wait(120) == 0, replay.log()
     rebuilt = pulse.rollups(until=read_all(len(messages)))
