@@ -31,7 +31,7 @@ from .context import Context
 from .endpoints import admin, health, reports
 from .errors import EXCEPTION_HANDLERS, error_response
 from .lag import LagWatch
-from .lake import LakeReader
+from .lake import LakeReader, flushes_reported
 from .metrics import ApiMetrics
 from .openapi import CAMPAIGN, FROM, TO, Endpoint, Param, document
 from .query import Query
@@ -81,8 +81,10 @@ def create_app(settings: Settings, keys: dict[str, str] | None = None,
                insecure: bool = False) -> Starlette:
     """The API; `keys` defaults to PULSE_API_KEYS, and `insecure` turns auth off."""
     store = RollupStore()
-    replica = JournalReplica(settings, store, LakeStore(settings.lake))
-    lake = LakeReader(settings.lake, settings.engaged_seconds, settings.funnel_steps)
+    lake_store = LakeStore.open(settings.lake, settings)
+    replica = JournalReplica(settings, store, lake_store)
+    lake = LakeReader(lake_store, settings.engaged_seconds, settings.funnel_steps,
+                      flushes=lambda: flushes_reported(store))
     lag = LagWatch(settings)
     if keys is None and not insecure:
         keys = settings.read_api_keys() or {}

@@ -5,6 +5,19 @@ touches (the funnel reads all of a tenant's dates, because a journey's first ste
 lie anywhere in time). Files superseded by a compaction are left out by name, tenant
 ids reach the file system only after validation, and every value reaches DuckDB as a
 bound parameter. Queries run on a small thread pool, each under a time limit.
+
+Files are read through the lake's store (`pulse.lakefs`): DuckDB's own Parquet reader
+on a folder; on S3 (DuckDB cannot load httpfs here) a pyarrow dataset DuckDB scans with
+filters and projections pushed down, 2.3x faster than a registered fsspec filesystem
+over the same objects (40 files of 25 k rows on moto: 0.81-0.93 s vs 1.90-2.17 s).
+
+Listing a tenant's files is one paged listing on S3, which is slow and billed, so it
+is cached per tenant until the lake marks in the journal (`flushed_at` of each input
+partition) change, and for at most `LISTING_SECONDS`. That stays exact: a worker
+reports a flush only after its files are in the lake, and an answer's `as_of` only
+claims flushes reported before it was read, all of which a listing taken after their
+report holds; files a compaction deleted since are found vanished, and the tenant is
+listed again (`pulse.lakefs.retry_vanished`).
 """
 
 from __future__ import annotations
@@ -13,17 +26,22 @@ import asyncio
 import logging
 import re
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 
+from pulse import lakefs
+from pulse.lakefs import LakeStore
 from pulse.rollups import metrics
 from pulse.rollups.metrics import Measures
+from pulse.rollups.store import RollupStore
 from pulse.rollups.windows import DAY_US
 from pulse.schemas import lake
+from pulse.schemas.arrow import EVENT_SCHEMA
 from pulse.settings import TENANT_ID_PATTERN
 
 log = logging.getLogger("pulse.lake")
@@ -33,6 +51,10 @@ _MEASURED = "campaign_id, event_type, channel, category, label, value, occurred_
 """What the measures read of each event (materialized once per statement)."""
 _JOURNEY = "campaign_id, customer_id, event_type, label, occurred_at"
 """What the funnel reads of each event."""
+LISTING_SECONDS = 30.0
+"""Longest time a tenant's cached file listing is used."""
+SOURCE = "lake_files"
+"""The relation every statement reads its files from (set up per statement)."""
 
 
 class LakeUnreadable(Exception):
@@ -124,16 +146,32 @@ def by_bucket(width_us: int) -> Group:
     return Group("bucket", width_us)
 
 
+def flushes_reported(store: RollupStore) -> Hashable:
+    """What changes whenever the journal reports a new lake flush (see the module doc)."""
+    return frozenset((p, mark.flushed_at_us) for info in store.partitions.values()
+                     for p, mark in info.lake.items())
+
+
 class LakeReader:
-    def __init__(self, root: str, engaged_seconds: float, steps: tuple[str, ...],
-                 threads: int = 4, timeout: float = 30.0, per_tenant: int = 2) -> None:
-        self.root = root
+    def __init__(self, store: LakeStore, engaged_seconds: float, steps: tuple[str, ...],
+                 threads: int = 4, timeout: float = 30.0, per_tenant: int = 2,
+                 flushes: Callable[[], Hashable] | None = None) -> None:
+        """`flushes()` (see `flushes_reported`) lets listings be cached; None: list every
+        time."""
+        self.store = store
         self.engaged_seconds = engaged_seconds
         self.steps = steps
         self.timeout = timeout
         self._db = duckdb.connect(config={"threads": 2})
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="lake")
         self.slots = TenantSlots(per_tenant)
+        self._flushes = flushes
+        self._listed: dict[str, tuple[Hashable, float, list[tuple[int, str]]]] = {}
+        self._sizes: dict[str, dict[str, int]] = {}
+        """Per tenant, rel -> size from its last listing: datasets need not ask each
+        file's size."""
+        self.listings = 0
+        """Listings made (for tests and metrics: the cache's misses)."""
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -141,16 +179,31 @@ class LakeReader:
 
     # ---- what to read --------------------------------------------------------------
 
-    def files(self, tenant_id: str, days: tuple[int, int] | None) -> list[str]:
-        """Live event files of one tenant, in date folders days[0]..days[1] (all if None)."""
+    def files(self, tenant_id: str, days: tuple[int, int] | None,
+              fresh: bool = False) -> list[str]:
+        """Live event files of one tenant, in date folders days[0]..days[1] (all if None),
+        relative to the lake root; `fresh` lists again whatever the cache holds."""
         if not _TENANT.fullmatch(tenant_id):
             raise ValueError(f"not a tenant id: {tenant_id!r}")
-        return [path for day, folder in lake.tenant_folders(self.root, tenant_id)
-                if days is None or days[0] <= day <= days[1]
-                for path in lake.live_paths(folder)]
+        token = self._flushes() if self._flushes is not None else None
+        cached = self._listed.get(tenant_id)
+        now = time.monotonic()
+        if (fresh or token is None or cached is None or cached[0] != token
+                or now - cached[1] > LISTING_SECONDS):
+            self.listings += 1
+            listing, sizes = [], {}
+            for folder, entries in lakefs.lake_dirs(self.store,
+                                                    lake.tenant_dir(tenant_id)).items():
+                sizes.update((folder.file(e.name), e.size) for e in entries)
+                listing += [(folder.day, rel) for rel in lakefs.live(folder, entries)]
+            self._sizes[tenant_id] = sizes
+            cached = (token, now, listing)
+            if token is not None:
+                self._listed[tenant_id] = cached
+        return [rel for day, rel in cached[2] if days is None or days[0] <= day <= days[1]]
 
     def tenants(self) -> list[str]:
-        return lake.tenants(self.root)
+        return lakefs.tenants(self.store)
 
     # ---- questions -----------------------------------------------------------------
 
@@ -220,41 +273,52 @@ UNION ALL SELECT 2, g, category, 0, 0, 0, amount, 0 FROM ({metrics.usage_sql(g, 
 
     async def _run_listed(self, tenant_id: str, days: tuple[int, int] | None,
                           statements: list[tuple[str, dict[str, Any]]]) -> list[list[tuple]] | None:
-        loop = asyncio.get_running_loop()
-        for attempt in (1, 2):
-            files = self.files(tenant_id, days)
-            if not files:
-                return None
-            bound = [(sql, {**params, "files": files}) for sql, params in statements]
-            try:
-                return await loop.run_in_executor(self._pool, self._execute, bound)
-            except duckdb.IOException as exc:
-                # A compaction may delete a file between listing and reading: list again.
-                vanished = "No files found" in str(exc) or "No such file" in str(exc)
-                if attempt == 2 or not vanished:
-                    log.warning("lake read failed: %s", exc)
-                    raise LakeUnreadable(str(exc)) from None
-        raise AssertionError("unreachable")
+        """List (from the cache, then afresh if a file vanished) and run, off the loop."""
+        attempts = iter((False, True))
 
-    def _execute(self, statements: list[tuple[str, dict[str, Any]]]) -> list[list[tuple]]:
+        def attempt() -> list[list[tuple]] | None:
+            files = self.files(tenant_id, days, fresh=next(attempts))
+            sizes = self._sizes.get(tenant_id, {})
+            return self._execute(files, statements, sizes) if files else None
+
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._pool, lambda: lakefs.retry_vanished(2, attempt))
+        except (duckdb.IOException, duckdb.InvalidInputException, OSError) as exc:
+            # e.g. a corrupt or truncated file, or a file gone twice in a row
+            log.warning("lake read failed: %s", exc)
+            raise LakeUnreadable(str(exc)) from None
+
+    def _execute(self, files: list[str], statements: list[tuple[str, dict[str, Any]]],
+                 sizes: dict[str, int]) -> list[list[tuple]]:
         cursor = self._db.cursor()
         timer = threading.Timer(self.timeout, cursor.interrupt)
         timer.start()
         try:
+            self._source(cursor, files, sizes)
             return [cursor.execute(sql, params).fetchall() for sql, params in statements]
         except duckdb.InterruptException:
             raise LakeTimeout(f"the lake query took longer than {self.timeout:.0f} s") from None
-        except duckdb.InvalidInputException as exc:  # e.g. a corrupt or truncated file
-            log.warning("lake read failed: %s", exc)
-            raise LakeUnreadable(str(exc)) from None
         finally:
             timer.cancel()
             cursor.close()
 
+    def _source(self, cursor: duckdb.DuckDBPyConnection, files: list[str],
+                sizes: dict[str, int]) -> None:
+        """Make `SOURCE` the rows of `files` on this cursor (see the module doc)."""
+        if self.store.local:
+            paths = ", ".join("'" + self.store.arrow_path(f).replace("'", "''") + "'"
+                              for f in files)
+            cursor.execute(f"CREATE OR REPLACE TEMP VIEW {SOURCE} AS "
+                           f"SELECT * FROM read_parquet([{paths}])")
+        else:
+            cursor.register(SOURCE, self.store.dataset(files, EVENT_SCHEMA, sizes))
+
 
 def _events_cte(where: str, columns: str, materialized: bool = False) -> str:
     """The relation `events`: one tenant's events of `$files`, one row per event id."""
-    body = metrics.first_copies_sql("read_parquet($files)", columns, where, key="id")
+    body = metrics.first_copies_sql(SOURCE, columns, where, key="id")
     return f"""
 WITH events AS {"MATERIALIZED " if materialized else ""}({body})"""
 

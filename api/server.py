@@ -59,6 +59,16 @@ def check_port(settings: Settings) -> None:
                 "set PULSE_API_PORT (or PULSE_API_HOST) to a free address") from None
 
 
+def check_lake(settings: Settings) -> None:
+    """A lake the API cannot read is a setting to fix: say which, and do not start."""
+    from pulse.lakefs import LakeStore, LakeStoreError
+
+    try:
+        LakeStore.open(settings.lake, settings).check()
+    except LakeStoreError as exc:
+        raise SystemExit(f"pulse api: {exc}") from None
+
+
 def run_api(settings: Settings, insecure: bool = False) -> None:
     import uvicorn
 
@@ -66,6 +76,7 @@ def run_api(settings: Settings, insecure: bool = False) -> None:
 
     keys, generated = resolve_keys(settings, insecure)
     check_port(settings)
+    check_lake(settings)
     app = create_app(settings, keys=keys, insecure=insecure)
     if insecure:
         print(f"pulse api: authentication is OFF (--insecure): {dashboard_url(settings, None)}",

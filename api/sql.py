@@ -4,7 +4,8 @@ This module owns the three views every lake query starts from:
 
 - `events_raw`: every row of the live event files (files superseded by a compaction
   are left out, as `schemas.lake.live_files` says), with the hive columns `date` and
-  `tenant_id`, as plain DuckDB with `hive_partitioning = true` gives them;
+  `tenant_id`, as plain DuckDB with `hive_partitioning = true` gives them (on S3, a
+  pyarrow dataset with hive partitioning, through `pulse.lakefs`);
 - `events`: one row per (`tenant_id`, `id`), the first copy by `kafka_partition`,
   `kafka_offset` (a producer may have sent an event twice);
 - `dead_letters`: the live dead-letter files, with `date`.
@@ -42,12 +43,13 @@ from typing import IO, Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from pulse.lakefs import LakeStore, LakeStoreError, lake_dirs, live, retry_vanished
 from pulse.rollups.metrics import first_copies_sql
 from pulse.schemas import lake
 from pulse.schemas.arrow import DEAD_LETTER_SCHEMA, EVENT_SCHEMA
-from pulse.schemas.lake import LakeNotLocal, check_local, folders, live_paths
 from pulse.settings import Settings
 
 VIEWS = ("events", "events_raw", "dead_letters")
@@ -56,15 +58,16 @@ BATCH_ROWS = 10_000
 MAX_CELL = 80
 PROMPT, MORE = "pulse> ", "   ...> "
 HISTORY = os.path.join(os.path.expanduser("~"), ".pulse_sql_history")
-_VANISHED = ("No files found", "No such file")
+_HIVE = {lake.EVENTS: {"date": "DATE", "tenant_id": "VARCHAR"}, lake.DEAD_LETTERS: {"date": "DATE"}}
+_HIVE_ARROW = {"DATE": pa.date32(), "VARCHAR": pa.string()}
 
 
 class Lake:
-    """An in-memory DuckDB session whose views read one local lake."""
+    """An in-memory DuckDB session whose views read one lake."""
 
-    def __init__(self, root: str) -> None:
-        check_local(root)
-        self.root = root
+    def __init__(self, root: str, settings: Settings | None = None) -> None:
+        self.store = LakeStore.open(root, settings)
+        self.root = self.store.uri("")
         self.db = duckdb.connect(":memory:")
         self.db.execute("SET TimeZone = 'UTC'")
         self.db.execute("SET parquet_metadata_cache = true")  # views rebind every statement
@@ -74,17 +77,31 @@ class Lake:
 
     def refresh(self) -> None:
         """(Re)build the views over the files live right now."""
-        found = folders(self.root)
-        events = [p for f in found if f.kind == lake.EVENTS for p in live_paths(f)]
-        dead = [p for f in found if f.kind == lake.DEAD_LETTERS for p in live_paths(f)]
-        self.db.execute(
-            "CREATE OR REPLACE VIEW events_raw AS "
-            + _scan(events, EVENT_SCHEMA, {"date": "DATE", "tenant_id": "VARCHAR"}))
+        found = lake_dirs(self.store)
+        events = [p for f, e in found.items() if f.kind == lake.EVENTS for p in live(f, e)]
+        dead = [p for f, e in found.items() if f.kind == lake.DEAD_LETTERS for p in live(f, e)]
+        self._view("events_raw", events, EVENT_SCHEMA, _HIVE[lake.EVENTS])
         self.db.execute(
             f"CREATE OR REPLACE VIEW events AS {first_copies_sql('events_raw')}")
-        self.db.execute(
-            "CREATE OR REPLACE VIEW dead_letters AS "
-            + _scan(dead, DEAD_LETTER_SCHEMA, {"date": "DATE"}))
+        self._view("dead_letters", dead, DEAD_LETTER_SCHEMA, _HIVE[lake.DEAD_LETTERS])
+
+    def _view(self, name: str, rels: list[str], schema: pa.Schema, hive: dict[str, str]) -> None:
+        if self.store.local or not rels:
+            paths = [self.store.arrow_path(r) for r in rels]
+            self.db.execute(f"CREATE OR REPLACE VIEW {name} AS {_scan(paths, schema, hive)}")
+            return
+        # DuckDB cannot read S3 here: scan a pyarrow dataset, hive columns last as DuckDB
+        # puts them, so both kinds of lake give the same columns in the same order.
+        fields = [pa.field(k, _HIVE_ARROW[v]) for k, v in hive.items()]
+        partitioning = ds.partitioning(pa.schema(fields), flavor="hive")
+        dataset = ds.dataset([self.store.arrow_path(r) for r in rels],
+                             schema=pa.schema([*schema, *fields]),
+                             format="parquet", filesystem=self.store.arrow_fs,
+                             partitioning=partitioning,
+                             partition_base_dir=self.store.arrow_path(""))
+        self.db.register(f"{name}_files", dataset)
+        columns = ", ".join(_ident(c) for c in [*schema.names, *hive])
+        self.db.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {columns} FROM {name}_files")
 
     def statements(self, text: str) -> list[str]:
         """The statements of `text` (raises `duckdb.ParserException` on bad syntax)."""
@@ -95,16 +112,13 @@ class Lake:
 
         When a compaction deletes a file under it, it runs again, a little later.
         """
-        for attempt in range(ATTEMPTS):
-            try:
-                self.refresh()
-                relation = self.db.sql(statement)
-                return None if relation is None else relation.to_arrow_table()
-            except duckdb.IOException as exc:
-                if attempt == ATTEMPTS - 1 or not any(t in str(exc) for t in _VANISHED):
-                    raise
-            time.sleep(min(0.05 * 2**attempt, 1.0))
-        raise AssertionError("unreachable")
+        def attempt() -> pa.Table | None:
+            self.refresh()
+            relation = self.db.sql(statement)
+            return None if relation is None else relation.to_arrow_table()
+
+        return retry_vanished(ATTEMPTS, attempt,
+                              wait=lambda n: time.sleep(min(0.05 * 2**n, 1.0)))
 
 
 def _scan(paths: list[str], schema: pa.Schema, hive: dict[str, str]) -> str:
@@ -260,9 +274,10 @@ def _destination(output: str | None, binary: bool) -> Iterator[IO[Any]]:
 def run_sql(settings: Settings, query: str | None, fmt: str, output: str | None) -> int:
     """`pulse sql`: run `query` (or the prompt when None); returns the exit code."""
     try:
-        session = Lake(settings.lake)
-    except LakeNotLocal as exc:
-        return _fail(str(exc), 2)
+        session = Lake(settings.lake, settings)
+        session.store.check()
+    except LakeStoreError as exc:
+        return _fail(f"pulse sql: {exc}", 2)
     try:
         if query is None:
             return _prompt(session, fmt, output)
@@ -325,7 +340,7 @@ def _prompt(session: Lake, fmt: str, output: str | None) -> int:
     interactive = sys.stdin.isatty()
     if interactive:
         _start_readline()
-        print(f"pulse sql over {os.path.abspath(session.root)} (DuckDB {duckdb.__version__}); "
+        print(f"pulse sql over {session.root} (DuckDB {duckdb.__version__}); "
               "views events, events_raw, dead_letters.\n.help for help, Ctrl-D to quit.",
               file=sys.stderr)
     failed = False

@@ -5,6 +5,10 @@ plain `getmany()` loop reads them all, and (b) one `pulse worker`, from empty st
 runs until every message is in the rollups and durable in the lake. The worker's clock
 starts when its ingest stage has joined its group, as the drain's starts at its first
 fetch: group joins cost the same to both and measure the broker, not the pipeline.
+
+With `--lake s3` a second worker (a group of its own) then ingests the same topic into
+an s3:// lake on a local S3 server (moto's `moto_server`), beside the folder run: its
+rate over the folder's is the number (goal >= 0.8).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import pyarrow.parquet as pq
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS
+from pulse.lakefs import LakeStore, lake_dirs, live
 from pulse.rollups import journal
 from pulse.rollups.store import RollupStore
 from pulse.schemas import lake
@@ -68,17 +73,23 @@ async def drain(bootstrap: str, topic: str, expected: int) -> float:
         await consumer.stop()
 
 
-def lake_rows(root: str) -> tuple[int, int, int, int]:
-    """(event rows, dead-letter rows, files, bytes) of the live lake files."""
+def lake_rows(store: LakeStore, known: dict[str, int] | None = None
+              ) -> tuple[int, int, int, int]:
+    """(event rows, dead-letter rows, files, bytes) of the live lake files; `known`
+    keeps each file's row count between calls (a name's rows never change), so that
+    polling an S3 lake does not re-read every footer."""
     rows = [0, 0]
     files = size = 0
-    for i, kind in enumerate((lake.EVENTS, lake.DEAD_LETTERS)):
-        for folder, _, names in os.walk(os.path.join(root, kind)):
-            for name in lake.live_files(names):
-                path = os.path.join(folder, name)
-                rows[i] += pq.read_metadata(path).num_rows
-                files += 1
-                size += os.path.getsize(path)
+    known = {} if known is None else known
+    for folder, entries in lake_dirs(store).items():
+        sizes = {e.name: e.size for e in entries}
+        for rel in live(folder, entries):
+            if rel not in known:
+                known[rel] = pq.read_metadata(store.arrow_path(rel),
+                                              filesystem=store.arrow_fs).num_rows
+            rows[folder.kind == lake.DEAD_LETTERS] += known[rel]
+            files += 1
+            size += sizes[rel.rpartition("/")[2]]
     return rows[0], rows[1], files, size
 
 
@@ -120,10 +131,12 @@ class JournalWatch:
 
 
 @asynccontextmanager
-async def running_worker(settings: Settings, root: Path, **env: str) -> AsyncIterator[Worker]:
+async def running_worker(settings: Settings, root: Path,
+                         env: dict[str, str] | None = None) -> AsyncIterator[Worker]:
     """A `pulse worker` whose ingest stage has joined its group, with a journal watch."""
-    log = root / "worker.log"
-    worker = Worker(spawn(["worker"], settings, log, **env), JournalWatch(settings), log)
+    log = root / f"worker-{settings.group}.log"
+    worker = Worker(spawn(["worker"], settings, log, **(env or {})), JournalWatch(settings),
+                    log)
     await worker.watch.start()
     try:
         while b"ingest reads input partitions" not in log.read_bytes():
@@ -150,9 +163,11 @@ class Worker:
 
 
 async def run_worker(settings: Settings, root: Path, expected: dict[str, int],
-                     timeout: float) -> dict[str, float]:
-    async with running_worker(settings, root) as worker:
+                     timeout: float, env: dict[str, str] | None = None) -> dict[str, float]:
+    async with running_worker(settings, root, env) as worker:
         watch = worker.watch
+        store = LakeStore.open(settings.lake, settings)
+        known: dict[str, int] = {}
         started = time.perf_counter()
         deadline = started + timeout
         rollups_done = lake_done = None
@@ -163,7 +178,7 @@ async def run_worker(settings: Settings, root: Path, expected: dict[str, int],
             if rollups_done is None and totals.get("read", 0) >= expected["read"]:
                 rollups_done = now - started
             if lake_done is None and (now - last_report > 1 or rollups_done is not None):
-                events_in_lake, dead_in_lake, _, _ = lake_rows(settings.lake)
+                events_in_lake, dead_in_lake, _, _ = lake_rows(store, known)
                 if (events_in_lake, dead_in_lake) == (expected["valid"], expected["dead"]):
                     lake_done = now - started
             if now - last_report > 2:
@@ -197,8 +212,8 @@ def count(messages: list[tuple[bytes, bytes]]) -> dict[str, int]:
     return {"read": len(messages), "valid": valid, "unique": unique, "dead": dead}
 
 
-def run_ingest(n: int, quick: bool) -> int:
-    summary = Summary("ingest", quick)
+def run_ingest(n: int, quick: bool, lake: str = "folder") -> int:
+    summary = Summary("ingest" if lake == "folder" else f"ingest-{lake}", quick)
     with tempfile.TemporaryDirectory() as tmp, broker() as bootstrap:
         root = Path(tmp)
         settings = bench_settings(bootstrap, root)
@@ -213,7 +228,9 @@ def run_ingest(n: int, quick: bool) -> int:
         drained = asyncio.run(drain(bootstrap, settings.topic, n))
         say(f"  bare getmany() drain: {drained:.2f} s ({n / drained:,.0f}/s)")
         worker = asyncio.run(run_worker(settings, root, expected, timeout=max(120, n / 5000)))
-        _, _, files, size = lake_rows(settings.lake)
+        _, _, files, size = lake_rows(LakeStore.open(settings.lake, settings))
+        if lake == "s3":
+            return _on_s3(summary, settings, root, expected, n, worker)
     seconds = max(worker["rollups_s"], worker["lake_s"])
     rate, base = n / seconds, n / drained
     ratio = rate / base
@@ -229,3 +246,36 @@ def run_ingest(n: int, quick: bool) -> int:
             f"{files / n * 1e6:,.0f} files and {size / n:,.1f} MB per million; "
             f"peak RSS {worker['rss_mb']:,.0f} MiB (worker and its ingest process)")
     return summary.finish(line, ratio >= FLOOR, f"{FLOOR}x")
+
+
+S3_GOAL = 0.8
+
+
+def _on_s3(summary: Summary, folder: Settings, root: Path, expected: dict[str, int], n: int,
+           on_folder: dict[str, float]) -> int:
+    """The same topic again, into an s3:// lake, by a worker of a group of its own."""
+    from .objstore import start_s3
+
+    server = start_s3(root)
+    try:
+        group = f"{folder.group}-s3"
+        settings = server.settings(folder.replace(group=group), server.new_lake())
+        say(f"  the same messages into {settings.lake} (moto_server on {server.endpoint})")
+        worker = asyncio.run(run_worker(settings, root, expected, timeout=max(180, n / 2000),
+                                        env={"PULSE_GROUP": group, **server.env()}))
+        _, _, files, size = lake_rows(LakeStore.open(settings.lake, settings))
+    finally:
+        server.stop()
+    folder_rate = n / max(on_folder["rollups_s"], on_folder["lake_s"])
+    rate = n / max(worker["rollups_s"], worker["lake_s"])
+    ratio = rate / folder_rate
+    summary.numbers.update({
+        "messages": n, "folder_per_s": round(folder_rate), "s3_per_s": round(rate),
+        "ratio": round(ratio, 3), "s3_lake_s": round(worker["lake_s"], 2),
+        "folder_lake_s": round(on_folder["lake_s"], 2), "s3_files": files,
+        "s3_mb": round(size / 2**20, 1), "s3_worker_peak_rss_mb": round(worker["rss_mb"]),
+    })
+    line = (f"worker into an s3:// lake {rate:,.0f} msg/s vs into a folder {folder_rate:,.0f} "
+            f"msg/s = {ratio:.2f}x (goal {S3_GOAL}x); lake {worker['lake_s']:.1f} s vs "
+            f"{on_folder['lake_s']:.1f} s; {files} files, {size / 2**20:,.1f} MiB")
+    return summary.finish(line, ratio >= S3_GOAL, f"{S3_GOAL}x")

@@ -3,7 +3,7 @@
 Ten million events cannot go through `Event` objects one by one in a benchmark's
 patience, so the rows are drawn as numpy arrays and written as Arrow tables with the
 lake's own schema (`schemas.arrow.EVENT_SCHEMA`), names (`schemas.lake.LakeFile`) and
-writer (`streams.lake_sink.write_atomic`). The content is what a worker would have
+store (`pulse.lakefs`, a folder or S3). The content is what a worker would have
 left behind:
 
 - every event type, several campaigns per tenant (and events without one), a daily
@@ -27,11 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from pulse.lakefs import LakeStore
 from pulse.schemas import lake
 from pulse.schemas.arrow import EVENT_SCHEMA, UTC_MICROS
-from pulse.streams.lake_sink import Flush, LakeWriter, write_atomic
+from pulse.streams.lake_sink import Flush, LakeWriter
 
 SECOND_US = 1_000_000
 HOUR_US = 3600 * SECOND_US
@@ -291,7 +291,7 @@ def arrive(rng: np.random.Generator, spec: LakeSpec, rows: dict[str, np.ndarray]
     return {k: v[by_file] for k, v in rows.items()}, ranges
 
 
-def write_files(root: str, spec: LakeSpec, rows: dict[str, np.ndarray], ranges: Ranges,
+def write_files(store: LakeStore, spec: LakeSpec, rows: dict[str, np.ndarray], ranges: Ranges,
                 table: pa.Table, progress: Callable[[str], None]) -> tuple[int, int]:
     """One file per (tenant, date, partition, flush), named by the flush's offset range."""
     keys = np.stack([rows["tenant"], rows["day"], rows["partition"], rows["flush"]])
@@ -305,12 +305,12 @@ def write_files(root: str, spec: LakeSpec, rows: dict[str, np.ndarray], ranges: 
         partition, flush = int(rows["partition"][a]), int(rows["flush"][a])
         first, last = ranges[(partition, flush)]
         name = lake.LakeFile(spec.epoch, partition, first, last).name
-        path = os.path.join(root, lake.event_dir(tenant, day), name)
-        piece = table.slice(a, b - a)
-        write_atomic(path, lambda fh: pq.write_table(piece, fh, compression="zstd"))
-        written = min(spec.start_us + (flush + 1) * flush_us, spec.end_us) / SECOND_US
-        os.utime(path, (written, written))
-        return os.path.getsize(path)
+        rel = f"{lake.event_dir(tenant, day)}/{name}"
+        size = store.put_parquet(rel, table.slice(a, b - a))
+        if store.local:  # object stores keep their own times
+            written = min(spec.start_us + (flush + 1) * flush_us, spec.end_us) / SECOND_US
+            os.utime(store.arrow_path(rel), (written, written))
+        return size
 
     size = 0
     with ThreadPoolExecutor(4) as pool:
@@ -319,14 +319,14 @@ def write_files(root: str, spec: LakeSpec, rows: dict[str, np.ndarray], ranges: 
             if i % 2000 == 0 or i == len(bounds):
                 progress(f"  wrote {i:,}/{len(bounds):,} files")
     # The intent markers a worker leaves: its last flush per partition.
-    writer = LakeWriter(root, spec.epoch, "events")
+    writer = LakeWriter(store, spec.epoch, "events")
     for (partition, _), (first, last) in sorted(ranges.items()):
         writer.write_intent(Flush(partition, first, last))
     return len(bounds), size
 
 
-def generate(root: str, spec: LakeSpec, progress: Callable[[str], None]) -> LakeStats:
-    """Write the lake of `spec` under `root`."""
+def generate(store: LakeStore, spec: LakeSpec, progress: Callable[[str], None]) -> LakeStats:
+    """Write the lake of `spec` into `store`."""
     started = time.perf_counter()
     rng = np.random.default_rng(spec.seed)
     unique = spec.n - round(spec.n * spec.duplicates)
@@ -337,5 +337,5 @@ def generate(root: str, spec: LakeSpec, progress: Callable[[str], None]) -> Lake
     rows, ranges = arrive(rng, spec, cols.done(), unique)
     progress(f"  building Arrow columns ({time.perf_counter() - started:.1f} s)")
     table = to_table(rows, hex_ids(rng, unique))
-    files, size = write_files(root, spec, rows, ranges, table, progress)
+    files, size = write_files(store, spec, rows, ranges, table, progress)
     return LakeStats(spec.n, unique, files, size, time.perf_counter() - started)

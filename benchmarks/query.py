@@ -16,6 +16,11 @@ question is then asked both ways, warm, `runs` times each, alternating:
 Both must give the same numbers (counts exactly, sums to 1e-9) before any timing.
 Then `pulse compact` runs and everything is asked again: compaction is what turns
 the worker's small files into few large ones, and the ratio should hold on both.
+
+With `--lake s3` the same files are also copied into an s3:// lake on a local S3
+server (moto's `moto_server`) and Pulse asks it the same question, before and after
+`pulse compact` runs on it: its median over the folder's is the number (goal <= 2x).
+DuckDB cannot read S3 here, so the baseline is Pulse over the folder.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import duckdb
 from pulse.api.lake import LakeReader
 from pulse.api.params import Range
 from pulse.api.query import Query
+from pulse.lakefs import LakeStore, lake_dirs, live
 from pulse.rollups.store import RollupStore
 from pulse.schemas import lake
 from pulse.settings import Settings
@@ -213,7 +219,7 @@ async def _clock(ask: Callable[[], Awaitable[Numbers]]) -> tuple[float, Numbers]
 async def measure(root: str, q: Question, runs: int, label: str) -> Timing:
     """Check both agree (on the warm-up), then time `runs` of each, alternating."""
     settings = Settings(lake=root)
-    reader = LakeReader(root, settings.engaged_seconds, settings.funnel_steps)
+    reader = LakeReader(LakeStore.open(root), settings.engaged_seconds, settings.funnel_steps)
     query = Query(RollupStore(), reader, settings.partitions)
     hand = HandWritten(root)
 
@@ -245,13 +251,15 @@ async def measure(root: str, q: Question, runs: int, label: str) -> Timing:
 
 
 def live_files(root: str) -> int:
-    return sum(len(lake.live_paths(folder)) for folder in lake.folders(root)
-               if folder.kind == lake.EVENTS)
+    return sum(len(live(folder, entries))
+               for folder, entries in lake_dirs(LakeStore.open(root), lake.EVENTS).items())
 
 
-def compact(root: str) -> float:
-    """`pulse compact` with no broker reachable, as an operator would run it; seconds."""
-    settings = Settings(lake=root, kafka_bootstrap=f"127.0.0.1:{free_port()}")
+def compact(root: str, settings: Settings | None = None) -> float:
+    """`pulse compact` with no broker reachable, as an operator would run it; seconds.
+    Iceberg is off: this is the lake's compaction, which the queries read."""
+    settings = (settings or Settings()).replace(lake=root, iceberg_catalog="none",
+                                                kafka_bootstrap=f"127.0.0.1:{free_port()}")
     started = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # stdout is for the summary line
         code = run_compact(settings, min_age=0, dry_run=False)
@@ -260,8 +268,8 @@ def compact(root: str) -> float:
     return time.perf_counter() - started
 
 
-def run_query(n: int, runs: int, quick: bool) -> int:
-    summary = Summary("query", quick)
+def run_query(n: int, runs: int, quick: bool, lake_kind: str = "folder") -> int:
+    summary = Summary("query" if lake_kind == "folder" else f"query-{lake_kind}", quick)
     load_before = os.getloadavg()[0]
     end_us = (time.time_ns() // 1000 // HOUR_US - 2) * HOUR_US
     spec = lakegen.LakeSpec(n, end_us, flushes_per_day=1 if quick else 6)
@@ -270,9 +278,11 @@ def run_query(n: int, runs: int, quick: bool) -> int:
         say(f"pulse bench query: generating {n:,} events over {spec.days} days, "
             f"{len(lakegen.TENANTS)} tenants, {spec.partitions} partitions x "
             f"{spec.flushes_per_day} flushes a day")
-        stats = lakegen.generate(root, spec, say)
+        stats = lakegen.generate(LakeStore.open(root), spec, say)
         say(f"  {stats.files:,} files, {stats.bytes / 2**20:,.0f} MiB in {stats.seconds:.1f} s")
         files_before = live_files(root)
+        if lake_kind == "s3":
+            return _on_s3(summary, root, q, runs)
         before = asyncio.run(measure(root, q, runs, "before compaction"))
         say(f"  before compaction: {before.describe()}")
         compact_s = compact(root)
@@ -300,3 +310,72 @@ def run_query(n: int, runs: int, quick: bool) -> int:
             f"{files_after:,} files: {after.describe()} (medians of {runs}, goal {GOAL}x; "
             f"lake path only, rollups left out)")
     return summary.finish(line, worst <= FLOOR, f"{FLOOR}x")
+
+
+S3_GOAL = 2.0
+
+
+async def time_pulse(store: LakeStore, q: Question, runs: int, label: str
+                     ) -> tuple[Numbers, list[float]]:
+    """Pulse's answer over `store` (warm-up) and the times of `runs` more."""
+    settings = Settings()
+    # No time limit that would end the measurement: the S3 server here (moto) is slow.
+    reader = LakeReader(store, settings.engaged_seconds, settings.funnel_steps, timeout=3600)
+    query = Query(RollupStore(), reader, settings.partitions)
+    try:
+        _, answer = await _clock(lambda: ask_pulse(query, q))
+        times = [(await _clock(lambda: ask_pulse(query, q)))[0] for _ in range(runs)]
+        say(f"  {label}: median {statistics.median(times) * 1000:,.0f} ms")
+        return answer, times
+    finally:
+        reader.close()
+
+
+def _on_s3(summary: Summary, root: str, q: Question, runs: int) -> int:
+    """The folder lake copied to S3, Pulse asked over both, before and after compaction."""
+    from pathlib import Path
+
+    import pyarrow.fs as pafs
+
+    from .objstore import start_s3
+
+    server = start_s3(Path(tempfile.mkdtemp(prefix="pulse-bench-s3-")))
+    numbers: dict[str, Any] = {"runs": runs, "files_before": live_files(root)}
+    try:
+        settings = server.settings(Settings(), server.new_lake())
+        s3 = LakeStore.open(settings.lake, settings)
+        started = time.perf_counter()
+        pafs.copy_files(root, s3.arrow_path(""), source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=s3.arrow_fs, use_threads=True)
+        numbers["upload_s"] = round(time.perf_counter() - started, 1)
+        say(f"  copied the lake to {settings.lake} in {numbers['upload_s']} s")
+        ratios = []
+        for stage in ("before", "after"):
+            if stage == "after":
+                numbers["compact_folder_s"] = round(compact(root), 1)
+                numbers["compact_s3_s"] = round(compact(settings.lake, settings), 1)
+                numbers["files_after"] = live_files(root)
+            folder, folder_times = asyncio.run(
+                time_pulse(LakeStore.open(root), q, runs, f"folder, {stage} compaction"))
+            on_s3, s3_times = asyncio.run(
+                time_pulse(s3, q, runs, f"s3, {stage} compaction"))
+            wrong = on_s3.differences(folder)
+            if wrong:
+                raise RuntimeError("the S3 lake answers differently: " + "; ".join(wrong))
+            ratio = statistics.median(s3_times) / statistics.median(folder_times)
+            ratios.append(ratio)
+            numbers.update({
+                f"{stage}_ratio": round(ratio, 3),
+                f"{stage}_folder_median_ms": round(statistics.median(folder_times) * 1000, 1),
+                f"{stage}_s3_median_ms": round(statistics.median(s3_times) * 1000, 1),
+                f"{stage}_s3_p95_ms": round(percentile(s3_times, 0.95) * 1000, 1)})
+    finally:
+        server.stop()
+    summary.numbers.update(numbers)
+    line = (f"Pulse over an s3:// lake vs the same files in a folder: "
+            f"{numbers['files_before']:,} files {numbers['before_s3_median_ms']:,.0f} ms vs "
+            f"{numbers['before_folder_median_ms']:,.0f} ms = {ratios[0]:.2f}x; after "
+            f"compaction ({numbers['files_after']:,} files) {numbers['after_s3_median_ms']:,.0f}"
+            f" ms vs {numbers['after_folder_median_ms']:,.0f} ms = {ratios[1]:.2f}x (medians of "
+            f"{runs}, goal <= {S3_GOAL}x)")
+    return summary.finish(line, max(ratios) <= S3_GOAL, f"{S3_GOAL}x")

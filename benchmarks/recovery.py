@@ -81,7 +81,7 @@ async def measure(n: int) -> dict[str, float]:
 
         await ensure_topics(settings)
         env = {"PULSE_CHECKPOINT_SECONDS": str(CHECKPOINT_SECONDS)}
-        async with running_worker(settings, root, **env) as worker:
+        async with running_worker(settings, root, env=env) as worker:
             say(f"  {n:,} events: producing")
             await produce(bootstrap, settings.topic, events(n, duplicates=0.0, invalid=0.0), n)
             before = await _settle(worker.watch, n, timeout=max(300, n / 10_000))

@@ -248,27 +248,35 @@ def bench() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
+LAKE_KINDS = click.Choice(["folder", "s3"])
+
+
 @bench.command("ingest")
 @click.option("--events", "n", default=2_000_000, show_default=True, help="messages to ingest")
+@click.option("--lake", type=LAKE_KINDS, default="folder", show_default=True,
+              help="s3: also ingest into an s3:// lake (a local moto_server), beside the folder")
 @click.option("--quick", is_flag=True, help="a small run that checks it works (CI)")
-def bench_ingest(n: int, quick: bool) -> None:
+def bench_ingest(n: int, lake: str, quick: bool) -> None:
     """One worker vs a bare aiokafka getmany() drain of the same topic."""
     from pulse.benchmarks.ingest import run_ingest
 
-    sys.exit(run_ingest(50_000 if quick else n, quick))
+    sys.exit(run_ingest(50_000 if quick else n, quick, lake))
 
 
 @bench.command("query")
 @click.option("--events", "n", default=10_000_000, show_default=True,
               help="events in the generated lake (60 days, 3 tenants)")
 @click.option("--runs", default=20, show_default=True, help="timed runs of each query")
+@click.option("--lake", type=LAKE_KINDS, default="folder", show_default=True,
+              help="s3: Pulse over the same files in an s3:// lake (a local moto_server) "
+              "vs over the folder")
 @click.option("--quick", is_flag=True, help="a small run that checks it works (CI)")
-def bench_query(n: int, runs: int, quick: bool) -> None:
+def bench_query(n: int, runs: int, lake: str, quick: bool) -> None:
     """Lake-backed reports vs hand-written DuckDB over the same files, before and after
     compaction."""
     from pulse.benchmarks.query import run_query
 
-    sys.exit(run_query(200_000 if quick else n, 3 if quick else runs, quick))
+    sys.exit(run_query(200_000 if quick else n, 3 if quick else runs, quick, lake))
 
 
 @bench.command("api")
@@ -301,6 +309,20 @@ def bench_peers(n: int, quick: bool) -> None:
     from pulse.benchmarks.peers import run_peers
 
     sys.exit(run_peers(20_000 if quick else n, quick))
+
+
+@bench.command("iceberg")
+@click.option("--rate", default=2000, show_default=True, help="events produced per second")
+@click.option("--seconds", default=90.0, show_default=True, help="how long to produce")
+@click.option("--commit-seconds", default=30.0, show_default=True,
+              help="PULSE_ICEBERG_COMMIT_SECONDS of both workers")
+@click.option("--quick", is_flag=True, help="a small run that checks it works (CI)")
+def bench_iceberg(rate: int, seconds: float, commit_seconds: float, quick: bool) -> None:
+    """Iceberg commit lag (file written -> in a snapshot) with two workers committing."""
+    from pulse.benchmarks.iceberg import run_iceberg
+
+    sys.exit(run_iceberg(500 if quick else rate, 15.0 if quick else seconds,
+                         3.0 if quick else commit_seconds, quick))
 
 
 @bench.command("memory")

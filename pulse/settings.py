@@ -12,7 +12,7 @@ import dataclasses
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 TENANT_ID_PATTERN = r"[A-Za-z0-9_.-]{1,64}"
@@ -68,6 +68,33 @@ def _text(name: str, raw: str) -> str:
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _lake(name: str, raw: str) -> str:
+    root = _text(name, raw)
+    if "://" in root and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?", root):
+        raise SettingsError(f"{name} must be a folder or s3://bucket/prefix (a bucket name of "
+                            f"lowercase letters, digits, dots and dashes), got {raw!r}")
+    return root
+
+
+def _endpoint(name: str, raw: str) -> str:
+    url = raw.strip().rstrip("/")
+    match = re.fullmatch(r"(https?)://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(:(\d{1,5}))?", url)
+    if match is None or (match.group(4) and not 0 < int(match.group(4)) < 65536):
+        raise SettingsError(f"{name} must be http(s)://HOST[:PORT] (the S3 endpoint), got "
+                            f"{raw!r}")
+    return url
+
+
+def _catalog(name: str, raw: str) -> str:
+    url = raw.strip()
+    if url.lower() == "none":
+        return "none"
+    if not re.fullmatch(r"(sqlite|postgresql(\+[a-z0-9]+)?)://.*", url):
+        raise SettingsError(f"{name} must be none, sqlite:///PATH or postgresql://USER:PASSWORD@"
+                            f"HOST:PORT/DB (an Iceberg SQL catalog), got {raw!r}")
+    return url
 
 
 def _log_level(name: str, raw: str) -> str:
@@ -148,6 +175,15 @@ class Settings:
     checkpoint_seconds: float = 60.0
     group: str = "pulse"
     log_level: str = "info"
+    iceberg_catalog: str | None = None
+    """None: the default (sqlite in a folder lake, no Iceberg for an s3:// lake)."""
+    iceberg_commit_seconds: float = 30.0
+    s3_endpoint: str | None = None
+    aws_region: str = "us-east-1"
+    aws_max_attempts: int = 3
+    aws_access_key_id: str | None = field(default=None, repr=False)
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+    aws_session_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -214,7 +250,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Kafka bootstrap servers (HOST:PORT[,HOST:PORT])", _bootstrap),
     Setting("PULSE_TOPIC", "topic", "input topic", _text),
     Setting("PULSE_DLQ_TOPIC", "dlq_topic", "dead-letter topic", _text),
-    Setting("PULSE_LAKE", "lake", "root folder of the Parquet lake", _text),
+    Setting("PULSE_LAKE", "lake", "root of the Parquet lake: a folder or s3://bucket/prefix",
+            _lake),
     Setting("PULSE_API_HOST", "api_host", "API bind host", _text),
     Setting("PULSE_API_PORT", "api_port", "API bind port", _port),
     Setting("PULSE_API_KEYS", "api_keys",
@@ -246,8 +283,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PULSE_GROUP", "group",
             "consumer-group prefix and Faust app id; workers sharing it share the load", _text),
     Setting("PULSE_LOG_LEVEL", "log_level", "debug, info, warning or error", _log_level),
+    Setting("PULSE_ICEBERG_CATALOG", "iceberg_catalog",
+            "SQLAlchemy URL of the Iceberg SQL catalog (sqlite:///<lake>/catalog.db for a "
+            "folder lake; none for s3:// unless set); none turns Iceberg off", _catalog),
+    Setting("PULSE_ICEBERG_COMMIT_SECONDS", "iceberg_commit_seconds",
+            "longest time a lake file waits before it is committed to Iceberg",
+            _positive_float),
+    # The standard AWS variables, for an s3:// lake (pyarrow does not read the endpoint
+    # ones itself). The S3-specific endpoint comes last, so it wins over the general one.
+    Setting("AWS_ENDPOINT_URL", "s3_endpoint", "S3 endpoint of a non-AWS store", _endpoint),
+    Setting("AWS_ENDPOINT_URL_S3", "s3_endpoint",
+            "S3 endpoint of a non-AWS store (path-style addressing)", _endpoint),
+    Setting("AWS_DEFAULT_REGION", "aws_region", "region to sign S3 requests for", _text),
+    Setting("AWS_REGION", "aws_region", "region to sign S3 requests for", _text),
+    Setting("AWS_MAX_ATTEMPTS", "aws_max_attempts",
+            "tries of one S3 request before its error is reported", _positive_int),
+    Setting("AWS_ACCESS_KEY_ID", "aws_access_key_id", "S3 access key", _text),
+    Setting("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key", "S3 secret key", _text),
+    Setting("AWS_SESSION_TOKEN", "aws_session_token", "S3 session token", _text),
 )
-SETTING_OF = {s.attr: s for s in SETTINGS}
+SETTING_OF = {s.attr: s for s in SETTINGS if s.env.startswith("PULSE_")}
 """Each setting by the `Settings` field it sets (the CLI's flags document themselves
 from it)."""
 

@@ -16,34 +16,45 @@ from .events import Event
 
 UTC_MICROS = pa.timestamp("us", tz="UTC")
 
-_EVENT_FIELDS: list[pa.Field[Any]] = [
-    pa.field("id", pa.string(), nullable=False),
-    pa.field("event_type", pa.string(), nullable=False),
-    pa.field("customer_id", pa.string()),
-    pa.field("campaign_id", pa.string()),
-    pa.field("channel", pa.string()),
-    pa.field("category", pa.string()),
-    pa.field("label", pa.string()),
-    pa.field("value", pa.float64()),
-    pa.field("occurred_at", UTC_MICROS, nullable=False),
-    pa.field("metadata", pa.string()),
-    pa.field("schema_version", pa.int32(), nullable=False),
-    pa.field("ingested_at", UTC_MICROS, nullable=False),
-    pa.field("kafka_partition", pa.int32(), nullable=False),
-    pa.field("kafka_offset", pa.int64(), nullable=False),
-]
-EVENT_SCHEMA = pa.schema(_EVENT_FIELDS)
 
-_DEAD_LETTER_FIELDS: list[pa.Field[Any]] = [
-    pa.field("raw", pa.binary(), nullable=False),
-    pa.field("reason", pa.string(), nullable=False),
-    pa.field("error", pa.string(), nullable=False),
-    pa.field("kafka_topic", pa.string(), nullable=False),
-    pa.field("kafka_partition", pa.int32(), nullable=False),
-    pa.field("kafka_offset", pa.int64(), nullable=False),
-    pa.field("received_at", UTC_MICROS, nullable=False),
-]
-DEAD_LETTER_SCHEMA = pa.schema(_DEAD_LETTER_FIELDS)
+def _with_ids(fields: list[pa.Field[Any]], first: int = 1) -> pa.Schema:
+    """Number the columns as Parquet field ids (written into every file), so engines
+    that read by id (Iceberg readers: Trino, Spark, ClickHouse, DuckDB's iceberg) find
+    them. Ids are fixed forever: a new column takes the next number, never a used one."""
+    return pa.schema([f.with_metadata({b"PARQUET:field_id": str(i).encode()})
+                      for i, f in enumerate(fields, first)])
+
+
+EVENT_SCHEMA = _with_ids(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("event_type", pa.string(), nullable=False),
+        pa.field("customer_id", pa.string()),
+        pa.field("campaign_id", pa.string()),
+        pa.field("channel", pa.string()),
+        pa.field("category", pa.string()),
+        pa.field("label", pa.string()),
+        pa.field("value", pa.float64()),
+        pa.field("occurred_at", UTC_MICROS, nullable=False),
+        pa.field("metadata", pa.string()),
+        pa.field("schema_version", pa.int32(), nullable=False),
+        pa.field("ingested_at", UTC_MICROS, nullable=False),
+        pa.field("kafka_partition", pa.int32(), nullable=False),
+        pa.field("kafka_offset", pa.int64(), nullable=False),
+    ]
+)
+
+DEAD_LETTER_SCHEMA = _with_ids(
+    [
+        pa.field("raw", pa.binary(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("error", pa.string(), nullable=False),
+        pa.field("kafka_topic", pa.string(), nullable=False),
+        pa.field("kafka_partition", pa.int32(), nullable=False),
+        pa.field("kafka_offset", pa.int64(), nullable=False),
+        pa.field("received_at", UTC_MICROS, nullable=False),
+    ]
+)
 
 
 def events_to_table(

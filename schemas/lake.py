@@ -12,7 +12,6 @@ skip it, so a merge and the deletes after it are never counted twice.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -92,91 +91,3 @@ def dead_letter_dir(day: int) -> str:
 
 def us_to_datetime(us: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
-
-
-# ---- walking a local lake -------------------------------------------------------------
-# Every reader and writer (the API, `pulse sql`, `pulse compact`, rebuilds) walks the lake
-# with these, so all of them agree on which folders exist and which files are live.
-
-
-class LakeNotLocal(ValueError):
-    """The lake is a URL; these tools walk a local folder."""
-
-
-@dataclass(frozen=True)
-class Folder:
-    """One leaf folder of the lake: `events/tenant_id=.../date=...` or `dead_letters/date=...`."""
-
-    kind: str
-    rel: str
-    path: str
-
-
-def check_local(root: str) -> None:
-    if "://" in root:
-        raise LakeNotLocal(
-            f"the lake {root!r} is a URL; point PULSE_LAKE (or --lake) at a local folder "
-            "(mount the bucket, or copy the lake, to use it here)")
-
-
-def folders(root: str) -> list[Folder]:
-    """Every event and dead-letter folder under `root`, in name order ([] if none)."""
-    check_local(root)
-    out = []
-    events = os.path.join(root, EVENTS)
-    for tenant in _subdirs(events, "tenant_id="):
-        for day in _date_dirs(os.path.join(events, tenant)):
-            out.append(_folder(root, EVENTS, tenant, day))
-    for day in _date_dirs(os.path.join(root, DEAD_LETTERS)):
-        out.append(_folder(root, DEAD_LETTERS, day))
-    return out
-
-
-def tenants(root: str) -> list[str]:
-    """Every tenant with an event folder in the lake."""
-    prefix = "tenant_id="
-    return [name[len(prefix):] for name in _subdirs(os.path.join(root, EVENTS), prefix)]
-
-
-def tenant_folders(root: str, tenant_id: str) -> list[tuple[int, Folder]]:
-    """(day, folder) of one tenant's date folders, oldest first."""
-    tenant = f"tenant_id={tenant_id}"
-    return [(date_to_day(day[len("date="):]), _folder(root, EVENTS, tenant, day))
-            for day in _date_dirs(os.path.join(root, EVENTS, tenant))]
-
-
-def live_paths(folder: Folder) -> list[str]:
-    """Paths of the files of `folder` that readers should read (superseded ones left out)."""
-    try:
-        names = os.listdir(folder.path)
-    except FileNotFoundError:
-        return []
-    return [os.path.join(folder.path, name) for name in live_files(names)]
-
-
-def _folder(root: str, kind: str, *parts: str) -> Folder:
-    rel = "/".join((kind, *parts))
-    return Folder(kind, rel, os.path.join(root, kind, *parts))
-
-
-def _subdirs(path: str, prefix: str) -> list[str]:
-    try:
-        names = sorted(os.listdir(path))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    return [n for n in names if n.startswith(prefix) and len(n) > len(prefix)
-            and os.path.isdir(os.path.join(path, n))]
-
-
-def _date_dirs(path: str) -> list[str]:
-    """`date=YYYY-MM-DD` folders; anything else would break the `date` column's type."""
-    out = []
-    for name in _subdirs(path, "date="):
-        text = name[len("date="):]
-        try:
-            if len(text) == 10:
-                date.fromisoformat(text)
-                out.append(name)
-        except ValueError:
-            continue
-    return out

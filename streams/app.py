@@ -84,7 +84,7 @@ def create_app(settings: Settings, epoch: str) -> faust.App:
         return await app.producer.send(topic, None, value, partition, None, None)
 
     owners = PartitionOwners(settings, rollup_spec(settings), epoch, topics.rollups, send,
-                             LakeStore(settings.lake))
+                             LakeStore.open(settings.lake, settings))
     register_rollup_agent(app, keyed, RollupAgent(owners, topics.keyed, send,
                                                   settings.partitions))
     app.service(IngestProcess(settings, epoch))

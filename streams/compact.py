@@ -3,7 +3,7 @@
 The worker writes one file per flush per folder, so a busy lake grows thousands of
 small files. Per folder, the live files of one epoch and input partition are merged
 into one `-c` file named after the whole range they cover (`schemas.lake.LakeFile`),
-written temp -> fsync -> rename; only then, after a short grace for readers that
+written whole (`pulse.lakefs`); only then, after a short grace for readers that
 listed the folder just before, are the sources deleted. Readers skip any file covered
 by another of the same epoch and partition, so at every moment they see each row
 exactly once, and a compaction killed anywhere leaves a correct lake: the next run
@@ -23,20 +23,23 @@ live file of theirs, so the merged file never hides a row it does not hold. Temp
 files left by killed writers are removed once a minute old (or `--min-age`, if
 longer): a younger one may be a live writer's, just before its rename.
 
+With Iceberg on (`streams.iceberg`), only files the tables hold are merged, and each
+merge is swapped into the tables (inputs out, merged file in) in one overwrite
+snapshot before its inputs are deleted; a run killed in between is repaired by the
+next, which swaps before it deletes anything superseded. At the end, snapshots older
+than `SNAPSHOT_KEEP_SECONDS` are expired.
+
 Planning (`plan_folder`, `plan_merges`) is pure; `run_compact` does the I/O.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
-import os
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -46,12 +49,12 @@ from aiokafka.errors import KafkaError
 
 from pulse.epoch import current_epoch
 from pulse.kafka import CLIENT_DEFAULTS, broker_reachable
+from pulse.lakefs import Entry, LakeDir, LakeStore, LakeStoreError, lake_dirs, live
 from pulse.schemas import lake
-from pulse.schemas.lake import Folder, LakeNotLocal, folders
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
 
-from .lake_sink import write_atomic
+from . import iceberg
 
 log = logging.getLogger("pulse.compact")
 
@@ -61,6 +64,8 @@ KAFKA_TIMEOUT = 30.0
 ROW_GROUP_ROWS = 256 * 1024
 PROGRESS_SECONDS = 1.0
 DELETE_GRACE = 2.0
+SNAPSHOT_KEEP_SECONDS = 3600.0
+"""Snapshots younger than this stay, for readers planning a scan on one of them."""
 
 
 # ---- what may be merged --------------------------------------------------------------
@@ -135,11 +140,12 @@ class Merge:
 class FolderPlan:
     """What one folder needs: merges, superseded files and stale temp files to delete."""
 
-    folder: Folder
+    folder: LakeDir
     files: int = 0
     size: int = 0
     merges: list[Merge] = field(default_factory=list)
     superseded: list[Source] = field(default_factory=list)
+    live: list[Source] = field(default_factory=list)
     temps: list[str] = field(default_factory=list)
 
 
@@ -168,7 +174,7 @@ def plan_merges(live: list[Source], final: Callable[[Source], bool]) -> list[Mer
     return merges
 
 
-def plan_folder(folder: Folder, listing: list[tuple[str, int, float]], rule: Rule,
+def plan_folder(folder: LakeDir, listing: list[tuple[str, int, float]], rule: Rule,
                 temp_min_age: float) -> FolderPlan:
     """The plan for one folder, from its (name, size, mtime) listing."""
     plan = FolderPlan(folder)
@@ -183,7 +189,8 @@ def plan_folder(folder: Folder, listing: list[tuple[str, int, float]], rule: Rul
             plan.temps.append(name)
     live = set(lake.live_files([s.name for s in sources]))
     plan.superseded = [s for s in sources if s.name not in live]
-    plan.merges = plan_merges([s for s in sources if s.name in live], rule.final)
+    plan.live = [s for s in sources if s.name in live]
+    plan.merges = plan_merges(plan.live, rule.final)
     return plan
 
 
@@ -210,9 +217,9 @@ async def _ingest_position(settings: Settings) -> tuple[str, dict[int, int]]:
         await consumer.stop()
 
 
-def make_rule(settings: Settings, min_age: float) -> Rule:
+def make_rule(settings: Settings, store: LakeStore, min_age: float) -> Rule:
     """The rule for this run; asks Kafka, and says so when Kafka does not answer."""
-    now = time.time()
+    now = store.now()
     if not broker_reachable(settings.kafka_bootstrap, timeout=2.0):
         reason = "no answer"
     else:
@@ -224,59 +231,38 @@ def make_rule(settings: Settings, min_age: float) -> Rule:
             reason = f"{type(exc).__name__}: {exc}"
     print(f"pulse compact: Kafka at {settings.kafka_bootstrap} (PULSE_KAFKA_BOOTSTRAP) is not "
           f"reachable ({reason}), so the committed offsets are unknown", file=sys.stderr)
-    return Rule(now, min_age, newest_epoch(settings.lake), None,
+    return Rule(now, min_age, newest_epoch(store), None,
                 max(min_age, UNKNOWN_OFFSETS_MIN_AGE))
 
 
-def newest_epoch(root: str) -> str | None:
+def newest_epoch(store: LakeStore) -> str | None:
     """The epoch whose ingest intent marker was written last (the worker's, if any runs)."""
-    base = os.path.join(root, "_pulse", "ingest")
     newest: tuple[float, str] | None = None
-    try:
-        epochs = os.listdir(base)
-    except FileNotFoundError:
-        return None
-    for epoch in epochs:
-        try:
-            with os.scandir(os.path.join(base, epoch)) as entries:
-                for entry in entries:
-                    mtime = entry.stat().st_mtime
-                    if newest is None or mtime > newest[0]:
-                        newest = (mtime, epoch)
-        except NotADirectoryError:
-            continue
+    for folder, entries in store.walk("_pulse/ingest").items():
+        epoch = folder.rpartition("/")[2]
+        for entry in entries:
+            if newest is None or entry.mtime > newest[0]:
+                newest = (entry.mtime, epoch)
     return newest[1] if newest else None
 
 
 # ---- doing it ------------------------------------------------------------------------
 
 
-def list_folder(folder: Folder) -> list[tuple[str, int, float]]:
-    out = []
-    try:
-        with os.scandir(folder.path) as entries:
-            for entry in entries:
-                try:
-                    stat = entry.stat()
-                except FileNotFoundError:  # deleted since listed
-                    continue
-                out.append((entry.name, stat.st_size, stat.st_mtime))
-    except FileNotFoundError:
-        return []
-    return out
+def list_folder(store: LakeStore, folder: LakeDir) -> list[tuple[str, int, float]]:
+    return [(e.name, e.size, e.mtime) for e in store.list(folder.rel)]
 
 
 class UnmergeableFiles(Exception):
     """Files of one run cannot be merged (unreadable or of different schemas)."""
 
 
-def write_merge(folder: Folder, plan: Merge) -> int:
+def write_merge(store: LakeStore, folder: LakeDir, plan: Merge) -> int:
     """Write the merged file (its sources are then superseded); returns its size."""
-    paths = [os.path.join(folder.path, s.name) for s in plan.sources]
-    schema = _common_schema(paths)
-    target = os.path.join(folder.path, plan.target.name)
-    write_atomic(target, lambda fh: _write_merged(fh, paths, schema))
-    return os.path.getsize(target)
+    paths = [folder.file(s.name) for s in plan.sources]
+    schema = _common_schema(store, paths)
+    return store.put_with(folder.file(plan.target.name),
+                          lambda fh: _write_merged(store, fh, paths, schema))
 
 
 class Deleter:
@@ -286,7 +272,8 @@ class Deleter:
     may still be about to open them; the grace spares it a retry.
     """
 
-    def __init__(self, grace: float) -> None:
+    def __init__(self, store: LakeStore, grace: float) -> None:
+        self.store = store
         self.grace = grace
         self.queue: deque[tuple[float, list[str]]] = deque()
 
@@ -304,29 +291,29 @@ class Deleter:
                 time.sleep(left)
             self.queue.popleft()
             for path in paths:
-                _unlink(path)
+                self.store.delete(path)
 
 
-def _common_schema(paths: list[str]) -> pa.Schema:
+def _common_schema(store: LakeStore, paths: list[str]) -> pa.Schema:
     schemas = []
     for path in paths:
         try:
-            schemas.append(pq.read_schema(path))
+            schemas.append(store.read_schema(path))
         except (OSError, pa.ArrowException) as exc:
-            raise UnmergeableFiles(f"cannot read {path}: {exc}") from None
+            raise UnmergeableFiles(f"cannot read {store.uri(path)}: {exc}") from None
     for path, schema in zip(paths[1:], schemas[1:], strict=True):
         if not schema.equals(schemas[0]):
             raise UnmergeableFiles(f"{path} has other columns than {paths[0]}")
     return schemas[0]
 
 
-def _write_merged(fh: object, paths: list[str], schema: pa.Schema) -> None:
+def _write_merged(store: LakeStore, fh: object, paths: list[str], schema: pa.Schema) -> None:
     """Rows of `paths` (a run in offset order), sorted by offset, in large row groups."""
     with pq.ParquetWriter(fh, schema, compression="zstd") as writer:
         pending: list[pa.Table] = []
         rows = 0
         for path in paths:
-            table = pq.read_table(path, partitioning=None).sort_by("kafka_offset")
+            table = store.read_table(path).sort_by("kafka_offset")
             pending.append(table)
             rows += table.num_rows
             if rows >= ROW_GROUP_ROWS:
@@ -334,13 +321,6 @@ def _write_merged(fh: object, paths: list[str], schema: pa.Schema) -> None:
                 pending, rows = [], 0
         if pending:
             writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:  # already gone (an earlier, interrupted run)
-        pass
 
 
 @dataclass
@@ -374,26 +354,112 @@ class Progress:
             print(file=sys.stderr)
 
 
-def compact_folder(plan: FolderPlan, totals: Totals, deleter: Deleter) -> None:
+class TableSwap:
+    """The Iceberg tables kept in step with the lake while compacting."""
+
+    def __init__(self, store: LakeStore, tables: dict[str, object]) -> None:
+        self.store = store
+        self.tables = tables
+        self.held = iceberg.held_paths(tables)
+        self.swaps: dict[str, list[tuple[list[str], iceberg.TableFile]]] = {}
+
+    def register_final(self, found: dict[LakeDir, list[Entry]], rule: Rule) -> int:
+        """Put the lake's final live files that the tables lack into them, before any
+        merge (which takes only files the tables hold); returns how many could not be
+        read (each said, as a merge that fails is)."""
+        added = 0
+        unreadable: list[tuple[str, str]] = []
+        for kind, table in self.tables.items():
+            files = []
+            for folder, entries in found.items():
+                if folder.kind != kind:
+                    continue
+                for rel in live(folder, entries):
+                    parsed = lake.parse_name(rel.rpartition("/")[2])
+                    if parsed is None or iceberg.table_path(self.store, rel) in self.held:
+                        continue
+                    entry = next(e for e in entries if e.name == parsed.name)
+                    if rule.final(Source(parsed, entry.size, entry.mtime)):
+                        files.append(iceberg.TableFile(
+                            rel, kind, folder.tenant_id, folder.day,
+                            iceberg.source_key(parsed.epoch, parsed.partition), parsed.last))
+            if files:
+                added += iceberg.register(table, self.store, files, unreadable)
+        self.held = iceberg.held_paths(self.tables)
+        if added:
+            print(f"pulse compact: registered {added} lake files the Iceberg tables lacked",
+                  file=sys.stderr)
+        for rel, why in unreadable:
+            log.error("%s: not merged, left as it is: %s. Move an unreadable file out of the "
+                      "lake (readers fail on it too), then run pulse compact again",
+                      rel.rpartition("/")[0], why)
+        return len(unreadable)
+
+    def holds(self, folder: LakeDir, source: Source) -> bool:
+        return iceberg.table_path(self.store, folder.file(source.name)) in self.held
+
+    def queue(self, folder: LakeDir, inputs: list[Source], merged: lake.LakeFile) -> None:
+        """Swap `merged` in for `inputs` with the others, at the end of the run."""
+        target = iceberg.TableFile(folder.file(merged.name), folder.kind, folder.tenant_id,
+                                   folder.day, iceberg.source_key(merged.epoch,
+                                                                  merged.partition), merged.last)
+        self.swaps.setdefault(folder.kind, []).append(
+            ([folder.file(s.name) for s in inputs], target))
+
+    def commit(self) -> list[str]:
+        """One overwrite snapshot per table for every queued swap; returns the inputs
+        that may now be deleted."""
+        out = []
+        for kind, swaps in self.swaps.items():
+            done = iceberg.swap(self.tables[kind], self.store, swaps)
+            out += [rel for inputs, _ in done for rel in inputs]
+            if len(done) < len(swaps):
+                log.warning("%d merged files are not in the Iceberg tables (an input is "
+                            "missing there); their inputs stay", len(swaps) - len(done))
+        self.swaps.clear()
+        return out
+
+
+def _superseded_out_of_tables(plan: FolderPlan, tables: TableSwap | None) -> list[Source]:
+    """The superseded files that may be deleted now: all, or with Iceberg those the
+    tables no longer hold (the others have their covering file's swap queued: a run
+    killed before it swapped left them)."""
+    if tables is None:
+        return plan.superseded
+    held = [s for s in plan.superseded if tables.holds(plan.folder, s)]
+    for cover in plan.live:
+        inputs = [s for s in held if cover.file.covers(s.file)]
+        if inputs:
+            tables.queue(plan.folder, inputs, cover.file)
+    return [s for s in plan.superseded if not tables.holds(plan.folder, s)]
+
+
+def compact_folder(store: LakeStore, plan: FolderPlan, totals: Totals,
+                   deleter: Deleter, tables: TableSwap | None = None) -> None:
     """Carry out `plan`, counting into `totals`; a run that fails is left as it is."""
     totals.files_before += plan.files
     totals.bytes_before += plan.size
     files, size = plan.files, plan.size
-    for source in plan.superseded:
-        _unlink(os.path.join(plan.folder.path, source.name))
+    for source in _superseded_out_of_tables(plan, tables):
+        store.delete(plan.folder.file(source.name))
         files, size = files - 1, size - source.size
     for name in plan.temps:
-        _unlink(os.path.join(plan.folder.path, name))
+        store.delete(plan.folder.file(name))
     for run in plan.merges:
+        if tables is not None and not all(tables.holds(plan.folder, s) for s in run.sources):
+            continue  # not all committed to Iceberg yet: a later run merges them
         try:
-            written = write_merge(plan.folder, run)
+            written = write_merge(store, plan.folder, run)
         except (UnmergeableFiles, OSError, pa.ArrowException) as exc:
             totals.errors += 1
             log.error("%s: not merged, left as it is: %s. Move an unreadable file out of the "
                       "lake (readers fail on it too), then run pulse compact again",
                       plan.folder.rel, exc)
             continue
-        deleter.later([os.path.join(plan.folder.path, s.name) for s in run.sources])
+        if tables is not None:
+            tables.queue(plan.folder, list(run.sources), run.target)  # deleted once swapped
+        else:
+            deleter.later([plan.folder.file(s.name) for s in run.sources])
         files, size = files - len(run.sources) + 1, size - run.size + written
         totals.merged += len(run.sources)
     totals.files_after += files
@@ -418,61 +484,68 @@ def _size(n: float) -> str:
     return f"{n:.0f} B" if step == 0 else f"{n:.1f} {units[step]}"
 
 
-@contextmanager
-def _exclusive(root: str) -> Iterator[bool]:
-    """One compaction per lake at a time (the lock goes with the process, even on kill -9)."""
-    path = os.path.join(root, "_pulse", "compact.lock")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-
-
 def run_compact(settings: Settings, *, min_age: float, dry_run: bool) -> int:
     """`pulse compact`; returns the exit code (1 if some files could not be merged)."""
     try:
-        return _run(settings, min_age, dry_run)
-    except LakeNotLocal as exc:
+        store = LakeStore.open(settings.lake, settings)
+        store.check()
+    except LakeStoreError as exc:
         print(f"pulse compact: {exc}", file=sys.stderr)
         return 2
+    try:
+        return _run(settings, store, min_age, dry_run)
     except KeyboardInterrupt:
         print("\npulse compact: interrupted; the lake is consistent, run pulse compact again "
               "to finish", file=sys.stderr)
         return 130
     except OSError as exc:
         print(f"pulse compact: {exc}. The lake is consistent; check that this user may write "
-              f"to {os.path.abspath(settings.lake)}, then run pulse compact again",
-              file=sys.stderr)
+              f"to {store.uri('')}, then run pulse compact again", file=sys.stderr)
         return 1
 
 
-def _run(settings: Settings, min_age: float, dry_run: bool) -> int:
-    found = folders(settings.lake)
+def _run(settings: Settings, store: LakeStore, min_age: float, dry_run: bool) -> int:
+    listed = lake_dirs(store)
+    found = list(listed)
     if not found:
-        print(f"pulse compact: no lake files under {os.path.abspath(settings.lake)}; nothing "
-              "to do")
+        print(f"pulse compact: no lake files under {store.uri('')}; nothing to do")
         return 0
-    rule = make_rule(settings, min_age)
+    rule = make_rule(settings, store, min_age)
     print(f"pulse compact: {rule.describe()}", file=sys.stderr)
     temp_min_age = max(min_age, TEMP_MIN_AGE)
     if dry_run:
-        return _dry_run(found, rule, temp_min_age)
-    with _exclusive(settings.lake) as mine:
+        return _dry_run(store, found, rule, temp_min_age)
+    with store.exclusive("compact") as mine:
         if not mine:
             print("pulse compact: another pulse compact is running on this lake; run this one "
                   "when it has finished", file=sys.stderr)
             return 1
-        return _compact(found, rule, temp_min_age)
+        tables = _open_tables(settings, store)
+        if tables is False:
+            return 1
+        unreadable = tables.register_final(listed, rule) if isinstance(tables, TableSwap) else 0
+        return _compact(store, found, rule, temp_min_age,
+                        tables if isinstance(tables, TableSwap) else None, unreadable)
 
 
-def _dry_run(found: list[Folder], rule: Rule, temp_min_age: float) -> int:
+def _open_tables(settings: Settings, store: LakeStore) -> TableSwap | None | bool:
+    """The tables to keep in step (None: Iceberg off; False: its catalog failed)."""
+    url = iceberg.catalog_url(settings, store)
+    if url is None:
+        return None
+    try:
+        return TableSwap(store, iceberg.Tables(url, store, settings).get())
+    except Exception as exc:
+        print(f"pulse compact: cannot open the Iceberg catalog ({type(exc).__name__}: "
+              f"{str(exc).splitlines()[0] if str(exc) else ''}); fix PULSE_ICEBERG_CATALOG "
+              "(none turns Iceberg off), then run pulse compact again", file=sys.stderr)
+        return False
+
+
+def _dry_run(store: LakeStore, found: list[LakeDir], rule: Rule, temp_min_age: float) -> int:
     files = after = size = merged = 0
     for folder in found:
-        plan = plan_folder(folder, list_folder(folder), rule, temp_min_age)
+        plan = plan_folder(folder, list_folder(store, folder), rule, temp_min_age)
         for line in describe_plan(plan):
             print(line)
         files += plan.files
@@ -485,17 +558,24 @@ def _dry_run(found: list[Folder], rule: Rule, temp_min_age: float) -> int:
     return 0
 
 
-def _compact(found: list[Folder], rule: Rule, temp_min_age: float) -> int:
+def _compact(store: LakeStore, found: list[LakeDir], rule: Rule, temp_min_age: float,
+             tables: TableSwap | None, unreadable: int = 0) -> int:
     started = time.monotonic()
-    totals = Totals(folders=len(found))
+    totals = Totals(folders=len(found), errors=unreadable)
     progress = Progress(len(found))
-    deleter = Deleter(DELETE_GRACE)
+    deleter = Deleter(store, DELETE_GRACE)
     for done, folder in enumerate(found, 1):
-        plan = plan_folder(folder, list_folder(folder), rule, temp_min_age)
-        compact_folder(plan, totals, deleter)
+        plan = plan_folder(folder, list_folder(store, folder), rule, temp_min_age)
+        compact_folder(store, plan, totals, deleter, tables)
         deleter.run()
         progress.update(done, totals.merged, force=done == len(found))
+    if tables is not None:
+        deleter.later(tables.commit())
     deleter.run(wait=True)
+    if tables is not None:
+        expired = iceberg.expire(tables.tables, SNAPSHOT_KEEP_SECONDS)
+        print(f"pulse compact: Iceberg tables in step; {expired} snapshots older than "
+              f"{SNAPSHOT_KEEP_SECONDS:.0f} s expired", file=sys.stderr)
     print(f"pulse compact: {totals.folders} folders, {totals.files_before} -> "
           f"{totals.files_after} files, {_size(totals.bytes_before)} -> "
           f"{_size(totals.bytes_after)}, {time.monotonic() - started:.1f} s")

@@ -34,6 +34,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS
+from pulse.lakefs import LakeStore
 from pulse.rollups.dedup import content_digest, id_digest, keyed_partition
 from pulse.rollups.journal import LakeMark
 from pulse.rollups.partition import EventBatch
@@ -42,6 +43,7 @@ from pulse.schemas.events import Event
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
 
+from . import iceberg
 from .dlq import send_dead_letter
 from .lake_sink import DeadLetter, LakeSink, LakeWriter
 
@@ -74,8 +76,9 @@ class Ingest:
         self.settings = settings
         self.topics = Topics(settings.topic, settings.dlq_topic)
         self.keyed_partitions = settings.partitions
+        store = LakeStore.open(settings.lake, settings)
         self.sink = LakeSink(
-            LakeWriter(settings.lake, epoch, settings.topic),
+            LakeWriter(store, epoch, settings.topic, iceberg.committer(settings, store)),
             settings.lake_flush_rows,
             settings.lake_flush_seconds,
             commit=self._commit,

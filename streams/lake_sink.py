@@ -5,15 +5,19 @@ when it holds `PULSE_LAKE_FLUSH_ROWS` rows or has waited `PULSE_LAKE_FLUSH_SECON
 then written, and only then are its offsets committed. The durability order for one
 flush is:
 
-1. write an intent marker naming the flush's offset range (temp file, rename);
-2. write one Parquet file per (tenant, date) and per dead-letter date: temp file,
-   fsync, rename, so readers see a file whole or not at all;
+1. write an intent marker naming the flush's offset range;
+2. write one Parquet file per (tenant, date) and per dead-letter date, each whole or
+   not at all (`pulse.lakefs`: temp file, fsync, rename on a folder; one PUT on S3);
 3. commit the input offsets past the flush.
 
 If the worker dies between 1 and 3, the next owner finds the marker, seals its first
 flush at exactly the same last offset and so rewrites exactly the same file names,
 whatever the timing of that second run. A failed write aborts the flush before step
 3 and is retried with backoff; nothing is committed past data not in the lake.
+
+With Iceberg on (`streams.iceberg`), written files then go to its committer, and the
+marker also lists the files of the partition written but not yet known to be in the
+tables, for the next owner to commit if this worker dies first.
 """
 
 from __future__ import annotations
@@ -22,20 +26,20 @@ import asyncio
 import bisect
 import json
 import logging
-import os
 import time
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from pulse.lakefs import LakeStore
 from pulse.rollups.journal import LakeMark
 from pulse.schemas import lake
 from pulse.schemas.arrow import DEAD_LETTER_SCHEMA, UTC_MICROS, events_to_table
 from pulse.schemas.events import Event
+
+from .iceberg import Committer, TableFile, flush_files, source_key
 
 DAY_US = 86_400_000_000
 FOLDER_CHUNK_ROWS = 4096
@@ -66,7 +70,7 @@ class Flush:
     partition: int
     first: int
     last: int = -1
-    events: dict[tuple[str, int], Folder] = field(default_factory=dict)
+    events: dict[tuple[str, int], FolderRows] = field(default_factory=dict)
     """(tenant, day) -> the folder's events and their offsets."""
     dead: dict[int, list[DeadLetter]] = field(default_factory=dict)
     rows: int = 0
@@ -75,7 +79,8 @@ class Flush:
 
     def add_event(self, event: Event, offset: int) -> None:
         """One event into its folder (the sink adds whole polls in `LakeSink.add_rows`)."""
-        folder = self.events.setdefault((event.tenant_id, event.occurred_us // DAY_US), Folder())
+        folder = self.events.setdefault((event.tenant_id, event.occurred_us // DAY_US),
+                                        FolderRows())
         folder.events.append(event)
         folder.offsets.append(offset)
 
@@ -87,7 +92,7 @@ class Flush:
 
 
 @dataclass
-class Folder:
+class FolderRows:
     """One lake folder's part of a flush: Arrow chunks, then the newest events.
 
     A flush may hold hundreds of thousands of rows per partition (few, large files);
@@ -109,52 +114,61 @@ class Folder:
         return self.tables[0] if len(self.tables) == 1 else pa.concat_tables(self.tables)
 
 
-def write_atomic(path: str, write: Callable[[object], object]) -> None:
-    """Write a file so readers see it whole or not at all: temp, fsync, rename, fsync dir."""
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 class LakeWriter:
-    """Writes flushes into a local lake folder (blocking; called from a thread)."""
+    """Writes flushes into the lake's store (blocking; called from a thread)."""
 
-    def __init__(self, root: str, epoch: str, topic: str) -> None:
-        self.root = root
+    def __init__(self, store: LakeStore, epoch: str, topic: str,
+                 iceberg: Committer | None = None) -> None:
+        self.store = store
         self.epoch = epoch
         self.topic = topic
+        self.iceberg = iceberg
+        self._recovered: dict[int, list[TableFile]] = {}
 
     def _intent_path(self, partition: int) -> str:
-        return os.path.join(self.root, "_pulse", "ingest", self.epoch, f"p{partition:04d}.json")
+        return f"_pulse/ingest/{self.epoch}/p{partition:04d}.json"
 
     def read_intent(self, partition: int) -> tuple[int, int] | None:
-        try:
-            with open(self._intent_path(partition), encoding="utf-8") as fh:
-                data = json.load(fh)
-            return int(data["first"]), int(data["last"])
-        except FileNotFoundError:
-            return None
+        """The interrupted flush an earlier owner left, if any. Asked when a partition is
+        assigned, before anything of it is read: while the store does not answer, it is
+        asked again (with backoff), since reading on without it could double a flush."""
+        delay = 0.5
+        while True:
+            try:
+                data = json.loads(self.store.get(self._intent_path(partition)))
+                self._recovered[partition] = [TableFile.from_json(f)
+                                              for f in data.get("iceberg", [])]
+                return int(data["first"]), int(data["last"])
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                log.error("partition %d: cannot read its lake intent marker (%s); retrying in "
+                          "%.1f s", partition, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def write_intent(self, flush: Flush) -> None:
-        payload = json.dumps({"first": flush.first, "last": flush.last}).encode()
-        write_atomic(self._intent_path(flush.partition), lambda fh: fh.write(payload))
+        intent: dict[str, object] = {"first": flush.first, "last": flush.last}
+        if self.iceberg is not None:
+            waiting = self.iceberg.pending(source_key(self.epoch, flush.partition))
+            intent["iceberg"] = [f.to_json() for f in waiting + self.files(flush)]
+        self.store.put(self._intent_path(flush.partition), json.dumps(intent).encode())
+
+    def files(self, flush: Flush) -> list[TableFile]:
+        return flush_files(self.epoch, flush.partition, flush.first, flush.last,
+                           flush.events, flush.dead)
+
+    def written(self, flush: Flush) -> None:
+        """The flush is in the lake and its offsets committed: on to Iceberg."""
+        if self.iceberg is not None:
+            self.iceberg.add(self.files(flush))
+
+    def recover(self, partition: int, position: int) -> None:
+        """Hand Iceberg what an earlier owner wrote whole (below `position`) and may not
+        have committed; the marks will drop what it did commit."""
+        files = self._recovered.pop(partition, [])
+        if self.iceberg is not None:
+            self.iceberg.add(f for f in files if f.last < position)
 
     def write(self, flush: Flush) -> tuple[int, int]:
         """Write every file of `flush`; returns (files, bytes)."""
@@ -162,8 +176,7 @@ class LakeWriter:
         files = size = 0
         for (tenant, day), folder in flush.events.items():
             table = folder.table(flush.partition)
-            path = os.path.join(self.root, lake.event_dir(tenant, day), name)
-            size += self._write_table(path, table)
+            size += self.store.put_parquet(f"{lake.event_dir(tenant, day)}/{name}", table)
             files += 1
         for day, letters in flush.dead.items():
             table = pa.Table.from_arrays(
@@ -178,14 +191,9 @@ class LakeWriter:
                 ],
                 schema=DEAD_LETTER_SCHEMA,
             )
-            path = os.path.join(self.root, lake.dead_letter_dir(day), name)
-            size += self._write_table(path, table)
+            size += self.store.put_parquet(f"{lake.dead_letter_dir(day)}/{name}", table)
             files += 1
         return files, size
-
-    def _write_table(self, path: str, table: pa.Table) -> int:
-        write_atomic(path, lambda fh: pq.write_table(table, fh, compression="zstd"))
-        return os.path.getsize(path)
 
 
 @dataclass
@@ -233,6 +241,7 @@ class LakeSink:
 
         `intent` is what `LakeWriter.read_intent` found for the partition.
         """
+        self.writer.recover(partition, position)
         self._open[partition] = Flush(partition, position)
         if intent is not None and intent[0] == position:
             # An earlier owner wrote (some of) this range and died before committing:
@@ -281,7 +290,7 @@ class LakeSink:
                 key = (row.tenant_id, row.occurred_us // DAY_US)
                 folder = events.get(key)
                 if folder is None:
-                    folder = events[key] = Folder()
+                    folder = events[key] = FolderRows()
                 folder.events.append(row)
                 folder.offsets.append(offset)
             else:
@@ -351,7 +360,20 @@ class LakeSink:
                 self._seal(partition, flush.last)
 
     async def run(self, stopping: Callable[[], bool]) -> None:
-        """Write sealed flushes in order until `stopping()` and nothing is left."""
+        """Write sealed flushes in order until `stopping()` and nothing is left; the
+        Iceberg committer (if any) runs beside, and commits once more at the end."""
+        iceberg = self.writer.iceberg
+        if iceberg is None:
+            return await self._run(stopping)
+        done = False
+        committing = asyncio.create_task(iceberg.run(lambda: done), name="iceberg-commit")
+        try:
+            await self._run(stopping)
+        finally:
+            done = True
+            await committing
+
+    async def _run(self, stopping: Callable[[], bool]) -> None:
         backoff = 0.5
         while True:
             self.seal_due()
@@ -387,6 +409,7 @@ class LakeSink:
         files, size = await asyncio.to_thread(self.writer.write, flush)
         # Step 3: only now may the offsets move past this flush.
         await self._commit(flush.partition, flush.last + 1)
+        self.writer.written(flush)
         self.stats.flushes += 1
         self.stats.files += files
         self.stats.bytes += size

@@ -204,7 +204,7 @@ class PartitionOwners:
                 return True
         runs = owned.runs
         seen = {q: SeenSet(runs)}
-        states = await asyncio.to_thread(rebuild, self.settings.lake, self.spec, seen, include,
+        states = await asyncio.to_thread(rebuild, self.lake, self.spec, seen, include,
                                          applied, below, complete)
         state = states[q]
         if fresh and not state.counters:

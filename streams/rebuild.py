@@ -18,15 +18,14 @@ messages, whatever the order.
 from __future__ import annotations
 
 import logging
-import os
 from collections import defaultdict
 from collections.abc import Callable
 
 import msgspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from pulse.lakefs import Entry, LakeDir, LakeStore, lake_dirs, live
 from pulse.rollups.dedup import SeenSet, content_digest, id_digest, keyed_partition
 from pulse.rollups.journal import LakeMark
 from pulse.rollups.partition import (
@@ -52,9 +51,10 @@ Source = tuple[str, int]
 """(epoch, input partition): each is its own source for the replay guard."""
 
 
-def read_events(path: str, tenant: str) -> tuple[list[int], list[int], list[Event]]:
+def read_events(store: LakeStore, path: str,
+                tenant: str) -> tuple[list[int], list[int], list[Event]]:
     """(input partitions, offsets, events) of one lake file of `tenant`."""
-    table = pq.read_table(path, columns=_COLUMNS)
+    table = store.read_table(path, columns=_COLUMNS)
     table = table.set_column(
         table.schema.get_field_index("occurred_at"), "occurred_at",
         table.column("occurred_at").cast(pa.int64()),
@@ -80,7 +80,7 @@ class _SourceFiles:
         self.dead: list[str] = []
 
 
-def _files_by_source(root: str, include: Include,
+def _files_by_source(store: LakeStore, include: Include,
                      below: dict[Source, int]) -> dict[Source, _SourceFiles]:
     found: dict[Source, _SourceFiles] = defaultdict(_SourceFiles)
 
@@ -88,32 +88,32 @@ def _files_by_source(root: str, include: Include,
         limit = below.get((parsed.epoch, parsed.partition))
         return limit is None or parsed.first < limit
 
-    for tenant in lake.tenants(root):
-        for _, folder in lake.tenant_folders(root, tenant):
-            for parsed, path in _live(folder, include):
-                if wanted(parsed):
-                    found[(parsed.epoch, parsed.partition)].events.append((tenant, path))
-    for folder in lake.folders(root):
-        if folder.kind == lake.DEAD_LETTERS:
-            for parsed, path in _live(folder, include):
-                if wanted(parsed):
-                    found[(parsed.epoch, parsed.partition)].dead.append(path)
+    for folder, entries in lake_dirs(store, lake.EVENTS).items():
+        if folder.tenant_id is None:
+            continue
+        for parsed, path in _live(folder, entries, include):
+            if wanted(parsed):
+                found[(parsed.epoch, parsed.partition)].events.append((folder.tenant_id, path))
+    for folder, entries in lake_dirs(store, lake.DEAD_LETTERS).items():
+        for parsed, path in _live(folder, entries, include):
+            if wanted(parsed):
+                found[(parsed.epoch, parsed.partition)].dead.append(path)
     return found
 
 
-def _read_source(files: _SourceFiles, limit: int | None
+def _read_source(store: LakeStore, files: _SourceFiles, limit: int | None
                  ) -> tuple[list[tuple[int, Event, bytes]], list[tuple[int, str]]]:
     """One source's (offset, event, id digest) rows and (offset, reason) dead letters,
     each in offset order, below `limit`."""
     rows = []
     for tenant, path in files.events:
-        _, offsets, events = read_events(path, tenant)
+        _, offsets, events = read_events(store, path, tenant)
         rows.extend((offset, event, id_digest(event.tenant_id, event.id))
                     for offset, event in zip(offsets, events, strict=True)
                     if limit is None or offset < limit)
     dead = []
     for path in files.dead:
-        table = pq.read_table(path, columns=["reason", "kafka_offset"])
+        table = store.read_table(path, columns=["reason", "kafka_offset"])
         dead.extend((offset, reason) for reason, offset in zip(
             table.column("reason").to_pylist(), table.column("kafka_offset").to_pylist(),
             strict=True) if limit is None or offset < limit)
@@ -122,16 +122,17 @@ def _read_source(files: _SourceFiles, limit: int | None
     return rows, dead
 
 
-def _live(folder: lake.Folder, include: Include) -> list[tuple[lake.LakeFile, str]]:
+def _live(folder: LakeDir, entries: list[Entry],
+          include: Include) -> list[tuple[lake.LakeFile, str]]:
     out = []
-    for path in lake.live_paths(folder):
-        parsed = lake.parse_name(os.path.basename(path))
+    for path in live(folder, entries):
+        parsed = lake.parse_name(path.rpartition("/")[2])
         if parsed is not None and include(parsed):
             out.append((parsed, path))
     return out
 
 
-def rebuild(root: str, spec: RollupSpec, seen: dict[int, SeenSet], include: Include,
+def rebuild(store: LakeStore, spec: RollupSpec, seen: dict[int, SeenSet], include: Include,
             applied: dict[int, int], below: dict[Source, int] | None = None,
             complete: dict[int, int] | None = None) -> dict[int, PartitionState]:
     """The state of each keyed partition of `seen` from the lake files `include` takes.
@@ -147,11 +148,11 @@ def rebuild(root: str, spec: RollupSpec, seen: dict[int, SeenSet], include: Incl
     keyed = dict.fromkeys(states, 0)
     """Each partition's own keyed offsets, as if the lake's rows came through its topic."""
     steps: dict[int, list[tuple[Source, int, int, Event]]] = defaultdict(list)
-    by_source = _files_by_source(root, include, below)
+    by_source = _files_by_source(store, include, below)
     # Negative source ids keep each (epoch, input partition) apart from live partitions.
     for n, source in enumerate(sorted(by_source)):
         sid = -1 - n
-        rows, dead = _read_source(by_source[source], below.get(source))
+        rows, dead = _read_source(store, by_source[source], below.get(source))
         for q, state in states.items():
             mine: list[tuple[int, Event | str, bytes]] = [
                 r for r in rows if keyed_partition(r[2], spec.partitions) == q]

@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pulse.checkpoint_store import rollup_spec
 from pulse.epoch import current_epoch
 from pulse.kafka import CLIENT_DEFAULTS, wait_for_broker
-from pulse.lakefs import LakeStore
+from pulse.lakefs import LakeStore, LakeStoreError
 from pulse.rollups import checkpoint, journal
 from pulse.rollups.dedup import SeenSet
 from pulse.schemas.topics import Topics
@@ -82,12 +82,12 @@ async def replay(settings: Settings, force: bool) -> int:
     epoch = await current_epoch(settings.kafka_bootstrap, topics)
     below, applied, complete = await lake_limits(settings, epoch)
     spec = rollup_spec(settings)
-    lake = LakeStore(settings.lake)
+    lake = LakeStore.open(settings.lake, settings)
     with tempfile.TemporaryDirectory(prefix="pulse-replay-") as tmp:
         runs = {q: DiskRuns(os.path.join(tmp, f"p{q:04d}")) for q in range(settings.partitions)}
         print(f"pulse replay: reading the lake at {lake.uri('')}", file=sys.stderr, flush=True)
         states = await asyncio.to_thread(
-            rebuild, settings.lake, spec, {q: SeenSet(r) for q, r in runs.items()},
+            rebuild, lake, spec, {q: SeenSet(r) for q, r in runs.items()},
             lambda f: True, applied, below, complete)
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
                                     enable_idempotence=False, **CLIENT_DEFAULTS)
@@ -117,4 +117,9 @@ async def replay(settings: Settings, force: bool) -> int:
 
 
 def run_replay(settings: Settings, force: bool) -> int:
+    try:
+        LakeStore.open(settings.lake, settings).check()
+    except LakeStoreError as exc:
+        print(f"pulse replay: {exc}", file=sys.stderr)
+        return 2
     return asyncio.run(replay(settings, force))

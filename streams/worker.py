@@ -7,6 +7,7 @@ import logging
 import os
 
 from pulse.kafka import wait_for_broker
+from pulse.lakefs import LakeStore, LakeStoreError
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
 
@@ -16,12 +17,29 @@ _FAUST_LEVELS = {"debug": "debug", "info": "info", "warning": "warn", "warn": "w
                  "error": "error", "critical": "crit"}
 
 
+async def wait_for_lake(settings: Settings) -> None:
+    """Until the lake's store answers: a wrong setting is logged in one line naming the
+    variable to fix, and tried again with backoff (an operator may be fixing it, or the
+    store may still be starting)."""
+    store = LakeStore.open(settings.lake, settings)
+    delay = 1.0
+    while True:
+        try:
+            await asyncio.to_thread(store.check, True)
+            return
+        except LakeStoreError as exc:
+            log.error("%s; retrying in %.0f s", exc, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 60.0)
+
+
 async def prepare(settings: Settings, broker_timeout: float = 300.0) -> str:
     """Everything the app needs before it starts; returns the epoch."""
     from pulse.epoch import current_epoch
 
     from .broker import ensure_topics
 
+    await wait_for_lake(settings)
     await wait_for_broker(settings.kafka_bootstrap, broker_timeout, "pulse worker")
     await ensure_topics(settings)
     return await current_epoch(settings.kafka_bootstrap, Topics(settings.topic, settings.dlq_topic))
@@ -29,7 +47,6 @@ async def prepare(settings: Settings, broker_timeout: float = 300.0) -> str:
 
 def run_worker(settings: Settings) -> None:
     os.makedirs(os.path.join(settings.state_dir, "faust"), exist_ok=True)
-    os.makedirs(settings.lake, exist_ok=True)
     # FINDINGS: uvloop helps only when its policy is set before faust is imported.
     import uvloop
 

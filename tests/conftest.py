@@ -1,4 +1,5 @@
-"""Fixtures: one real embedded broker per session, started the way users start it.
+"""Fixtures: one real embedded broker and one real S3 server per session, started as
+processes the way users start them.
 
 `pulse broker` runs as a subprocess on a free loopback port; a test that needs Kafka
 and cannot reach it fails, it is never skipped. Each test gets its own topics, consumer
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import Pulse, free_port
+from tests.s3 import S3Server, start_s3
 
 
 @pytest.hookimpl(wrapper=True)
@@ -76,5 +78,22 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def pulse(broker: str, tmp_path: Path) -> Iterator[Pulse]:
     """A Pulse deployment of its own on the shared broker (topics, group, lake, state)."""
     deployment = Pulse.on(broker, tmp_path)
+    yield deployment
+    deployment.stop_all()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """`moto_server` on a free loopback port; every S3 lake is a bucket of its own."""
+    server = start_s3(tmp_path_factory.mktemp("s3"))
+    yield server
+    assert server.process.poll() is None, f"the S3 server died during the tests:\n{server.log()}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_pulse(broker: str, s3: S3Server, tmp_path: Path) -> Iterator[Pulse]:
+    """A deployment like `pulse`'s, its lake in a fresh bucket of the S3 server."""
+    deployment = Pulse.on(broker, tmp_path, PULSE_LAKE=s3.new_lake(), **s3.env())
     yield deployment
     deployment.stop_all()

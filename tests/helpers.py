@@ -217,7 +217,7 @@ class Pulse:
         settings = self.settings
         epoch = await read_epoch(settings.kafka_bootstrap, self.topics)
         assert epoch is not None
-        reader = CheckpointReader(LakeStore(settings.lake), epoch, partition,
+        reader = CheckpointReader(LakeStore.open(settings.lake, settings), epoch, partition,
                                   rollup_spec(settings).definitions())
         deadline = time.monotonic() + timeout
         while (body := reader.at(offset)) is None:
@@ -263,8 +263,13 @@ class Pulse:
         return rows
 
     def lake_sql(self, sql: str) -> list[tuple]:
-        """Plain DuckDB over the lake, as an analyst would run it (`{events}` etc.)."""
+        """Plain DuckDB over the lake, as an analyst would run it (`{events}` etc.).
+
+        On S3, where DuckDB has no httpfs here, pyarrow's own hive dataset discovery
+        over each prefix stands in for the glob (none of Pulse's listing code)."""
         lake = self.settings.lake
+        if lake.startswith("s3://"):
+            return _s3_lake_sql(self.settings, sql)
         sql = sql.format(
             events=f"read_parquet('{lake}/events/**/*.parquet', hive_partitioning = true)",
             dead_letters=f"read_parquet('{lake}/dead_letters/**/*.parquet', "
@@ -300,3 +305,30 @@ def counters(store: RollupStore) -> dict[str, int]:
 def read_all(n: int) -> Callable[[RollupStore], bool]:
     """Predicate: the rollups have accounted for `n` input messages."""
     return lambda store: counters(store).get("read", 0) >= n
+
+
+def _s3_lake_sql(settings: Settings, sql: str) -> list[tuple]:
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    from pulse.lakefs import LakeStore
+
+    store = LakeStore.open(settings.lake, settings)
+    db = duckdb.connect()
+    hive = {"events": [("date", pa.date32()), ("tenant_id", pa.string())],
+            "dead_letters": [("date", pa.date32())]}
+    names = {}
+    for kind, fields in hive.items():
+        base = store.arrow_path(kind)
+        info = store.arrow_fs.get_file_info(pa.fs.FileSelector(base, allow_not_found=True))
+        if not info:
+            raise duckdb.IOException(f"No files found under {settings.lake}/{kind}")
+        dataset = ds.dataset(base, filesystem=store.arrow_fs, format="parquet",
+                             partitioning=ds.partitioning(pa.schema(fields), flavor="hive"),
+                             exclude_invalid_files=False, ignore_prefixes=[".", "_"])
+        db.register(f"lake_{kind}", dataset)
+        names[kind] = f"lake_{kind}"
+    try:
+        return db.sql(sql.format(**names)).fetchall()
+    finally:
+        db.close()

@@ -43,11 +43,22 @@ SECRETS = {"PULSE_API_KEYS", "PULSE_API_KEYS_FILE"}
 
 FIXED = {
     "PULSE_KAFKA_BOOTSTRAP": "kafka:9092",
-    "PULSE_LAKE": "/data/lake",
+    "PULSE_LAKE": "s3://pulse-lake/lake",
+    "AWS_ENDPOINT_URL_S3": "http://minio:9000",
+    "AWS_REGION": "us-east-1",
     "PULSE_STATE_DIR": "/data/state",
 }
-"""Shared values that belong to the deployment (listener, volume paths), not to
-settings.py; every other shared value is `${NAME:-settings.py default}`."""
+"""Shared values that belong to the deployment (listener, bucket, store, volume path),
+not to settings.py; every other shared value is `${NAME:-settings.py default}`, or one
+of `DEPLOYMENT` below."""
+STORE_KEYS = {"AWS_ACCESS_KEY_ID": ("MINIO_ROOT_USER", "pulse"),
+              "AWS_SECRET_ACCESS_KEY": ("MINIO_ROOT_PASSWORD", "pulse-minio-secret")}
+"""The lake's keys are MinIO's root credentials, overridable under MinIO's names."""
+CATALOG = "postgresql+psycopg2://pulse:pulse-catalog@catalog:5432/iceberg"
+"""PULSE_ICEBERG_CATALOG: the catalog service (its password from CATALOG_PASSWORD)."""
+ALTERNATES = {"AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN"}
+"""Settings the block need not set: the more specific AWS_ENDPOINT_URL_S3 and
+AWS_REGION are set, and MinIO's keys are not temporary."""
 
 ROLES = {"topics": ["topics"], "worker": ["worker"], "api": ["api"],
          "simulate": ["simulate", "--rate", "200"]}
@@ -238,7 +249,7 @@ def test_every_pulse_name_in_the_deployment_files_is_a_real_setting() -> None:
 
 def test_shared_env_block_sets_every_setting_the_worker_needs() -> None:
     shared = shared_env()
-    missing = SETTING_NAMES - API_ONLY - set(shared)
+    missing = SETTING_NAMES - API_ONLY - ALTERNATES - set(shared)
     assert not missing, (
         f"x-pulse-env does not set {sorted(missing)}: add them as ${{NAME:-default}} "
         "(or to API_ONLY in this test if only `pulse api` reads them)")
@@ -261,6 +272,13 @@ def test_shared_defaults_are_the_settings_defaults() -> None:
         if key in FIXED:
             assert raw == FIXED[key], f"{key} should be {FIXED[key]!r}, not {raw!r}"
             continue
+        if key in STORE_KEYS:
+            name, default = STORE_KEYS[key]
+            assert raw == f"${{{name}:-{default}}}", f"{key} should come from {name}"
+            continue
+        if key == "PULSE_ICEBERG_CATALOG":
+            assert interpolate(raw, {}) == CATALOG, raw
+            continue
         m = re.fullmatch(r"\$\{(?P<name>[A-Z0-9_]+):-(?P<default>[^}]*)\}", str(raw))
         assert m, f"{key}: write ${{{key}:-default}} so the host can override it, not {raw!r}"
         assert m["name"] == key, f"{key} is read from ${{{m['name']}}}"
@@ -269,8 +287,12 @@ def test_shared_defaults_are_the_settings_defaults() -> None:
 
     # The whole configuration, as each Pulse service reads it (only the keys are set).
     doc = load_compose(HOST)
-    expected = Settings().replace(kafka_bootstrap=FIXED["PULSE_KAFKA_BOOTSTRAP"],
-                                  lake=FIXED["PULSE_LAKE"], state_dir=FIXED["PULSE_STATE_DIR"])
+    expected = Settings().replace(
+        kafka_bootstrap=FIXED["PULSE_KAFKA_BOOTSTRAP"], lake=FIXED["PULSE_LAKE"],
+        state_dir=FIXED["PULSE_STATE_DIR"], s3_endpoint=FIXED["AWS_ENDPOINT_URL_S3"],
+        aws_access_key_id=STORE_KEYS["AWS_ACCESS_KEY_ID"][1],
+        aws_secret_access_key=STORE_KEYS["AWS_SECRET_ACCESS_KEY"][1],
+        iceberg_catalog=CATALOG)
     for name, service in pulse_services(doc):
         settings = settings_of(service, HOST)
         if name == "api":
@@ -345,7 +367,7 @@ def test_dependencies_and_restarts() -> None:
 def test_volumes_lake_shared_and_state_per_worker() -> None:
     doc = load_compose(HOST)
     services = doc["services"]
-    lake, state = FIXED["PULSE_LAKE"], FIXED["PULSE_STATE_DIR"]
+    state = FIXED["PULSE_STATE_DIR"]
 
     def mounts(service: Mapping[str, Any]) -> dict[str, tuple[str | None, str]]:
         found = {}
@@ -358,11 +380,17 @@ def test_volumes_lake_shared_and_state_per_worker() -> None:
         return found
 
     worker, api = mounts(services["worker"]), mounts(services["api"])
-    assert lake in worker and lake in api, f"worker and api both mount the lake at {lake}"
-    source = worker[lake][0]
-    assert source in (doc.get("volumes") or {}), "the lake is a named volume"
-    assert api[lake][0] == source, "worker and api must mount the same lake volume"
-    assert worker[lake][1] == "rw"
+    # The lake is the bucket on the minio service (a named volume there), made by the
+    # one-shot bucket service before any worker or API starts; no lake volume.
+    assert FIXED["PULSE_LAKE"].startswith("s3://pulse-lake/")
+    assert "pulse-lake" in " ".join(services["bucket"]["command"])
+    store = mounts(services["minio"])
+    assert store["/data"][0] in (doc.get("volumes") or {}), "the objects are a named volume"
+    for name in ("worker", "api"):
+        after = services[name]["depends_on"]
+        assert after["bucket"]["condition"] == "service_completed_successfully", name
+    assert services["worker"]["depends_on"]["catalog"]["condition"] == "service_healthy"
+    assert not any(path.startswith("/data/lake") for path in [*worker, *api])
     # Each worker container gets its own state dir, so `--scale worker=N` is safe.
     assert worker.get(state) == (None, "rw"), (
         f"{state} must be an anonymous volume of the worker (one per container)")

@@ -24,17 +24,21 @@ PACKAGE_DIRS: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text
 TOP = "pulse"
 """The top package (folder `pulse/`): the CLI, the supervisor and the leaves."""
 
-LEAVES = ("pulse.settings", "pulse.kafka", "pulse.lakefs")
+LEAVES = ("pulse.settings", "pulse.kafka")
 """Modules of the top package that every layer above rollups uses; they import nothing
 of ours."""
+SEAM = "pulse.lakefs"
+"""The one way to the lake's files: it knows the settings that say where the lake is and
+the lake's names (schemas), nothing that reads or writes the events."""
 SHARED = ("pulse.epoch", "pulse.checkpoint_store")
 """Modules of the top package that the worker and the API both use; they build on
 schemas, rollups and the leaves, and know neither side."""
-BELOW_BOTH_SIDES = {"pulse.schemas", "pulse.rollups", *LEAVES}
+BELOW_BOTH_SIDES = {"pulse.schemas", "pulse.rollups", *LEAVES, SEAM}
 ALLOWED = {
     "pulse.schemas": set(),
     "pulse.rollups": {"pulse.schemas"},
     **{leaf: set() for leaf in LEAVES},
+    SEAM: {"pulse.settings", "pulse.schemas"},
     **{shared: BELOW_BOTH_SIDES for shared in SHARED},
     "pulse.streams": BELOW_BOTH_SIDES | set(SHARED),
     # `pulse` is the top package's __init__ alone, for `pulse.__version__` in OpenAPI's

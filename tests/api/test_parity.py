@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 
 from pulse.api.app import create_app
 from pulse.api.params import iso
+from pulse.lakefs import LakeStore
 from pulse.rollups.funnel import FunnelSpec
 from pulse.rollups.local import LocalPartitions
 from pulse.rollups.partition import RollupSpec
@@ -54,7 +55,7 @@ def build(stream, lake_root: str, retention_hours: int):
         fold = store.fold(q)
         for offset, record in enumerate(records):
             fold.feed(record, offset)
-    writer = LakeWriter(lake_root, "e0", "events")
+    writer = LakeWriter(LakeStore(lake_root), "e0", "events")
     for flush in flushes.values():
         writer.write(flush)
     return app

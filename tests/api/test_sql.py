@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from pulse.lakefs import LakeStore
 from pulse.schemas.arrow import DEAD_LETTER_SCHEMA, EVENT_SCHEMA
 from pulse.schemas.decode import decode_event
 from pulse.schemas.events import Event
@@ -182,7 +183,7 @@ def write_lake(root: Path, n: int = 300) -> tuple[list[Event], int]:
     """A small lake written by the worker's own writer: (valid events, dead letters)."""
     now_us = time.time_ns() // 1000
     messages, _, _ = make_stream(seed=4, n=n, now_us=now_us)
-    writer = LakeWriter(str(root), "e0", "events")
+    writer = LakeWriter(LakeStore(str(root)), "e0", "events")
     valid: list[Event] = []
     letters = 0
     for partition in range(2):

@@ -26,6 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pulse.api.sql import Lake
+from pulse.lakefs import LakeStore
 from pulse.schemas import lake
 from pulse.schemas.arrow import DEAD_LETTER_SCHEMA, EVENT_SCHEMA
 from pulse.schemas.decode import decode_event
@@ -35,6 +36,13 @@ from pulse.streams.lake_sink import DeadLetter, Flush, LakeWriter
 from tests.helpers import Pulse, free_port
 from tests.streams.test_faults import READY, Producer
 from tests.streams.test_pipeline import make_stream
+
+
+@pytest.fixture(autouse=True)
+def lake_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lake's own compaction; with Iceberg in step it is tested in test_iceberg."""
+    monkeypatch.setenv("PULSE_ICEBERG_CATALOG", "none")
+
 
 ORDER = {"events": "tenant_id, id", "events_raw": "kafka_partition, kafka_offset, id",
          "dead_letters": "kafka_partition, kafka_offset, raw"}
@@ -206,7 +214,7 @@ def synthetic_lake(root: Path, epoch: str, tenants: int, days: int, flushes: int
     """
     rnd = random.Random(seed)
     now_us = time.time_ns() // 1000
-    writer = LakeWriter(str(root), epoch, "events")
+    writer = LakeWriter(LakeStore(str(root)), epoch, "events")
     written = 0
     sent: list[bytes] = []
     for partition in range(partitions):
@@ -246,7 +254,7 @@ def test_without_kafka_only_earlier_epochs_are_merged(tmp_path: Path):
     root = tmp_path / "lake"
     synthetic_lake(root, "0a", tenants=2, days=2, flushes=4, per_flush=20)
     synthetic_lake(root, "0b", tenants=2, days=2, flushes=4, per_flush=20, seed=2)
-    LakeWriter(str(root), "0b", "events").write_intent(Flush(0, 80, 99))  # 0b is newest
+    LakeWriter(LakeStore(str(root)), "0b", "events").write_intent(Flush(0, 80, 99))  # 0b is newest
     env = {"PULSE_LAKE": str(root), "PULSE_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
     before, want = files(str(root)), answers(str(root))
 
@@ -270,7 +278,7 @@ def test_without_kafka_only_earlier_epochs_are_merged(tmp_path: Path):
 def test_an_unreadable_file_is_left_alone_and_said_so(tmp_path: Path):
     root = tmp_path / "lake"
     synthetic_lake(root, "0a", tenants=2, days=1, flushes=3, per_flush=20)
-    LakeWriter(str(root), "0b", "events").write_intent(Flush(0, 0, 1))
+    LakeWriter(LakeStore(str(root)), "0b", "events").write_intent(Flush(0, 0, 1))
     victim = sorted(r for r in files(str(root)) if r.startswith("events/t"))[0]
     (root / victim).write_bytes(b"not parquet")
     env = {"PULSE_LAKE": str(root), "PULSE_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
@@ -287,7 +295,7 @@ def test_stale_temp_files_go_fresh_ones_stay_and_one_compaction_runs_at_a_time(
         tmp_path: Path):
     root = tmp_path / "lake"
     synthetic_lake(root, "0a", tenants=1, days=1, flushes=3, per_flush=10)
-    LakeWriter(str(root), "0b", "events").write_intent(Flush(0, 0, 1))
+    LakeWriter(LakeStore(str(root)), "0b", "events").write_intent(Flush(0, 0, 1))
     folder = root / "events" / os.listdir(root / "events")[0]
     folder = folder / os.listdir(folder)[0]
     stale, fresh = folder / ".x.parquet.1234abcd.tmp", folder / ".y.parquet.1234abcd.tmp"

@@ -1,0 +1,110 @@
+"""`pulse bench iceberg`: how long a lake file waits before it is in an Iceberg snapshot.
+
+Two workers (one consumer group, two state folders) share a folder lake and its sqlite
+Iceberg catalog, and commit to the same two tables while events arrive at a steady
+rate. When everything is in the lake and the tables, each data file's lag is the time
+of the snapshot that added it (`inspect.entries`) less the file's modification time
+(when the sink wrote it). Goal: p99 <= `PULSE_ICEBERG_COMMIT_SECONDS` + 5 s. The
+tables must then hold exactly the lake's live files, each once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+from pulse.lakefs import LakeStore, lake_dirs, live
+from pulse.streams import iceberg
+
+from .common import Summary, bench_settings, broker, events, produce, say, spawn
+from .query import percentile
+
+SLACK_SECONDS = 5.0
+
+
+async def steady(bootstrap: str, topic: str, rate: int, seconds: float) -> int:
+    """`rate` messages a second for `seconds`, in one-second slices; returns how many."""
+    messages = events(int(rate * seconds), seed=5)
+    sent = 0
+    started = time.monotonic()
+    for second in itertools.count():
+        chunk = list(itertools.islice(messages, rate))
+        if not chunk:
+            return sent
+        await produce(bootstrap, topic, iter(chunk), len(chunk))
+        sent += len(chunk)
+        await asyncio.sleep(max(0.0, started + second + 1 - time.monotonic()))
+    return sent
+
+
+def lags(store: LakeStore, tables: iceberg.Tables) -> tuple[list[float], list[str], set[str]]:
+    """(lag of each file in seconds, the tables' files with repeats, the lake's live files)."""
+    out, held = [], []
+    for table in tables.get().values():
+        table.refresh()
+        if table.current_snapshot() is None:
+            continue  # nothing committed to it yet
+        added_ms = {s.snapshot_id: s.timestamp_ms for s in table.snapshots()}
+        entries = table.inspect.entries().to_pylist()
+        for entry in entries:
+            path = entry["data_file"]["file_path"]
+            held.append(path)
+            mtime = os.stat(path.removeprefix("file://")).st_mtime
+            out.append(added_ms[entry["snapshot_id"]] / 1000 - mtime)
+    wanted = {iceberg.table_path(store, rel) for d, e in lake_dirs(store).items()
+              for rel in live(d, e)}
+    return out, held, wanted
+
+
+def run_iceberg(rate: int, seconds: float, commit_seconds: float, quick: bool) -> int:
+    summary = Summary("iceberg", quick)
+    with tempfile.TemporaryDirectory() as tmp, broker() as bootstrap:
+        root = Path(tmp)
+        settings = bench_settings(bootstrap, root, iceberg_commit_seconds=commit_seconds,
+                                  lake_flush_seconds=1.0)
+        from pulse.streams.broker import ensure_topics
+
+        asyncio.run(ensure_topics(settings))
+        env = {"PULSE_ICEBERG_COMMIT_SECONDS": f"{commit_seconds:g}",
+               "PULSE_LAKE_FLUSH_SECONDS": "1"}
+        workers = [spawn(["worker"], settings, root / f"worker-{i}.log",
+                         PULSE_STATE_DIR=str(root / f"state-{i}"), **env) for i in range(2)]
+        try:
+            say(f"pulse bench iceberg: two workers, {rate:,} events/s for {seconds:.0f} s, "
+                f"commits every {commit_seconds:g} s")
+            time.sleep(8)  # both join the group before traffic starts
+            sent = asyncio.run(steady(bootstrap, settings.topic, rate, seconds))
+            store = LakeStore.open(settings.lake, settings)
+            tables = iceberg.Tables(iceberg.catalog_url(settings, store) or "", store, settings)
+            deadline = time.monotonic() + commit_seconds * 3 + 60
+            while True:
+                time.sleep(2)
+                found, held, wanted = lags(store, tables)
+                if set(held) == wanted or time.monotonic() > deadline:
+                    break
+        finally:
+            for worker in workers:
+                os.killpg(worker.pid, signal.SIGTERM)
+            for worker in workers:
+                worker.wait(120)
+        snapshots = sum(len(t.snapshots()) for t in tables.get().values())
+    missing, twice = len(wanted - set(held)), len(held) - len(set(held))
+    extra = len(set(held) - wanted)
+    exact = not (missing or twice or extra)
+    p50, p99 = percentile(found, 0.5), percentile(found, 0.99)
+    goal = commit_seconds + SLACK_SECONDS
+    summary.numbers.update({
+        "messages": sent, "rate": rate, "seconds": seconds, "commit_seconds": commit_seconds,
+        "files": len(held), "snapshots": snapshots, "lag_p50_s": round(p50, 2),
+        "lag_p99_s": round(p99, 2), "lag_max_s": round(max(found), 2), "exact": exact,
+        "missing_at_deadline": missing, "held_twice": twice, "held_not_live": extra})
+    line = (f"two workers, {len(held):,} files in {snapshots} snapshots: commit lag p50 "
+            f"{p50:.1f} s, p99 {p99:.1f} s, max {max(found):.1f} s (goal p99 <= {goal:g} s); "
+            f"every live file once: {exact} ({missing} not yet in at the deadline, {twice} "
+            f"twice, {extra} not live)")
+    return summary.finish(line, exact and p99 <= goal, f"p99 {goal:g} s")
