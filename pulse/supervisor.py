@@ -30,7 +30,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .schemas.lake import tenants as lake_tenants
+from .lakefs import LakeStore
+from .lakefs import tenants as lake_tenants
 from .settings import Settings
 
 STOP_TIMEOUT = 20.0
@@ -158,7 +159,8 @@ class Supervisor:
     def history_days(self) -> float:
         """Days of demo history to backfill: none on top of a lake that holds events (a
         second `pulse up --simulate` would otherwise double every number)."""
-        return 0.0 if lake_tenants(self.settings.lake) else self.backfill_days
+        lake = LakeStore.open(self.settings.lake, self.settings)
+        return 0.0 if lake_tenants(lake) else self.backfill_days
 
     def _start_simulate(self, env: dict[str, str], api: str) -> bool:
         """Demo traffic; with a history, wait until the rollups hold all of it."""
