@@ -142,14 +142,14 @@ class JournalReplica:
                 if journal.is_claim(record.value):
                     claim = journal.decode(record.value)
                     if isinstance(claim, journal.Claim) and claim.reset:
-                        await self._load_reset(q, record.offset)
+                        await self._load_reset(q, record.offset, claim.session)
             self._position[q] = records[-1].offset + 1
             return
         fold = self.store.fold(q)
         for record in records:
             reset = fold.feed(journal.decode(record.value), record.offset)
             if reset is not None:
-                await self._load_reset(q, reset)
+                await self._load_reset(q, record.offset, reset.session)
         self._position[q] = records[-1].offset + 1
         self.records += len(records)
         self.last_record_at = time.time()
@@ -202,7 +202,7 @@ class JournalReplica:
                         tp.partition, body.offset, why)
         return None
 
-    async def _load_reset(self, q: int, offset: int) -> None:
+    async def _load_reset(self, q: int, offset: int, session: str) -> None:
         """A reset claim: the partition is now the checkpoint stamped with its offset."""
         if self._epoch is None:
             self._epoch = await read_epoch(self.settings.kafka_bootstrap, self.topics)
@@ -210,7 +210,7 @@ class JournalReplica:
         deadline = time.monotonic() + RESET_WAIT_SECONDS
         while reader is not None:
             try:
-                body = await asyncio.to_thread(reader.at, offset)
+                body = await asyncio.to_thread(reader.at, offset, session)
             except Unusable as exc:
                 log.warning("keyed partition %d: reset at journal offset %d unusable: %s",
                             q, offset, exc)

@@ -59,12 +59,15 @@ class CheckpointReader:
             raise Unusable("it is gone (collected as garbage meanwhile)") from None
         return checkpoint.decode(data, self.definitions, self.partition)
 
-    def at(self, offset: int) -> Body | None:
-        """The checkpoint stamped `offset` (a reset's), if it has been published."""
-        for _, name in checkpoint.newest_first([e.name for e in self.lake.list(self.dir)]):
-            if checkpoint.offset_of(name) == offset:
-                return self.read(name)
-        return None
+    def at(self, offset: int, session: str) -> Body | None:
+        """The checkpoint `session` stamped with journal offset `offset` (a reset's), if it
+        has been published. Both must match: a journal recreated under the same epoch
+        reuses offsets, and an older checkpoint may carry the same one."""
+        name = checkpoint.file_name(offset, session)
+        if name not in {e.name for e in self.lake.list(self.dir)}:
+            return None
+        body = self.read(name)
+        return body if body.session == session else None
 
     def fetch_run(self, run: Run) -> bytes:
         return self.lake.get(f"{self.runs_dir}/{run.name}.run")

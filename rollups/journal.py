@@ -114,8 +114,8 @@ class Target(Protocol):
 class JournalFold:
     """Feeds one journal partition's records, in order, into a `Target`.
 
-    `feed` returns the offset of a reset claim: the caller must then load the checkpoint
-    stamped with it into the target (only it can read checkpoints).
+    `feed` returns a reset claim: the caller must then load the checkpoint its writer
+    stamped with the claim's offset into the target (only it can read checkpoints).
     """
 
     def __init__(self, target: Target, owner: str | None = None, seq: int = -1) -> None:
@@ -123,11 +123,11 @@ class JournalFold:
         self.owner = owner
         self.seq = seq
 
-    def feed(self, record: Record, offset: int) -> int | None:
+    def feed(self, record: Record, offset: int) -> Claim | None:
         if isinstance(record, Claim):
             if record.session != self.owner or record.reset:
                 self.owner, self.seq = record.session, -1
-            return offset if record.reset else None
+            return record if record.reset else None
         if record.session != self.owner:
             return None  # written by a session that no longer owns the partition
         if record.seq > self.seq:  # else a producer retry wrote it twice

@@ -360,18 +360,19 @@ class _Recovery:
             async for batch in read_until(consumer, self.tp, self.claim - 1, start=first):
                 for record in batch:
                     reset = fold.feed(journal.decode(record.value), record.offset)
-                    if reset is not None and not await self._load_reset(reset):
-                        self.rebuild = (f"the reset at journal offset {reset} names a "
+                    if reset is not None and not await self._load_reset(record.offset,
+                                                                        reset.session):
+                        self.rebuild = (f"the reset at journal offset {record.offset} names a "
                                         "checkpoint that was never published")
                         return
                 self.folded += len(batch)
         fold.feed(journal.Claim(self.owned.session), self.claim)
 
-    async def _load_reset(self, offset: int) -> bool:
+    async def _load_reset(self, offset: int, session: str) -> bool:
         deadline = time.monotonic() + RESET_WAIT_SECONDS
         while True:
             try:
-                body = await asyncio.to_thread(self.owned.checkpoints.at, offset)
+                body = await asyncio.to_thread(self.owned.checkpoints.at, offset, session)
             except Unusable as exc:
                 log.warning("keyed partition %d: the reset checkpoint at journal offset %d is "
                             "unusable: %s", self.owned.state.partition, offset, exc)

@@ -205,14 +205,15 @@ class Pulse:
                                 journal.decode(record.value), record.offset)
                             if reset is not None:
                                 store.load(tp.partition, await self._checkpoint_at(
-                                    tp.partition, reset))
+                                    tp.partition, record.offset, reset.session))
                     quiet = not batches  # read to the end of what is there now
                 return store
             finally:
                 await consumer.stop()
         return asyncio.run(go())
 
-    async def _checkpoint_at(self, partition: int, offset: int, timeout: float = 60):
+    async def _checkpoint_at(self, partition: int, offset: int, session: str,
+                             timeout: float = 60):
         """The checkpoint a reset at `offset` names (published just after the reset)."""
         settings = self.settings
         epoch = await read_epoch(settings.kafka_bootstrap, self.topics)
@@ -220,7 +221,7 @@ class Pulse:
         reader = CheckpointReader(LakeStore.open(settings.lake, settings), epoch, partition,
                                   rollup_spec(settings).definitions())
         deadline = time.monotonic() + timeout
-        while (body := reader.at(offset)) is None:
+        while (body := reader.at(offset, session)) is None:
             assert time.monotonic() < deadline, f"no checkpoint at journal offset {offset}"
             await asyncio.sleep(0.2)
         return body

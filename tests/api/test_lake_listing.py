@@ -29,8 +29,8 @@ def flush_of(partition: int, first: int, n: int, now_us: int) -> Flush:
 
 
 def report_flush(store: RollupStore, seq: int, partition: int, flushed_at_us: int) -> None:
-    store.fold(0).feed(Delta("s", seq, {}, {}, [], b"", [], None, None, {},
-                             {partition: LakeMark(flushed_at_us, flushed_at_us)}))
+    store.fold(0).feed(Delta("s", seq, {}, {}, [], b"", [], None, None, {}, {},
+                             {partition: LakeMark(flushed_at_us, flushed_at_us)}, 0, {}), seq)
 
 
 def conversations(reader: LakeReader, now_us: int) -> int:
@@ -43,7 +43,7 @@ def test_a_listing_is_reused_until_a_flush_is_reported_or_a_file_vanishes(tmp_pa
     lake = LakeStore(str(tmp_path / "lake"))
     writer = LakeWriter(lake, "e0", "events")
     rollups = RollupStore()
-    rollups.fold(0).feed(Claim("s"))
+    rollups.fold(0).feed(Claim("s"), 0)
     reader = LakeReader(lake, 30.0, ("picked_up",), flushes=lambda: flushes_reported(rollups))
     try:
         writer.write(flush_of(0, 0, 5, now_us))

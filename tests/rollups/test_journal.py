@@ -32,7 +32,7 @@ def feed(fold: JournalFold, records: list) -> list[int]:
     for offset, record in enumerate(records):
         reset = fold.feed(decode(encode(record)), offset)
         if reset is not None:
-            resets.append(reset)
+            resets.append(offset)
     return resets
 
 
