@@ -2,10 +2,11 @@
 
 An hour of one tenant and campaign is summarized by additive `Measures`. The worker
 folds events into them in Python (`fold_event`); the API computes the very same
-columns from the lake with SQL (`MEASURE_SQL`, `INTENT_SQL`, `USAGE_SQL`,
-`FUNNEL_SQL`). Everything a report shows (rates, shares, conversions) is then derived
-from `Measures` by `rollups.report`, whichever side produced them. The parity tests
-run both dialects over the same random streams against a brute-force oracle.
+columns from the lake with SQL (`measures_sql`, `intents_sql`, `usage_sql`; the
+funnel's journeys in `rollups.reach`). Everything a report shows (rates, shares,
+conversions) is then derived from `Measures` by `rollups.report`, whichever side
+produced them. The parity tests run both dialects over the same random streams against
+a brute-force oracle.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ class Measures(msgspec.Struct, array_like=True, gc=False):
     intents: dict[str, int] = msgspec.field(default_factory=dict)
     usage: dict[str, float] = msgspec.field(default_factory=dict)
     funnel: dict[int, int] = msgspec.field(default_factory=dict)
+    chat_duration_s: float = 0.0
+    """The chats' part of `duration_s` (calls have the rest), for breakdowns by channel.
+    Fields are only ever added at the end, so older journal records still decode."""
+    chat_engaged: int = 0
+    """The chats' part of `engaged`."""
 
     @property
     def conversations(self) -> int:
@@ -42,6 +48,8 @@ class Measures(msgspec.Struct, array_like=True, gc=False):
         self.chats += other.chats
         self.duration_s += other.duration_s
         self.engaged += other.engaged
+        self.chat_duration_s += other.chat_duration_s
+        self.chat_engaged += other.chat_engaged
         for label, n in other.intents.items():
             self.intents[label] = self.intents.get(label, 0) + n
         for category, amount in other.usage.items():
@@ -62,16 +70,18 @@ def fold_event(m: Measures, event: Event, engaged_seconds: float) -> None:
     m.events += 1
     kind = event.event_type
     if kind in CONVERSATION_TYPES:
+        value = event.value or 0.0
+        engaged = value >= engaged_seconds
         # The normalized channel is the field when the event carried it, else the
         # type's default (call_ended -> call, chat_ended -> chat).
         if event.channel == "chat":
             m.chats += 1
+            m.chat_duration_s += value
+            m.chat_engaged += engaged
         else:
             m.calls += 1
-        value = event.value or 0.0
         m.duration_s += value
-        if value >= engaged_seconds:
-            m.engaged += 1
+        m.engaged += engaged
     elif kind == "intent_detected":
         label = event.label or ""
         m.intents[label] = m.intents.get(label, 0) + 1
@@ -83,7 +93,7 @@ def fold_event(m: Measures, event: Event, engaged_seconds: float) -> None:
 # ---- SQL dialect --------------------------------------------------------------------
 # Each statement reads the relation `events` (one tenant's events, deduplicated) and
 # returns the columns of `Measures` for each value of the grouping expression `g`
-# (NULL for a total, `campaign_id`, or a time bucket from `bucket_sql`). `where` is a
+# (NULL for a total, `campaign_id`, or a local time bucket from `rollups.zones`). `where` is a
 # filter on the event columns built by the caller with bound parameters only. `rollups`
 # never runs them; `api.lake` does.
 
@@ -112,22 +122,56 @@ CHANNEL_SQL = (
 )
 
 
-def bucket_sql(column: str, width_us: int) -> str:
-    """Start (µs since the epoch) of the UTC bucket holding `column`, floor also before 1970."""
-    us = f"epoch_us({column})"
-    return f"({us} - ((({us} % {width_us}) + {width_us}) % {width_us}))"
+def exact_sum(where: str) -> str:
+    """SQL summing `value` over the rows matching `where` to the same bits whatever
+    order DuckDB's threads add them in (two API processes must answer alike): exact, as
+    128-bit decimals of billionths, for every value below 1e18; the rare larger ones
+    (the contract allows any finite number) are added as doubles."""
+    small = "CASE WHEN abs(value) < 1e18 THEN value ELSE 0 END"  # cast before FILTER
+    return (f"(coalesce(sum(CAST({small} AS DECIMAL(38, 9))) FILTER (WHERE {where}), 0)"
+            f"::DOUBLE + coalesce(sum(value) FILTER (WHERE abs(value) >= 1e18 AND {where}), "
+            f"0.0))")
 
 
-def measures_sql(group: str, where: str) -> str:
+MEASURE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("events", "count(*)"),
+    ("calls", f"count(*) FILTER (WHERE {CONVERSATION_SQL} AND {CHANNEL_SQL} <> 'chat')"),
+    ("chats", f"count(*) FILTER (WHERE {CONVERSATION_SQL} AND {CHANNEL_SQL} = 'chat')"),
+    ("duration_s", exact_sum(CONVERSATION_SQL)),
+    ("engaged", f"count(*) FILTER (WHERE {CONVERSATION_SQL} AND value >= $engaged)"),
+    ("chat_duration_s",
+     exact_sum(f"{CONVERSATION_SQL} AND {CHANNEL_SQL} = 'chat'")),
+    ("chat_engaged",
+     f"count(*) FILTER (WHERE {CONVERSATION_SQL} AND {CHANNEL_SQL} = 'chat' "
+     "AND value >= $engaged)"),
+)
+"""Each scalar field of `Measures` and the aggregate computing it, so the SQL and the
+reading of its rows come from one table (`measures_sql`, `set_scalars`)."""
+
+MEASURE_NAMES = tuple(name for name, _ in MEASURE_COLUMNS)
+
+
+CONVERSATION_NAMES = ("calls", "chats", "duration_s", "engaged")
+"""What a conversation-only answer needs (heatmap, breakdowns, conversation series)."""
+
+
+def measures_sql(group: str, where: str, names: tuple[str, ...] = MEASURE_NAMES) -> str:
+    """Columns `g`, then `names` (of `MEASURE_NAMES`) in order, one row per value of
+    `group`."""
+    sql_of = dict(MEASURE_COLUMNS)
+    columns = ",\n       ".join(f"{sql_of[name]} AS {name}" for name in names)
     return f"""
 SELECT {group} AS g,
-       count(*) AS events,
-       count(*) FILTER (WHERE {CONVERSATION_SQL} AND {CHANNEL_SQL} <> 'chat') AS calls,
-       count(*) FILTER (WHERE {CONVERSATION_SQL} AND {CHANNEL_SQL} = 'chat') AS chats,
-       coalesce(sum(value) FILTER (WHERE {CONVERSATION_SQL}), 0.0) AS duration_s,
-       count(*) FILTER (WHERE {CONVERSATION_SQL} AND value >= $engaged) AS engaged
+       {columns}
 FROM events WHERE {where}
 GROUP BY g"""
+
+
+def set_scalars(m: Measures, values: tuple[object, ...],
+                names: tuple[str, ...] = MEASURE_NAMES) -> None:
+    """Set the scalar fields `names` of `m` from a row's columns of them."""
+    for name, value in zip(names, values, strict=True):
+        setattr(m, name, value)
 
 
 def intents_sql(group: str, where: str) -> str:
@@ -139,30 +183,6 @@ GROUP BY g, label"""
 
 def usage_sql(group: str, where: str) -> str:
     return f"""
-SELECT {group} AS g, category, sum(value) AS amount
+SELECT {group} AS g, category, {exact_sum('TRUE')} AS amount
 FROM events WHERE event_type = 'usage' AND {where}
 GROUP BY g, category"""
-
-
-def funnel_sql(steps: tuple[str, ...], group: str, t1_where: str) -> tuple[str, dict[str, str]]:
-    """Journeys by the bucket `group` of their t1 and the step they reached.
-
-    A journey is (campaign_id, customer_id); its t1 is its earliest S1 ever, and it has
-    reached step k when it has had every one of S1..Sk, at any time and in any order.
-    `events` must hold the journeys' funnel_step events of all time; `t1_where` filters
-    on the column `t1`, `group` may use it too.
-    """
-    params = {f"s{i + 1}": step for i, step in enumerate(steps)}
-    has = ", ".join(f"bool_or(label = $s{i + 1}) AS has{i + 1}" for i in range(len(steps)))
-    cases = " ".join(f"WHEN NOT has{k + 1} THEN {k}" for k in range(1, len(steps)))
-    reached = f"CASE {cases} ELSE {len(steps)} END" if cases else "1"
-    sql = f"""
-SELECT {group} AS g, {reached} AS reached, count(*) AS n
-FROM (
-    SELECT min(occurred_at) FILTER (WHERE label = $s1) AS t1, {has}
-    FROM events WHERE event_type = 'funnel_step'
-    GROUP BY campaign_id, customer_id
-) AS journeys
-WHERE t1 IS NOT NULL AND ({t1_where})
-GROUP BY g, reached"""
-    return sql, params

@@ -127,6 +127,8 @@ class RollupStore:
         self.partitions: dict[int, PartitionInfo] = {}
         self._folds: dict[int, JournalFold] = {}
         self._horizon: int | None = None
+        self.version = 0
+        """Moves with every change an answer could read (what conditional answers key on)."""
 
     # ---- folding -------------------------------------------------------------------
 
@@ -149,11 +151,13 @@ class RollupStore:
             stats={**body.stats, "checkpoint_offset": body.offset,
                    "checkpoint_written_us": body.written_at_us},
             buckets={(t, c, h): m for t, c, h, m in body.buckets})
+        self.version += 1
         self._resum()
 
     def forget(self, partition: int) -> None:
         """Drop `partition`'s part: its state is unknown until a reset brings it back."""
         self.partitions[partition] = PartitionInfo()
+        self.version += 1
         self._resum()
 
     def ready(self, partitions: int) -> bool:
@@ -222,6 +226,19 @@ class RollupStore:
         sums = self._sums(tenant_id, campaign)
         return Measures() if sums is None else sums.total(from_hour, to_hour)
 
+    def hours(self, tenant_id: str, campaign: object, from_hour: int,
+              to_hour: int) -> list[tuple[int, Measures]]:
+        """The hourly buckets in [from_hour, to_hour), in hour order, not remembered as a
+        range total (a heatmap asks for every hour once). Shared: read them, never change
+        them."""
+        sums = self._sums(tenant_id, campaign)
+        if sums is None:
+            return []
+        if to_hour - from_hour <= len(sums.hours):
+            get = sums.hours.get
+            return [(h, m) for h in range(from_hour, to_hour) if (m := get(h)) is not None]
+        return sorted((h, m) for h, m in sums.hours.items() if from_hour <= h < to_hour)
+
     def campaigns(self, tenant_id: str, from_hour: int, to_hour: int) -> dict[str, Measures]:
         """Campaigns (not None) with any event in range, with their (shared) measures."""
         tenant = self._tenants.get(tenant_id)
@@ -262,6 +279,7 @@ class _PartitionTarget:
     def apply_delta(self, delta: Delta) -> None:
         info = self.store.partitions[self.partition]
         info.records += 1
+        self.store.version += 1
         for tenant, campaign, hour, m in delta.buckets:
             if info.horizon_hour is None or hour >= info.horizon_hour:
                 self.store._add(info, tenant, campaign, hour, m)

@@ -19,9 +19,3 @@ def day_of(us: int) -> int:
 
 def is_hour_aligned(us: int) -> bool:
     return us % HOUR_US == 0
-
-
-def bucket_starts(from_us: int, to_us: int, width_us: int) -> range:
-    """Starts of every bucket from the one holding `from_us` to the last starting before `to_us`."""
-    first = from_us - from_us % width_us
-    return range(first, to_us, width_us)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from itertools import pairwise
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -76,9 +77,9 @@ def test_rollups_equal_the_oracle_on_aligned_ranges(scenario, a, b):
             want = oracle.campaign_overview(stream, tenant, campaign, frm, to, STEPS, 30.0)
             assert oracle.approx_equal(got, want), (tenant, campaign)
         everything = store.total(tenant, ALL, h0, h1)
-        assert report.intent_list(everything) == oracle.intents_report(
+        assert msgspec.to_builtins(report.intent_list(everything)) == oracle.intents_report(
             stream, tenant, None, False, frm, to)["intents"]
-        assert report.funnel(everything, STEPS) == oracle.funnel_report(
+        assert msgspec.to_builtins(report.funnel(everything, STEPS)) == oracle.funnel_report(
             stream, tenant, None, False, frm, to, STEPS)
         assert oracle.approx_equal(report.usage(everything),
                                    oracle.usage_report(stream, tenant, frm, to))
@@ -240,7 +241,7 @@ def test_small_retention_still_exact_inside_it(scenario, a, b):
                 report.overview(store.total(tenant, "spring", h0, h1), STEPS),
                 oracle.campaign_overview(stream, tenant, "spring", frm, to, STEPS, 30.0),
             )
-            assert report.funnel(store.total(tenant, ALL, h0, h1), STEPS) == \
+            assert msgspec.to_builtins(report.funnel(store.total(tenant, ALL, h0, h1), STEPS)) == \
                 oracle.funnel_report(stream, tenant, None, False, frm, to, STEPS)
     c = sum((s.counters for s in local.states.values()), start=type(local.states[0].counters)())
     assert c["read"] == len(stream)
