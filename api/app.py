@@ -22,46 +22,87 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import pulse
 from pulse.lakefs import LakeStore
+from pulse.rollups import report
 from pulse.rollups.store import RollupStore
 from pulse.settings import Settings
 
 from . import models
 from .auth import Keys
 from .context import Context
-from .endpoints import admin, health, reports
-from .errors import EXCEPTION_HANDLERS, error_response
+from .cursor import Cursors
+from .endpoints import admin, health, insights, reports
+from .errors import EXCEPTION_HANDLERS, ErrorCode, error_response
+from .etag import conditional
 from .lag import LagWatch
 from .lake import LakeReader, flushes_reported
 from .metrics import ApiMetrics
-from .openapi import CAMPAIGN, FROM, TO, Endpoint, Param, document
+from .openapi import CAMPAIGN, FROM, FUNNEL_OPTIONS, TO, Endpoint, Param, document
 from .query import Query
 from .replica import JournalReplica
 
 access_log = logging.getLogger("pulse.access")
 
-METRIC = Param("metric", "conversations, engaged, intents, intent:<label> or funnel_entries",
-               True)
+METRIC = Param("metric", report.METRIC_HELP, True)
+COMPARE = Param("compare", "`previous`: also answer for the period of the same length just "
+                "before [from, to), as `previous`", schema={"type": "string", "enum": ["previous"]})
+TZ = Param("tz", "IANA time zone (default UTC) in which buckets are cut and dates in "
+           "`from`/`to` are read; points carry its offset",
+           schema={"type": "string", "default": "UTC", "minLength": 1, "maxLength": 64})
 INTERVAL = Param("interval", "bucket width", schema={"type": "string", "enum": ["hour", "day"]})
+STEP = Param("step", "the funnel step, by number (1 = the first)", True,
+             {"type": "integer", "minimum": 1, "maximum": 16})
+OUTCOME = Param("outcome", "the journeys that reached the step, or that reached the one "
+                "before and not this one (step 2 or more)", True,
+                {"type": "string", "enum": ["reached", "dropped"]})
+CUSTOMERS_LIMIT = Param("limit", "journeys per page",
+                        schema={"type": "integer", "minimum": 1,
+                                "maximum": insights.CUSTOMERS_MAX,
+                                "default": insights.CUSTOMERS_DEFAULT})
+CURSOR = Param("cursor", "`next_cursor` of the previous page (same query, same tenant)",
+               schema={"type": "string", "minLength": 1})
+FORMAT = Param("format", "`csv`: the whole list as CSV instead of a page of JSON",
+               schema={"type": "string", "enum": ["json", "csv"], "default": "json"})
+BY = Param("by", "channel, campaign, or metadata.<key> (one top-level key of the events' "
+           "metadata, 1-128 characters)", True,
+           {"type": "string", "pattern": r"^(channel|campaign|metadata\.[\s\S]{1,128})$"})
+GROUPS_LIMIT = Param("limit", "groups listed; the rest are summed in `other`",
+                     schema={"type": "integer", "minimum": 1, "maximum": insights.GROUPS_MAX,
+                             "default": insights.GROUPS_DEFAULT})
 CAMPAIGN_ID = Param("campaign_id", "the campaign", True,
                     {"type": "string", "minLength": 1, "maxLength": 128}, "path")
 
 ENDPOINTS = [
     Endpoint("/analytics/campaign/{campaign_id}", reports.campaign_overview,
              "Campaign overview: conversations, engagement, intents, funnel",
-             models.Overview, (CAMPAIGN_ID, FROM, TO)),
+             models.Overview, (CAMPAIGN_ID, FROM, TO, *FUNNEL_OPTIONS, COMPARE)),
     Endpoint("/analytics/overview", reports.overview,
              "The same overview for all of a tenant's events, or one campaign",
-             models.Overview, (FROM, TO, CAMPAIGN)),
+             models.Overview, (FROM, TO, CAMPAIGN, *FUNNEL_OPTIONS, COMPARE)),
     Endpoint("/analytics/intents", reports.intents, "Intent distribution",
-             models.Intents, (FROM, TO, CAMPAIGN)),
+             models.Intents, (FROM, TO, CAMPAIGN, COMPARE)),
     Endpoint("/analytics/funnel", reports.funnel, "Journey funnel by first step in range",
-             models.Funnel, (FROM, TO, CAMPAIGN)),
+             models.Funnel, (FROM, TO, CAMPAIGN, *FUNNEL_OPTIONS)),
     Endpoint("/analytics/timeseries", reports.timeseries, "One metric per hour or day",
-             models.Timeseries, (METRIC, FROM, TO, INTERVAL, CAMPAIGN)),
+             models.Timeseries,
+             (METRIC, FROM, TO, INTERVAL, TZ, CAMPAIGN, *FUNNEL_OPTIONS)),
+    Endpoint("/analytics/time-to-convert", insights.time_to_convert,
+             "Seconds from the first funnel step to each later one: count, mean, lower "
+             "median, p90", models.TimeToConvert, (FROM, TO, CAMPAIGN, *FUNNEL_OPTIONS)),
+    Endpoint("/analytics/funnel/customers", insights.funnel_customers,
+             "The journeys that reached a funnel step or dropped off at it, by entry; paged, "
+             "or the whole list as CSV", models.Customers,
+             (STEP, OUTCOME, FROM, TO, CAMPAIGN, *FUNNEL_OPTIONS, CUSTOMERS_LIMIT, CURSOR,
+              FORMAT), csv=True),
+    Endpoint("/analytics/heatmap", insights.heatmap,
+             "Conversations and engagement by weekday and hour of local time",
+             models.Heatmap, (FROM, TO, CAMPAIGN, TZ)),
+    Endpoint("/analytics/breakdown", insights.breakdown,
+             "Conversations and engagement by channel, campaign or a metadata key: the top "
+             "groups and the rest", models.Breakdown, (BY, FROM, TO, CAMPAIGN, GROUPS_LIMIT)),
     Endpoint("/analytics/campaigns", reports.campaigns, "Campaigns with events in range",
              models.Campaigns, (FROM, TO)),
     Endpoint("/analytics/usage", reports.usage, "Tenant usage by category",
-             models.Usage, (FROM, TO)),
+             models.Usage, (FROM, TO, COMPARE)),
     Endpoint("/analytics/me", admin.me, "What this API key may see", models.Me, auth="any"),
     Endpoint("/analytics/tenants", admin.tenants, "Every tenant (admin)", models.Tenants,
              auth="admin"),
@@ -97,6 +138,8 @@ def create_app(settings: Settings, keys: dict[str, str] | None = None,
         query=Query(store, lake, settings.partitions),
         metrics=ApiMetrics(store, replica, lag, settings.partitions),
         lag=lag,
+        cursors=Cursors(None if settings.cursor_secret is None
+                        else settings.cursor_secret.encode()),
     )
 
     @contextlib.asynccontextmanager
@@ -110,7 +153,9 @@ def create_app(settings: Settings, keys: dict[str, str] | None = None,
             await replica.stop()
             lake.close()
 
-    routes: list[Route | Mount] = [Route(e.path, e.handler, name=e.path) for e in ENDPOINTS]
+    routes: list[Route | Mount] = [
+        Route(e.path, conditional(e.handler) if e.auth == "tenant" else e.handler, name=e.path)
+        for e in ENDPOINTS]
     assets = os.path.join(health.STATIC, "assets")
     if os.path.isdir(assets):
         routes.append(Mount("/assets", StaticFiles(directory=assets), name="assets"))
@@ -139,10 +184,10 @@ class Limits:
         if scope["type"] == "http":
             problem = None
             if len(scope.get("query_string", b"")) > MAX_QUERY_BYTES:
-                problem = (414, "uri_too_long", f"the query string is limited to "
+                problem = (414, ErrorCode.URI_TOO_LONG, f"the query string is limited to "
                            f"{MAX_QUERY_BYTES} bytes")
             elif sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADER_BYTES:
-                problem = (431, "headers_too_large", f"request headers are limited to "
+                problem = (431, ErrorCode.HEADERS_TOO_LARGE, f"request headers are limited to "
                            f"{MAX_HEADER_BYTES} bytes")
             if problem is not None:
                 await error_response(*problem)(scope, receive, send)
@@ -184,11 +229,16 @@ class Observe:
                                 status, elapsed * 1000)
 
 
+_MASKED = ("key", "cursor")
+"""Logged as ***: API keys, and page cursors (they hold a customer id)."""
+
+
 def _logged_query(scope: Scope) -> str:
-    """The query string as logged: an API key in it (`?key=`) masked."""
+    """The query string as logged, with `key` and `cursor` masked."""
     query = scope["query_string"].decode("latin-1")
-    if "key" in query.lower() or "%" in query:  # a key, perhaps percent-encoded: mask it
-        query = "&".join(f"{k}={'***' if k == 'key' else v}"
+    lowered = query.lower()
+    if "%" in query or any(name in lowered for name in _MASKED):  # perhaps percent-encoded
+        query = "&".join(f"{k}={'***' if k in _MASKED else v}"
                          for k, v in Request(scope).query_params.multi_items())
     return f"?{query}" if query else ""
 

@@ -15,7 +15,7 @@ from starlette.requests import Request
 
 from pulse.settings import TENANT_ID_PATTERN
 
-from .errors import ApiError
+from .errors import ApiError, ErrorCode
 
 ADMIN = "*"
 _TENANT = re.compile(TENANT_ID_PATTERN)
@@ -46,7 +46,7 @@ class Keys:
             return Scope(None)
         given = _presented_key(request)
         if given is None:
-            raise ApiError(401, "unauthorized", "send your API key as "
+            raise ApiError(401, ErrorCode.UNAUTHORIZED, "send your API key as "
                            "'Authorization: Bearer <key>' (or ?key=<key> from the dashboard)")
         match: str | None = None
         presented = given.encode()
@@ -54,7 +54,7 @@ class Keys:
             if hmac.compare_digest(key, presented):
                 match = tenant
         if match is None:
-            raise ApiError(401, "unauthorized", "this API key is not valid")
+            raise ApiError(401, ErrorCode.UNAUTHORIZED, "this API key is not valid")
         return Scope(None if match == ADMIN else match)
 
 
@@ -72,18 +72,18 @@ def tenant_for(scope: Scope, request: Request) -> str:
     """The tenant a request is about; a tenant key may only name its own."""
     asked = request.query_params.get("tenant")
     if asked is not None and not _TENANT.fullmatch(asked):
-        raise ApiError(400, "bad_tenant",
+        raise ApiError(400, ErrorCode.BAD_TENANT,
                        "tenant must be 1-64 characters of letters, digits, '_', '.', '-'")
     if scope.tenant_id is not None:
         if asked is not None and asked != scope.tenant_id:
-            raise ApiError(403, "forbidden", "this API key is limited to its own tenant")
+            raise ApiError(403, ErrorCode.FORBIDDEN, "this API key is limited to its own tenant")
         return scope.tenant_id
     if asked is None:
-        raise ApiError(400, "tenant_required",
+        raise ApiError(400, ErrorCode.TENANT_REQUIRED,
                        "an admin key must name the tenant: add ?tenant=<tenant_id>")
     return asked
 
 
 def require_admin(scope: Scope) -> None:
     if not scope.admin:
-        raise ApiError(403, "forbidden", "this endpoint needs an admin key")
+        raise ApiError(403, ErrorCode.FORBIDDEN, "this endpoint needs an admin key")

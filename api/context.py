@@ -10,6 +10,7 @@ from pulse.rollups.store import RollupStore
 from pulse.settings import Settings
 
 from .auth import Keys
+from .cursor import Cursors
 from .lag import LagWatch
 from .lake import LakeReader
 from .metrics import ApiMetrics
@@ -27,6 +28,7 @@ class Context:
     query: Query
     metrics: ApiMetrics
     lag: LagWatch
+    cursors: Cursors
 
 
 def context(request: Request) -> Context:

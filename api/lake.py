@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import threading
 import time
@@ -36,13 +37,16 @@ import duckdb
 
 from pulse import lakefs
 from pulse.lakefs import LakeStore
-from pulse.rollups import metrics
+from pulse.rollups import breakdown, metrics, reach, zones
 from pulse.rollups.metrics import Measures
 from pulse.rollups.store import RollupStore
 from pulse.rollups.windows import DAY_US
 from pulse.schemas import lake
 from pulse.schemas.arrow import EVENT_SCHEMA
 from pulse.settings import TENANT_ID_PATTERN
+
+from .cursor import Page
+from .errors import LakeBusy, LakeTimeout, LakeUnreadable
 
 log = logging.getLogger("pulse.lake")
 
@@ -55,22 +59,6 @@ LISTING_SECONDS = 30.0
 """Longest time a tenant's cached file listing is used."""
 SOURCE = "lake_files"
 """The relation every statement reads its files from (set up per statement)."""
-
-
-class LakeUnreadable(Exception):
-    """A lake file could not be read; `detail` names it (for admins only)."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-class LakeTimeout(Exception):
-    pass
-
-
-class LakeBusy(Exception):
-    """The tenant already has its share of lake queries running."""
 
 
 class TenantSlots:
@@ -125,25 +113,49 @@ class _Slot:
 
 @dataclass(frozen=True)
 class Group:
-    """How an answer is split: one total, per campaign, or per time bucket."""
+    """How an answer is split: one total, per campaign, per local time bucket, per
+    weekday-hour cell of local time, or per JSON value of a metadata key."""
 
     kind: str
-    width_us: int = 0
+    buckets: zones.Buckets | None = None
+    segments: tuple[zones.Segment, ...] = ()
+    """The zone's offsets over the range, for cells."""
+    metadata_key: str | None = None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        if self.metadata_key is None:
+            return {}
+        return {"metadata_key": breakdown.json_pointer(self.metadata_key)}
 
     def sql(self, column: str) -> str:
         if self.kind == "total":
             return "NULL"
         if self.kind == "campaign":
             return "campaign_id"
-        return metrics.bucket_sql(column, self.width_us)
+        if self.kind == "metadata":
+            return breakdown.METADATA_GROUP_SQL
+        if self.kind == "cell":
+            return zones.weekday_hour_sql(zones.local_sql(column, list(self.segments)))
+        assert self.buckets is not None
+        return self.buckets.sql(column)
 
 
 TOTAL = Group("total")
 BY_CAMPAIGN = Group("campaign")
 
 
-def by_bucket(width_us: int) -> Group:
-    return Group("bucket", width_us)
+def by_bucket(buckets: zones.Buckets) -> Group:
+    return Group("bucket", buckets=buckets)
+
+
+def by_metadata(key: str) -> Group:
+    return Group("metadata", metadata_key=key)
+
+
+def by_cell(segments: list[zones.Segment]) -> Group:
+    """weekday * 24 + hour of local time (Monday = 0)."""
+    return Group("cell", segments=tuple(segments))
 
 
 def flushes_reported(store: RollupStore) -> Hashable:
@@ -215,51 +227,48 @@ class LakeReader:
         """
         if not ranges:
             return {}
-        days = (min(a for a, _ in ranges) // DAY_US, (max(b for _, b in ranges) - 1) // DAY_US)
-        where, params = _time_filter(ranges, "occurred_at")
-        if campaign is not None:
-            where += " AND campaign_id = $campaign"
-            params["campaign"] = campaign
+        where, params = _event_filter(ranges, campaign)
         g = group.sql("occurred_at")
         # One statement, so the files are read and deduplicated once for all three parts.
+        scalars = ", ".join(metrics.MEASURE_NAMES)
+        blanks = ", ".join("NULL" for _ in metrics.MEASURE_NAMES)
         sql = _events_cte(where, _MEASURED, materialized=True) + f"""
-SELECT 0 AS part, g, NULL AS key, events, calls, chats, duration_s, engaged
+SELECT 0 AS part, g, NULL AS key, NULL AS amount, {scalars}
 FROM ({metrics.measures_sql(g, "TRUE")})
-UNION ALL SELECT 1, g, label, n, 0, 0, 0.0, 0 FROM ({metrics.intents_sql(g, "TRUE")})
-UNION ALL SELECT 2, g, category, 0, 0, 0, amount, 0 FROM ({metrics.usage_sql(g, "TRUE")})"""
-        results = await self._run(tenant_id, days, [
-            (sql, {**params, "engaged": self.engaged_seconds})])
+UNION ALL SELECT 1, g, label, n, {blanks} FROM ({metrics.intents_sql(g, "TRUE")})
+UNION ALL SELECT 2, g, category, amount, {blanks} FROM ({metrics.usage_sql(g, "TRUE")})"""
+        results = await self._run(tenant_id, _days(ranges), [
+            (sql, {**params, **group.params, "engaged": self.engaged_seconds})])
         out: dict[Any, Measures] = {}
-        for part, g_value, key, n, calls, chats, amount, engaged in results[0] if results else []:
+        for part, g_value, key, amount, *values in results[0] if results else []:
+            m = out.setdefault(g_value, Measures())
             if part == 0:
-                m = out.setdefault(g_value, Measures())
-                m.events, m.calls, m.chats = n, calls, chats
-                m.duration_s, m.engaged = float(amount), engaged
+                metrics.set_scalars(m, values)
             elif part == 1:
-                out.setdefault(g_value, Measures()).intents[key] = n
+                m.intents[key] = int(amount)
             else:
-                out.setdefault(g_value, Measures()).usage[key] = float(amount)
+                m.usage[key] = float(amount)
         return out
 
     async def funnel(self, tenant_id: str, campaign: str | None,
-                     ranges: list[tuple[int, int]], group: Group) -> dict[Any, dict[int, int]]:
+                     ranges: list[tuple[int, int]], group: Group,
+                     options: reach.FunnelOptions = reach.DEFAULT) -> dict[Any, dict[int, int]]:
         """Journeys whose t1 lies in `ranges`, by `group` of t1 and reached step - 1.
 
         Reads every date of the tenant: a journey's steps may lie anywhere in time.
         """
         if not ranges:
             return {}
-        where = "event_type = 'funnel_step'"
-        params: dict[str, Any] = {}
-        if campaign is not None:
-            where += " AND campaign_id = $campaign"
-            params["campaign"] = campaign
         t1_where, time_params = _time_filter(ranges, "t1")
-        sql, step_params = metrics.funnel_sql(self.steps, group.sql("t1"), t1_where)
-        results = await self._run(tenant_id, None, [
-            (_events_cte(where, _JOURNEY) + sql, {**params, **time_params, **step_params})])
+        journeys, step_params = reach.journeys_sql(self.steps, options)
+        sql = f"""
+SELECT {group.sql("t1")} AS g, reached, count(*) AS n
+FROM ({journeys}) AS journeys
+WHERE {t1_where}
+GROUP BY g, reached"""
+        results = await self._journeys(tenant_id, campaign, sql, {**time_params, **step_params})
         out: dict[Any, dict[int, int]] = {}
-        for g_value, reached, n in results[0] if results else []:
+        for g_value, reached, n in results:
             out.setdefault(g_value, {})[reached - 1] = n
         return out
 
@@ -316,11 +325,127 @@ UNION ALL SELECT 2, g, category, 0, 0, 0, amount, 0 FROM ({metrics.usage_sql(g, 
             cursor.register(SOURCE, self.store.dataset(files, EVENT_SCHEMA, sizes))
 
 
+    # ---- journeys (funnel options, time to convert, customers) ----------------------
+
+    async def _journeys(self, tenant_id: str, campaign: str | None, sql: str,
+                        params: dict[str, Any]) -> list[tuple]:
+        """Run `sql` over the relation `events`: the tenant's funnel steps of all time."""
+        where = "event_type = 'funnel_step'"
+        if campaign is not None:
+            where += " AND campaign_id = $campaign"
+            params = {**params, "campaign": campaign}
+        results = await self._run(tenant_id, None, [(_events_cte(where, _JOURNEY) + sql,
+                                                     params)])
+        return results[0] if results else []
+
+    async def time_to_convert(self, tenant_id: str, campaign: str | None,
+                              ranges: list[tuple[int, int]],
+                              options: reach.FunnelOptions) -> list[reach.Durations]:
+        """Steps 2..n: durations from t1 of the journeys with t1 in `ranges` that reached them."""
+        t1_where, time_params = _time_filter(ranges, "t1")
+        journeys, step_params = reach.journeys_sql(self.steps, options)
+        sql = f""",
+counted AS MATERIALIZED (SELECT * FROM ({journeys}) WHERE {t1_where})
+{reach.time_to_convert_sql(len(self.steps), "counted")}"""
+        rows = await self._journeys(tenant_id, campaign, sql, {**time_params, **step_params})
+        found = {step: reach.Durations(n, int(total), median, p90)
+                 for step, n, total, median, p90 in rows}
+        return [found.get(k, reach.Durations(0, 0, None, None))
+                for k in range(2, len(self.steps) + 1)]
+
+    async def customers(self, tenant_id: str, campaign: str | None,
+                        ranges: list[tuple[int, int]], options: reach.FunnelOptions,
+                        outcome: str, step: int, page: Page | None, limit: int | None,
+                        ) -> tuple[list[tuple], dict[int, int]]:
+        """Journeys with t1 in `ranges` that reached `step` (or dropped off at it), after
+        `page`'s position in (t1, campaign null first, customer) order, at most `limit`.
+
+        Returns (campaign, customer, t1 µs, reached step) rows and the snapshot they were
+        read from, which every later page keeps to: the page's own, or on a first page
+        the highest input offset per partition the tenant's files cover now.
+        """
+        snapshot = self.snapshot(tenant_id) if page is None else page.snapshot
+        t1_where, params = _time_filter(ranges, "t1")
+        journeys, step_params = reach.journeys_sql(self.steps, options)
+        params.update(step_params)
+        params["step"] = step
+        where = "event_type = 'funnel_step' AND " + _snapshot_filter(snapshot, params)
+        if campaign is not None:
+            where += " AND campaign_id = $campaign"
+            params["campaign"] = campaign
+        after = "TRUE"
+        if page is not None:
+            after = reach.AFTER_SQL
+            params.update(after_t=page.t1_us, after_c=page.campaign_id or "",
+                          after_u=page.customer_id)
+        sql = _events_cte(where, _JOURNEY) + f"""
+SELECT campaign_id, customer_id, epoch_us(t1), reached
+FROM ({journeys}) AS journeys
+WHERE {t1_where} AND {reach.OUTCOME_SQL[outcome]} AND {after}
+ORDER BY {reach.ORDER_SQL}"""
+        if limit is not None:
+            sql += f"\nLIMIT {int(limit)}"
+        results = await self._run(tenant_id, None, [(sql, params)])
+        return (results[0] if results else []), snapshot
+
+    def snapshot(self, tenant_id: str) -> dict[int, int]:
+        """The highest input offset each partition's files of the tenant cover now.
+
+        An input partition's flushes are written one after another, each starting past
+        the last, so a row that lands later has a higher offset (or is a rewrite of the
+        same row); reading up to these offsets reads the lake as it is now.
+        """
+        out: dict[int, int] = {}
+        for path in self.files(tenant_id, None):
+            name = lake.parse_name(os.path.basename(path))
+            if name is not None:
+                out[name.partition] = max(name.last, out.get(name.partition, -1))
+        return dict(sorted(out.items()))
+
+    async def conversations(self, tenant_id: str, campaign: str | None,
+                            ranges: list[tuple[int, int]], group: Group,
+                            names: tuple[str, ...] = metrics.CONVERSATION_NAMES,
+                            ) -> dict[Any, Measures]:
+        """Like `measures`, for conversations only and only the measures `names`: what
+        heatmaps, breakdowns and conversation series show."""
+        if not ranges:
+            return {}
+        where, params = _event_filter(ranges, campaign)
+        where += f" AND {metrics.CONVERSATION_SQL}"
+        columns = _MEASURED
+        if group.kind == "metadata":
+            columns += ", " + breakdown.METADATA_VALUE_COLUMN
+        sql = _events_cte(where, columns) + metrics.measures_sql(group.sql("occurred_at"),
+                                                                  "TRUE", names)
+        params.update(group.params)
+        if "$engaged" in sql:
+            params["engaged"] = self.engaged_seconds
+        results = await self._run(tenant_id, _days(ranges), [(sql, params)])
+        out: dict[Any, Measures] = {}
+        for g_value, *values in results[0] if results else []:
+            metrics.set_scalars(out.setdefault(g_value, Measures()), tuple(values), names)
+        return out
+
 def _events_cte(where: str, columns: str, materialized: bool = False) -> str:
     """The relation `events`: one tenant's events of `$files`, one row per event id."""
     body = metrics.first_copies_sql(SOURCE, columns, where, key="id")
     return f"""
 WITH events AS {"MATERIALIZED " if materialized else ""}({body})"""
+
+
+def _days(ranges: list[tuple[int, int]]) -> tuple[int, int]:
+    """The first and last date folder `ranges` touch."""
+    return min(a for a, _ in ranges) // DAY_US, (max(b for _, b in ranges) - 1) // DAY_US
+
+
+def _event_filter(ranges: list[tuple[int, int]],
+                  campaign: str | None) -> tuple[str, dict[str, Any]]:
+    """Events in `ranges`, of `campaign` if not None."""
+    where, params = _time_filter(ranges, "occurred_at")
+    if campaign is not None:
+        where += " AND campaign_id = $campaign"
+        params["campaign"] = campaign
+    return where, params
 
 
 def _time_filter(ranges: Iterable[tuple[int, int]], column: str) -> tuple[str, dict[str, Any]]:
@@ -329,3 +454,14 @@ def _time_filter(ranges: Iterable[tuple[int, int]], column: str) -> tuple[str, d
         parts.append(f"({column} >= $f{i} AND {column} < $t{i})")
         params[f"f{i}"], params[f"t{i}"] = lake.us_to_datetime(a), lake.us_to_datetime(b)
     return "(" + " OR ".join(parts) + ")", params
+
+
+def _snapshot_filter(snapshot: dict[int, int], params: dict[str, Any]) -> str:
+    """Only the rows of `LakeReader.snapshot`: offsets up to its highest per partition."""
+    cases = []
+    for i, (partition, offset) in enumerate(sorted(snapshot.items())):
+        params[f"sp{i}"], params[f"so{i}"] = partition, offset
+        cases.append(f"WHEN $sp{i} THEN $so{i}")
+    if not cases:
+        return "FALSE"
+    return f"kafka_offset <= CASE kafka_partition {' '.join(cases)} ELSE -1 END"

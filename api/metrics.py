@@ -27,12 +27,20 @@ class ApiMetrics:
             registry=self.registry)
         self.answers = Counter("pulse_answers", "report answers by source (rollups/lake/mixed)",
                                ["source"], registry=self.registry)
+        self.not_modified = Counter("pulse_http_not_modified", "answers not sent again: 304 "
+                                    "for a matching If-None-Match", registry=self.registry)
         self.lake_errors = Counter("pulse_lake_read_errors", "lake queries that failed",
                                    registry=self.registry)
+        self.lake_read_errors = 0
+        """The same count, ours to read (prometheus-client keeps its value private)."""
         self.replica_ready = Gauge("pulse_replica_ready", "1 once the rollup replica caught up",
                                    registry=self.registry)
         self.replica_ready.set_function(lambda: float(replica.ready))
         self.registry.register(_JournalCollector(store, replica, lag, partitions))
+
+    def lake_read_failed(self) -> None:
+        self.lake_errors.inc()
+        self.lake_read_errors += 1
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,10 +1,21 @@
-"""Response models of contract section 4; `/openapi.json` is generated from them."""
+"""Response models of contract section 4; `/openapi.json` is generated from them.
+
+A report answer is the envelope (`Report`: tenant, range, source, as_of) followed by the
+fields of its numbers struct from `rollups.report`, where each body is defined once;
+`answer` builds the model from the two, so neither list of fields is written twice.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
+
+from pulse.rollups import report
+
+from .errors import ErrorCode
+
+Source = Literal["rollups", "lake", "mixed"]
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -12,87 +23,63 @@ class Report(msgspec.Struct, kw_only=True):
     from_: str = msgspec.field(name="from")
     to: str
     campaign_id: str | None
-    source: str
-    """`rollups`, `lake` or `mixed`: where the numbers came from."""
+    source: Source
+    """Where the numbers came from."""
     as_of: str | None
-    """Event time the numbers are complete up to (RFC 3339), when known."""
+    """Every event produced to the topic before this time (RFC 3339) is in the numbers."""
 
 
-class Conversations(msgspec.Struct):
-    total: int
-    calls: int
-    chats: int
+def answer(name: str, numbers: type[msgspec.Struct], compare: bool = False) -> type[Report]:
+    """The model of an answer: the envelope, then the fields of `numbers`; with `compare`,
+    also `previous`: the same numbers for the previous period, with its own range."""
+    fields: list[tuple[str, Any, Any]] = [(f.name, f.type, _default(f))
+                                          for f in msgspec.structs.fields(numbers)]
+    period = None
+    if compare:
+        period = msgspec.defstruct(f"{name}Previous", [
+            ("from_", str, msgspec.field(name="from")), ("to", str), *fields],
+            kw_only=True, module=__name__)
+        fields.append(("previous", period | msgspec.UnsetType, msgspec.UNSET))
+    model = msgspec.defstruct(name, fields, bases=(Report,), kw_only=True, module=__name__)
+    PREVIOUS[model] = period
+    return model  # type: ignore[no-any-return]
 
 
-class Engagement(msgspec.Struct):
-    total_duration_s: float
-    avg_duration_s: float
-    engaged: int
-    engagement_rate: float
+PREVIOUS: dict[type, type | None] = {}
+"""Each answer model's `previous` model (None when it takes no `compare`)."""
 
 
-class LabelShare(msgspec.Struct):
-    count: int
-    share: float
+def _default(f: msgspec.structs.FieldInfo) -> Any:
+    if f.default is not msgspec.NODEFAULT:
+        return f.default
+    if f.default_factory is not msgspec.NODEFAULT:
+        return msgspec.field(default_factory=f.default_factory)
+    return msgspec.field()
 
 
-class IntentSummary(msgspec.Struct):
-    total: int
-    intent_rate: float
-    by_label: dict[str, LabelShare]
+def build(model: type[Report], envelope: dict[str, Any], numbers: msgspec.Struct,
+          previous: tuple[str, str, msgspec.Struct] | None = None) -> Report:
+    """An answer of `model` from its envelope's values and its numbers, and with
+    `previous` = (from, to, numbers) the previous period's."""
+    extra = {}
+    if previous is not None:
+        period = PREVIOUS[model]
+        assert period is not None, f"{model.__name__} takes no compare"
+        frm, to, before = previous
+        extra["previous"] = period(from_=frm, to=to, **msgspec.structs.asdict(before))
+    return model(**envelope, **msgspec.structs.asdict(numbers), **extra)
 
 
-class FunnelStep(msgspec.Struct):
-    step: str
-    customers: int
-    conversion_from_previous: float
-    conversion_from_start: float
-
-
-class Overview(Report, kw_only=True):
-    conversations: Conversations
-    engagement: Engagement
-    intents: IntentSummary
-    funnel: list[FunnelStep]
-
-
-class IntentItem(msgspec.Struct):
-    label: str
-    count: int
-    share: float
-
-
-class Intents(Report, kw_only=True):
-    total: int
-    intents: list[IntentItem]
-
-
-class Funnel(Report, kw_only=True):
-    steps: list[FunnelStep]
-
-
-class Point(msgspec.Struct):
-    t: str
-    value: int
-
-
-class Timeseries(Report, kw_only=True):
-    metric: str
-    interval: str
-    points: list[Point]
-
-
-class CampaignItem(msgspec.Struct):
-    campaign_id: str
-    conversations: int
-
-
-class Campaigns(Report, kw_only=True):
-    campaigns: list[CampaignItem]
-
-
-class Usage(Report, kw_only=True):
-    usage: dict[str, float]
+Overview = answer("Overview", report.OverviewNumbers, compare=True)
+Intents = answer("Intents", report.IntentsNumbers, compare=True)
+Funnel = answer("Funnel", report.FunnelNumbers)
+Timeseries = answer("Timeseries", report.TimeseriesNumbers)
+Campaigns = answer("Campaigns", report.CampaignsNumbers)
+TimeToConvert = answer("TimeToConvert", report.TimeToConvertNumbers)
+Customers = answer("Customers", report.CustomersNumbers)
+Heatmap = answer("Heatmap", report.HeatmapNumbers)
+Breakdown = answer("Breakdown", report.BreakdownNumbers)
+Usage = answer("Usage", report.UsageNumbers, compare=True)
 
 
 class Me(msgspec.Struct):
@@ -105,7 +92,7 @@ class Tenants(msgspec.Struct):
 
 
 class ErrorDetail(msgspec.Struct):
-    code: str
+    code: ErrorCode
     message: str
 
 

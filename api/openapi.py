@@ -15,6 +15,8 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pulse.rollups.reach import MAX_WINDOW_S
+
 from . import models
 
 
@@ -38,6 +40,8 @@ class Endpoint:
     """`tenant` (a tenant key, or an admin key naming ?tenant=), `admin`, or `none`."""
     media_type: str = "application/json"
     name: str = ""
+    csv: bool = False
+    """Also answers text/csv (with `format=csv`)."""
 
 
 TIME = {"type": "string", "description": "RFC 3339 time with offset, or YYYY-MM-DD (UTC)"}
@@ -45,6 +49,12 @@ FROM = Param("from", "start of the half-open range [from, to)", True, TIME)
 TO = Param("to", "end of the range (exclusive)", True, TIME)
 CAMPAIGN = Param("campaign", "only events of this campaign_id",
                  schema={"type": "string", "minLength": 1, "maxLength": 128})
+ORDER = Param("order", "funnel steps in any order (the default) or in sequence",
+              schema={"type": "string", "enum": ["any", "sequence"], "default": "any"})
+WINDOW = Param("window", "conversion window: a journey reached a step only if it did within "
+               "this many seconds of its first step",
+               schema={"type": "integer", "minimum": 1, "maximum": MAX_WINDOW_S})
+FUNNEL_OPTIONS = (ORDER, WINDOW)
 TENANT = Param("tenant", "the tenant to report on; required with an admin key",
                schema={"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"})
 
@@ -58,6 +68,11 @@ def document(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
     for e in endpoints:
         params = [*e.params, TENANT] if e.auth == "tenant" else list(e.params)
         responses: dict[str, Any] = {"200": _content(e)}
+        if e.auth == "tenant":  # api.etag
+            responses["200"]["headers"] = {"ETag": {
+                "description": "changes whenever the numbers or as_of can; send it back as "
+                               "If-None-Match", "schema": {"type": "string"}}}
+            responses["304"] = {"description": "not modified since the If-None-Match tag"}
         for status, text in _errors(e):
             responses[status] = {
                 "description": text,
@@ -99,12 +114,11 @@ def document(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
 def _content(e: Endpoint) -> dict[str, Any]:
     if e.response is None:
         return {"description": "OK", "content": {e.media_type: {}}}
-    return {
-        "description": "OK",
-        "content": {
-            e.media_type: {"schema": {"$ref": f"#/components/schemas/{e.response.__name__}"}}
-        },
-    }
+    content: dict[str, Any] = {
+        e.media_type: {"schema": {"$ref": f"#/components/schemas/{e.response.__name__}"}}}
+    if e.csv:
+        content["text/csv"] = {"schema": {"type": "string"}}
+    return {"description": "OK", "content": content}
 
 
 def _errors(e: Endpoint) -> list[tuple[str, str]]:

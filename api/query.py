@@ -8,14 +8,18 @@ which sources answered and `as_of` the time the slowest of them is complete up t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from pulse.rollups import breakdown, reach, zones
 from pulse.rollups.metrics import Measures
 from pulse.rollups.store import ALL, PartitionInfo, RollupStore
-from pulse.rollups.windows import HOUR_US, bucket_starts
+from pulse.rollups.windows import HOUR_US
 
-from .lake import BY_CAMPAIGN, TOTAL, LakeReader, by_bucket
+from .cursor import Page
+from .lake import BY_CAMPAIGN, TOTAL, LakeReader, by_bucket, by_cell, by_metadata
 from .params import Range
 
 
@@ -91,8 +95,20 @@ class Query:
     # ---- questions -----------------------------------------------------------------
 
     async def total(self, tenant_id: str, campaign: str | None, r: Range,
-                    measures: bool = True, funnel: bool = True) -> Answer:
-        """Measures of the whole range; the lake skips what the caller will not show."""
+                    measures: bool = True, funnel: bool = True,
+                    options: reach.FunnelOptions = reach.DEFAULT) -> Answer:
+        """Measures of the whole range; the lake skips what the caller will not show.
+
+        A funnel under other options than the rollups hold comes from the lake, for the
+        whole range (its journeys' step times are only there).
+        """
+        if funnel and not options.is_default:
+            parts = [await self.journey_funnel(tenant_id, campaign, r, options)]
+            if measures:
+                measured = await self.total(tenant_id, campaign, r, funnel=False)
+                measured.value.funnel = {}  # the rollups' default funnel: replaced by parts[0]
+                parts.append(measured)
+            return combine(parts, sum_measures)
         plan = self.plan(tenant_id, r)
         as_of = self.as_of(tenant_id, plan)
         out = Measures()
@@ -109,28 +125,36 @@ class Query:
                 out.add(Measures(funnel=lake_funnel.get(None, {})))
         return Answer(out, plan.source, as_of)
 
-    async def series(self, tenant_id: str, campaign: str | None, r: Range, width_us: int,
-                     funnel: bool) -> Answer:
-        """{bucket start: Measures} for every bucket from the one holding `from` on."""
+    async def series(self, tenant_id: str, campaign: str | None, r: Range,
+                     buckets: zones.Buckets, part: str) -> Answer:
+        """{bucket start: Measures} for every bucket from the one holding `from` on; the
+        lake computes only `part` of them: `funnel`, `conversations` or `measures` (all).
+
+        The rollups answer the whole hours inside retention when every bucket edge is a
+        UTC hour boundary; in zones off UTC by half hours the lake answers it all.
+        """
         plan = self.plan(tenant_id, r)
+        if not buckets.hour_aligned:
+            plan = Plan(None, [(r.from_us, r.to_us)])
         as_of = self.as_of(tenant_id, plan)
-        points = {start: Measures() for start in bucket_starts(r.from_us, r.to_us, width_us)}
+        points = {start: Measures() for start in buckets.starts}
         if plan.rollups:
             a, b = plan.rollups
-            for start, m in points.items():
-                lo, hi = max(start, a), min(start + width_us, b)
+            ends = [*buckets.starts[1:], r.to_us]
+            for (start, m), end in zip(points.items(), ends, strict=True):
+                lo, hi = max(start, a), min(end, b)
                 if lo < hi:
                     m.add(self.store.total(tenant_id, _filter(campaign), lo // HOUR_US,
                                            hi // HOUR_US))
         if plan.lake:
-            group = by_bucket(width_us)
-            if funnel:
+            group = by_bucket(buckets)
+            if part == "funnel":
                 found = await self.lake.funnel(tenant_id, campaign, plan.lake, group)
                 for start, counts in found.items():
                     points[start].add(Measures(funnel=counts))
             else:
-                for start, m in (await self.lake.measures(tenant_id, campaign, plan.lake,
-                                                          group)).items():
+                ask = self.lake.conversations if part == "conversations" else self.lake.measures
+                for start, m in (await ask(tenant_id, campaign, plan.lake, group)).items():
                     points[start].add(m)
         return Answer(points, plan.source, as_of)
 
@@ -151,6 +175,106 @@ class Query:
                     out.setdefault(campaign, Measures()).add(m)
         return Answer(out, plan.source, as_of)
 
+    async def heatmap(self, tenant_id: str, campaign: str | None, r: Range,
+                      zone: ZoneInfo) -> Answer:
+        """(conversations, engaged) lists of the 168 weekday * 24 + hour cells of local
+        time in `zone`.
+
+        The rollups answer the whole hours when each UTC hour lies in one local hour
+        (every offset whole hours, changing on the hour); otherwise the lake does.
+        """
+        segs = zones.segments(zone, r.from_us, r.to_us)
+        plan = self.plan(tenant_id, r)
+        if not zones.hour_aligned(segs):
+            plan = Plan(None, [(r.from_us, r.to_us)])
+        as_of = self.as_of(tenant_id, plan)
+        conversations, engaged = [0] * 168, [0] * 168
+        if plan.rollups:
+            a, b = plan.rollups
+            hours = [(h, m) for h, m in self.store.hours(tenant_id, _filter(campaign),
+                                                         a // HOUR_US, b // HOUR_US)
+                     if m.calls or m.chats]
+            for cell, (_, m) in zip(zones.hour_cells([h for h, _ in hours], segs), hours,
+                                    strict=True):
+                conversations[cell] += m.calls + m.chats
+                engaged[cell] += m.engaged
+        if plan.lake:
+            found = await self.lake.conversations(tenant_id, campaign, plan.lake,
+                                                  by_cell(segs), ("calls", "chats", "engaged"))
+            for cell, m in found.items():
+                conversations[cell] += m.conversations
+                engaged[cell] += m.engaged
+        return Answer((conversations, engaged), plan.source, as_of)
+
+    async def breakdown(self, tenant_id: str, campaign: str | None, r: Range,
+                        by: str) -> Answer:
+        """{group value: Tally} of the conversations in range, for `by` = channel, campaign
+        or metadata.<key> (checked by `breakdown.metadata_key`)."""
+        key = breakdown.metadata_key(by)
+        if key is not None:  # metadata: only the lake holds it
+            plan, as_of = self._lake_only(tenant_id, r)
+            found = await self.lake.conversations(tenant_id, campaign, plan.lake,
+                                                  by_metadata(key))
+            return Answer(breakdown.merge((breakdown.json_value_text(token), _tally(m))
+                                          for token, m in found.items()), plan.source, as_of)
+        if by == "channel":
+            answer = await self.total(tenant_id, campaign, r, funnel=False)
+            m = answer.value
+            chat = breakdown.Tally(m.chats, m.chat_engaged, m.chat_duration_s)
+            call = breakdown.Tally(m.calls, m.engaged - m.chat_engaged,
+                                   m.duration_s - m.chat_duration_s)
+            return Answer(breakdown.merge([("call", call), ("chat", chat)]), answer.source,
+                          answer.as_of)
+        return await self._by_campaign(tenant_id, campaign, r)
+
+    async def _by_campaign(self, tenant_id: str, campaign: str | None, r: Range) -> Answer:
+        plan = self.plan(tenant_id, r)
+        as_of = self.as_of(tenant_id, plan)
+        found: list[tuple[str | None, breakdown.Tally]] = []
+        if plan.rollups:
+            a, b = (t // HOUR_US for t in plan.rollups)
+            if campaign is None:
+                found += [(c, _tally(m)) for c, m in self.store.campaigns(tenant_id, a,
+                                                                          b).items()]
+                found.append((None, _tally(self.store.total(tenant_id, None, a, b))))
+            else:
+                found.append((campaign, _tally(self.store.total(tenant_id, campaign, a, b))))
+        if plan.lake:
+            lake = await self.lake.conversations(tenant_id, campaign, plan.lake, BY_CAMPAIGN)
+            found += [(c, _tally(m)) for c, m in lake.items()]
+        return Answer(breakdown.merge(found), plan.source, as_of)
+
+    # ---- journeys at full resolution (the lake) ------------------------------------
+
+    def _lake_only(self, tenant_id: str, r: Range) -> tuple[Plan, int | None]:
+        """The whole range from the lake, and its as_of (taken before it is read)."""
+        plan = Plan(None, [(r.from_us, r.to_us)])
+        return plan, self.as_of(tenant_id, plan)
+
+    async def journey_funnel(self, tenant_id: str, campaign: str | None, r: Range,
+                             options: reach.FunnelOptions) -> Answer:
+        """Measures holding only the funnel of the journeys with t1 in range, under `options`."""
+        plan, as_of = self._lake_only(tenant_id, r)
+        counts = await self.lake.funnel(tenant_id, campaign, plan.lake, TOTAL, options)
+        return Answer(Measures(funnel=counts.get(None, {})), plan.source, as_of)
+
+    async def time_to_convert(self, tenant_id: str, campaign: str | None, r: Range,
+                              options: reach.FunnelOptions) -> Answer:
+        """[Durations of steps 2..n] of the journeys with t1 in range."""
+        plan, as_of = self._lake_only(tenant_id, r)
+        found = await self.lake.time_to_convert(tenant_id, campaign, plan.lake, options)
+        return Answer(found, plan.source, as_of)
+
+    async def customers(self, tenant_id: str, campaign: str | None, r: Range,
+                        options: reach.FunnelOptions, outcome: str, step: int,
+                        page: Page | None, limit: int | None) -> Answer:
+        """(rows, snapshot) of `LakeReader.customers`; every page keeps the first one's
+        snapshot and as_of."""
+        plan, as_of = self._lake_only(tenant_id, r)
+        found = await self.lake.customers(tenant_id, campaign, plan.lake, options, outcome,
+                                          step, page, limit)
+        return Answer(found, plan.source, as_of if page is None else page.as_of_us)
+
 
 def partition_as_of(info: PartitionInfo, partitions: int) -> int | None:
     """Time up to which every input partition is in one keyed partition: in its measures,
@@ -168,3 +292,24 @@ def rollups_as_of(infos: list[PartitionInfo], partitions: int) -> int | None:
 
 def _filter(campaign: str | None) -> object:
     return ALL if campaign is None else campaign
+
+
+def _tally(m: Measures) -> breakdown.Tally:
+    return breakdown.Tally(m.conversations, m.engaged, m.duration_s)
+
+
+def combine(parts: list[Answer], value: Callable[[list[Any]], Any]) -> Answer:
+    """One answer from parts read from several sources: `value` of their values, `source`
+    covering all of them, and the earliest `as_of` (None if any part's is unknown)."""
+    sources = {p.source for p in parts}
+    source = sources.pop() if len(sources) == 1 else "mixed"
+    times = [p.as_of for p in parts]
+    as_of = None if None in times else min(t for t in times if t is not None)
+    return Answer(value([p.value for p in parts]), source, as_of)
+
+
+def sum_measures(values: list[Measures]) -> Measures:
+    out = Measures()
+    for m in values:
+        out.add(m)
+    return out

@@ -67,6 +67,12 @@ def _text(name: str, raw: str) -> str:
     return raw.strip()
 
 
+def _secret(name: str, raw: str) -> str:
+    if len(raw) < 16:
+        raise SettingsError(f"{name} must be at least 16 characters long")
+    return raw
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -184,6 +190,7 @@ class Settings:
     aws_access_key_id: str | None = field(default=None, repr=False)
     aws_secret_access_key: str | None = field(default=None, repr=False)
     aws_session_token: str | None = field(default=None, repr=False)
+    cursor_secret: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -301,6 +308,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AWS_ACCESS_KEY_ID", "aws_access_key_id", "S3 access key", _text),
     Setting("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key", "S3 secret key", _text),
     Setting("AWS_SESSION_TOKEN", "aws_session_token", "S3 session token", _text),
+    Setting("PULSE_CURSOR_SECRET", "cursor_secret",
+            "secret (16+ characters) signing page cursors; the same on every API process "
+            "behind one address (unset: random per process)", _secret),
 )
 SETTING_OF = {s.attr: s for s in SETTINGS if s.env.startswith("PULSE_")}
 """Each setting by the `Settings` field it sets (the CLI's flags document themselves

@@ -37,9 +37,10 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 
 SETTING_NAMES = {s.env for s in SETTINGS}
 DEFAULTS = {s.env: s.default for s in SETTINGS}
-API_ONLY = {"PULSE_API_HOST", "PULSE_API_PORT", "PULSE_API_KEYS", "PULSE_API_KEYS_FILE"}
+API_ONLY = {"PULSE_API_HOST", "PULSE_API_PORT", "PULSE_API_KEYS", "PULSE_API_KEYS_FILE",
+            "PULSE_CURSOR_SECRET"}
 """Settings only `pulse api` reads; every other setting is one the worker needs."""
-SECRETS = {"PULSE_API_KEYS", "PULSE_API_KEYS_FILE"}
+SECRETS = {"PULSE_API_KEYS", "PULSE_API_KEYS_FILE", "PULSE_CURSOR_SECRET"}
 
 FIXED = {
     "PULSE_KAFKA_BOOTSTRAP": "kafka:9092",

@@ -7,11 +7,12 @@ import time
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pulse.rollups.journal import LakeMark
 from pulse.rollups.store import PartitionInfo
 from pulse.rollups.windows import HOUR_US
 
 from ..auth import require_admin
-from ..context import context
+from ..context import Context, context
 from ..params import iso
 from ..query import partition_as_of
 from .reports import json
@@ -52,36 +53,8 @@ async def status(request: Request) -> Response:
     """Counters, watermarks and lake progress as the journal tells them."""
     ctx = context(request)
     require_admin(ctx.keys.scope(request))
-    partitions_n = ctx.settings.partitions
-    totals: dict[str, int] = {}
-    partitions: dict[str, dict[str, object]] = {}
-    lake_marks: dict[int, dict[str, object]] = {}
-    as_of: list[int] = []
-    for q, info in sorted(ctx.store.partitions.items()):
-        for key, value in info.counters.items():
-            totals[key] = totals.get(key, 0) + value
-        partitions[str(q)] = {
-            "journal_records": info.records,
-            "watermark": None if info.watermark_us is None else iso(info.watermark_us),
-            "retained_from": None if info.horizon_hour is None
-            else iso(info.horizon_hour * HOUR_US),
-            "as_of": None if (complete := partition_as_of(info, partitions_n)) is None
-            else iso(complete),
-            "counters": dict(info.counters),
-            **_recovery(info, ctx.replica.unavailable.get(q),
-                        ctx.replica.loaded_at_start.get(q)),
-        }
-        if complete is not None:
-            as_of.append(complete)
-        for p, mark in info.lake.items():
-            seen = lake_marks.get(p)
-            if seen is None or (mark.flushed_at_us, mark.failures) > (seen["flushed_at_us"],
-                                                                      seen["failures"]):
-                lake_marks[p] = {"flushed_at_us": mark.flushed_at_us, "as_of_us": mark.as_of_us,
-                                 "failures": mark.failures, "error": mark.error}
-    for key in ("read", "accepted", "duplicates", "conflicting_duplicates", "dead_letters",
-                "beyond_retention"):
-        totals.setdefault(key, 0)
+    totals, partitions, as_of = _partitions(ctx)
+    lake_marks = _lake_marks(ctx)
     replica = ctx.replica
     return json({
         "ready": replica.ready,
@@ -99,13 +72,13 @@ async def status(request: Request) -> Response:
         "lake": {
             "root": ctx.settings.lake,
             "last_flush": {  # "at" is None for a partition idle since it was assigned
-                str(p): {"at": iso(m["flushed_at_us"]) if m["flushed_at_us"] else None,  # type: ignore[arg-type]
-                         "complete_to": iso(m["as_of_us"]),  # type: ignore[arg-type]
-                         "write_failures": m["failures"], "error": m["error"]}
+                str(p): {"at": iso(m.flushed_at_us) if m.flushed_at_us else None,
+                         "complete_to": iso(m.as_of_us),
+                         "write_failures": m.failures, "error": m.error}
                 for p, m in sorted(lake_marks.items())
             },
-            "writes_failing": sorted(str(p) for p, m in lake_marks.items() if m["error"]),
-            "read_errors": int(ctx.metrics.lake_errors._value.get()),
+            "writes_failing": sorted(str(p) for p, m in lake_marks.items() if m.error),
+            "read_errors": ctx.metrics.lake_read_errors,
         },
         "lag": {
             "rollups_behind_seconds": None if not as_of
@@ -117,3 +90,42 @@ async def status(request: Request) -> Response:
         },
         "as_of": iso(min(as_of)) if as_of else None,
     })
+
+
+def _partitions(ctx: Context) -> tuple[dict[str, int], dict[str, dict[str, object]], list[int]]:
+    """Journal totals, each journal partition's progress, and the times they are complete to."""
+    totals: dict[str, int] = {}
+    partitions: dict[str, dict[str, object]] = {}
+    as_of: list[int] = []
+    for q, info in sorted(ctx.store.partitions.items()):
+        for key, value in info.counters.items():
+            totals[key] = totals.get(key, 0) + value
+        complete = partition_as_of(info, ctx.settings.partitions)
+        partitions[str(q)] = {
+            "journal_records": info.records,
+            "watermark": None if info.watermark_us is None else iso(info.watermark_us),
+            "retained_from": None if info.horizon_hour is None
+            else iso(info.horizon_hour * HOUR_US),
+            "as_of": None if complete is None else iso(complete),
+            "counters": dict(info.counters),
+            **_recovery(info, ctx.replica.unavailable.get(q),
+                        ctx.replica.loaded_at_start.get(q)),
+        }
+        if complete is not None:
+            as_of.append(complete)
+    for key in ("read", "accepted", "duplicates", "conflicting_duplicates", "dead_letters",
+                "beyond_retention"):
+        totals.setdefault(key, 0)
+    return totals, partitions, as_of
+
+
+def _lake_marks(ctx: Context) -> dict[int, LakeMark]:
+    """The newest lake mark of each input partition, whichever journal partition has it."""
+    marks: dict[int, LakeMark] = {}
+    for info in ctx.store.partitions.values():
+        for p, mark in info.lake.items():
+            seen = marks.get(p)
+            if seen is None or (mark.flushed_at_us, mark.failures) > (seen.flushed_at_us,
+                                                                      seen.failures):
+                marks[p] = mark
+    return marks

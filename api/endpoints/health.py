@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 
 from ..context import context
-from ..errors import error_response
+from ..errors import ErrorCode, error_response
 from .reports import json
 
 STATIC = os.path.join(os.path.dirname(os.path.dirname(__file__)), "static")
@@ -27,7 +27,7 @@ async def readyz(request: Request) -> Response:
     replica = context(request).replica
     if replica.ready:
         return json({"status": "ready"})
-    return error_response(503, "not_ready",
+    return error_response(503, ErrorCode.NOT_READY,
                           replica.problem or "catching up with the rollup journal")
 
 

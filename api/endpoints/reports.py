@@ -6,74 +6,83 @@ body with `rollups.report`, the code that defines every derived number.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pulse.rollups import report
+from pulse.rollups import report, zones
 from pulse.rollups.metrics import Measures
 
-from .. import params
+from .. import models, params
 from ..auth import tenant_for
 from ..context import Context, context
-from ..errors import ApiError
-from ..lake import LakeBusy, LakeTimeout, LakeUnreadable
-from ..query import Answer
-
-METRICS = ("conversations", "engaged", "intents", "funnel_entries")
+from ..errors import ApiError, ErrorCode
+from ..query import Answer, combine
 
 
-def json(body: dict[str, Any]) -> Response:
+def json(body: Any) -> Response:
     return Response(msgspec.json.encode(body), media_type="application/json")
 
 
-def envelope(ctx: Context, tenant: str, r: params.Range, campaign: str | None,
-             answer: Answer) -> dict[str, Any]:
-    ctx.metrics.answers.labels(answer.source).inc()
-    return {
-        "tenant_id": tenant,
-        "from": params.iso(r.from_us),
-        "to": params.iso(r.to_us),
-        "campaign_id": campaign,
-        "source": answer.source,
-        "as_of": None if answer.as_of is None else params.iso(answer.as_of),
-    }
+def respond(ctx: Context, model: type[models.Report], tenant: str, r: params.Range,
+            campaign: str | None, answer: Answer, numbers: msgspec.Struct,
+            previous: tuple[params.Range, Answer, msgspec.Struct] | None = None) -> Response:
+    """The answer `model`: its envelope (which `answer` says the sources of), numbers, and
+    the previous period's (range, answer, numbers) when it was asked for."""
+    parts = [answer] if previous is None else [answer, previous[1]]
+    whole = combine(parts, lambda values: None)
+    ctx.metrics.answers.labels(whole.source).inc()
+    envelope = {"tenant_id": tenant, "from_": params.iso(r.from_us), "to": params.iso(r.to_us),
+                "campaign_id": campaign, "source": whole.source,
+                "as_of": None if whole.as_of is None else params.iso(whole.as_of)}
+    before = None if previous is None else (params.iso(previous[0].from_us),
+                                            params.iso(previous[0].to_us), previous[2])
+    return json(models.build(model, envelope, numbers, before))
 
 
-async def _ask(ctx: Context, request: Request, coro: Any) -> Answer:
-    """Await a query, turning lake failures into 503s that tell only admins the file."""
-    try:
-        return await coro
-    except LakeUnreadable as exc:
-        ctx.metrics.lake_errors.inc()
-        admin = ctx.keys.scope(request).admin
-        raise ApiError(503, "lake_unreadable",
-                       f"the lake cannot be read: {exc.detail}" if admin else
-                       "the lake cannot be read right now; an administrator can see why "
-                       "in /analytics/status and the server log") from None
-    except LakeTimeout as exc:
-        ctx.metrics.lake_errors.inc()
-        raise ApiError(503, "lake_timeout", f"{exc}; ask for a shorter range") from None
-    except LakeBusy:
-        raise ApiError(429, "too_many_requests",
-                       "this tenant already has lake queries running; retry in a second",
-                       headers={"Retry-After": "1"}) from None
+async def with_previous(request: Request, r: params.Range,
+                        ask: Callable[[params.Range], Awaitable[Answer]],
+                        ) -> tuple[Answer, tuple[params.Range, Answer] | None]:
+    """The answer for `r`, and with `compare=previous` the one for the period before."""
+    before = params.parse_compare(request, r)
+    answer = await ask(r)
+    return answer, None if before is None else (before, await ask(before))
 
 
-def _common(request: Request) -> tuple[Context, str, params.Range]:
+def shaped(before: tuple[params.Range, Answer] | None, shape: Callable[[Any], msgspec.Struct],
+           ) -> tuple[params.Range, Answer, msgspec.Struct] | None:
+    """The previous period's (range, answer, numbers), shaped like the answer's own."""
+    return None if before is None else (*before, shape(before[1].value))
+
+
+def common(request: Request) -> tuple[Context, str, params.Range]:
+    """The context, the tenant asked about (the key checked first), and the range."""
     ctx = context(request)
     tenant = tenant_for(ctx.keys.scope(request), request)
     return ctx, tenant, params.parse_range(request)
 
 
+def common_tz(request: Request) -> tuple[Context, str, params.Range, ZoneInfo]:
+    """`common` for answers that take `tz`: dates in `from`/`to` are local midnights."""
+    ctx = context(request)
+    tenant = tenant_for(ctx.keys.scope(request), request)
+    zone = params.parse_tz(request)
+    return ctx, tenant, params.parse_range(request, zone), zone
+
+
 async def _overview(request: Request, campaign: str | None) -> Response:
-    ctx, tenant, r = _common(request)
-    answer = await _ask(ctx, request, ctx.query.total(tenant, campaign, r))
-    m: Measures = answer.value
-    return json({**envelope(ctx, tenant, r, campaign, answer),
-                 **report.overview(m, ctx.settings.funnel_steps)})
+    ctx, tenant, r = common(request)
+    options = params.parse_funnel_options(request)
+    steps = ctx.settings.funnel_steps
+    answer, before = await with_previous(request, r, lambda span: ctx.query.total(
+        tenant, campaign, span, options=options))
+    return respond(ctx, models.Overview, tenant, r, campaign, answer,
+                   report.overview(answer.value, steps),
+                   shaped(before, lambda m: report.overview(m, steps)))
 
 
 async def overview(request: Request) -> Response:
@@ -86,63 +95,62 @@ async def campaign_overview(request: Request) -> Response:
 
 
 async def intents(request: Request) -> Response:
-    ctx, tenant, r = _common(request)
+    ctx, tenant, r = common(request)
     campaign = params.parse_campaign(request)
-    answer = await _ask(ctx, request, ctx.query.total(tenant, campaign, r, funnel=False))
-    items = report.intent_list(answer.value)
-    return json({**envelope(ctx, tenant, r, campaign, answer),
-                 "total": sum(i["count"] for i in items), "intents": items})
+    answer, before = await with_previous(request, r, lambda span: ctx.query.total(
+        tenant, campaign, span, funnel=False))
+    return respond(ctx, models.Intents, tenant, r, campaign, answer, report.intents(answer.value),
+                   shaped(before, report.intents))
 
 
 async def funnel(request: Request) -> Response:
-    ctx, tenant, r = _common(request)
+    ctx, tenant, r = common(request)
     campaign = params.parse_campaign(request)
-    answer = await _ask(ctx, request, ctx.query.total(tenant, campaign, r, measures=False))
-    return json({**envelope(ctx, tenant, r, campaign, answer),
-                 "steps": report.funnel(answer.value, ctx.settings.funnel_steps)})
+    options = params.parse_funnel_options(request)
+    answer = await ctx.query.total(tenant, campaign, r, measures=False, options=options)
+    return respond(ctx, models.Funnel, tenant, r, campaign, answer, report.FunnelNumbers(
+        steps=report.funnel(answer.value, ctx.settings.funnel_steps)))
 
 
 async def timeseries(request: Request) -> Response:
-    ctx, tenant, r = _common(request)
+    ctx, tenant, r, zone = common_tz(request)
     campaign = params.parse_campaign(request)
     metric = request.query_params.get("metric", "")
-    label = metric.removeprefix("intent:") if metric.startswith("intent:") else None
-    if metric not in METRICS and not label:
-        raise ApiError(400, "bad_metric", "`metric` must be one of conversations, engaged, "
-                       "intents, intent:<label>, funnel_entries")
+    try:
+        label = report.metric_label(metric)
+    except ValueError:
+        raise ApiError(400, ErrorCode.BAD_METRIC,
+                       f"`metric` must be one of {report.METRIC_HELP}") from None
     if label is not None:
         params.check_id("metric", label)
+    # Checked, though no option changes entry, which is all that funnel_entries counts.
+    params.parse_funnel_options(request)
     interval = params.parse_interval(request)
     params.check_points(interval, r)
-    answer = await _ask(ctx, request, ctx.query.series(
-        tenant, campaign, r, params.INTERVALS[interval], funnel=metric == "funnel_entries"))
-    points = [{"t": params.iso(start), "value": _value(metric, label, m)}
+    buckets = zones.buckets(zone, r.from_us, r.to_us, params.INTERVALS[interval])
+    answer = await ctx.query.series(tenant, campaign, r, buckets, report.metric_part(metric))
+    points = [report.Point(params.iso(start, zone), report.metric_value(metric, m))
               for start, m in answer.value.items()]
-    return json({**envelope(ctx, tenant, r, campaign, answer),
-                 "metric": metric, "interval": interval, "points": points})
-
-
-def _value(metric: str, label: str | None, m: Measures) -> int:
-    if label is not None:
-        return m.intents.get(label, 0)
-    if metric == "conversations":
-        return m.conversations
-    if metric == "engaged":
-        return m.engaged
-    if metric == "intents":
-        return sum(m.intents.values())
-    return sum(m.funnel.values())
+    return respond(ctx, models.Timeseries, tenant, r, campaign, answer,
+                   report.TimeseriesNumbers(metric=metric, interval=interval, tz=zone.key,
+                                            points=points))
 
 
 async def campaigns(request: Request) -> Response:
-    ctx, tenant, r = _common(request)
-    answer = await _ask(ctx, request, ctx.query.campaigns(tenant, r))
-    items = [{"campaign_id": c, "conversations": m.conversations}
-             for c, m in sorted(answer.value.items())]
-    return json({**envelope(ctx, tenant, r, None, answer), "campaigns": items})
+    ctx, tenant, r = common(request)
+    answer = await ctx.query.campaigns(tenant, r)
+    items = [report.CampaignItem(c, m.conversations) for c, m in sorted(answer.value.items())]
+    return respond(ctx, models.Campaigns, tenant, r, None, answer,
+                   report.CampaignsNumbers(campaigns=items))
 
 
 async def usage(request: Request) -> Response:
-    ctx, tenant, r = _common(request)
-    answer = await _ask(ctx, request, ctx.query.total(tenant, None, r, funnel=False))
-    return json({**envelope(ctx, tenant, r, None, answer), "usage": report.usage(answer.value)})
+    ctx, tenant, r = common(request)
+    answer, before = await with_previous(request, r, lambda span: ctx.query.total(
+        tenant, None, span, funnel=False))
+    return respond(ctx, models.Usage, tenant, r, None, answer, _usage(answer.value),
+                   shaped(before, _usage))
+
+
+def _usage(m: Measures) -> report.UsageNumbers:
+    return report.UsageNumbers(usage=report.usage(m))

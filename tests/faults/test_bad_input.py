@@ -30,6 +30,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
@@ -377,7 +378,7 @@ def test_bad_input_never_stops_the_worker_and_is_dead_lettered_exactly(pulse: Pu
     assert "ingest process exited" not in worker.log(), worker.log()[-6000:]
     sentinel_hour = (NOW_MS * 1000) // HOUR
     assert report.overview(store.total("sentinel", ALL, sentinel_hour, sentinel_hour + 1),
-                           STEPS)["conversations"]["total"] == 1
+                           STEPS).conversations.total == 1
 
     # decode_event is the reference for every expectation below; it must never raise.
     assert not raised, f"decode_event raised on {len(raised)} messages: {raised[:5]}"
@@ -428,8 +429,8 @@ def test_bad_input_never_stops_the_worker_and_is_dead_lettered_exactly(pulse: Pu
     base = now_us - now_us % HOUR
     frm, to = base - 72 * HOUR, base + 2 * HOUR
     for tenant in sorted({e.tenant_id for e in valid}):
-        got_overview = {**report.overview(store.total(tenant, ALL, frm // HOUR, to // HOUR),
-                                          STEPS),
+        got_overview = {**msgspec.to_builtins(report.overview(
+                            store.total(tenant, ALL, frm // HOUR, to // HOUR), STEPS)),
                         "usage": report.usage(store.total(tenant, ALL, frm // HOUR,
                                                           to // HOUR))}
         want = {**oracle.overview(valid, tenant, None, False, frm, to, STEPS, 30.0),

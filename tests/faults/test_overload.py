@@ -28,6 +28,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 
 from pulse.benchmarks.common import TENANTS, events, produce
@@ -231,7 +232,7 @@ def test_a_burst_drains_with_answers_exact_and_memory_bounded(pulse: Pulse):
     for tenant in TENANTS:
         got = store.total(tenant, ALL, h0, h1)
         assert oracle.approx_equal(
-            {**report.overview(got, STEPS), "usage": report.usage(got)},
+            {**msgspec.to_builtins(report.overview(got, STEPS)), "usage": report.usage(got)},
             {**want[tenant, 0],
              "usage": oracle.usage_report(by_tenant[tenant], tenant, *ranges[0])}), tenant
     assert pulse.lake_rows(len(valid), timeout=120) == len(valid)

@@ -6,6 +6,7 @@ import random
 import threading
 import time
 
+import msgspec
 import pytest
 from aiokafka.errors import KafkaError
 
@@ -56,7 +57,8 @@ def assert_exact(pulse: Pulse, messages: list, valid: list, now_us: int) -> None
     for tenant in ("acme", "globex", "initech"):
         everything = store.total(tenant, ALL, frm // HOUR, to // HOUR)
         assert oracle.approx_equal(
-            {**report.overview(everything, STEPS), "usage": report.usage(everything)},
+            {**msgspec.to_builtins(report.overview(everything, STEPS)),
+             "usage": report.usage(everything)},
             {**oracle.overview(valid, tenant, None, False, frm, to, STEPS, 30.0),
              "usage": oracle.usage_report(valid, tenant, frm, to)},
         ), tenant

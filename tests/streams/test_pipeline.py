@@ -6,6 +6,7 @@ import json
 import random
 import time
 
+import msgspec
 import pytest
 
 from pulse.rollups import report
@@ -146,9 +147,9 @@ def test_events_become_exact_rollups_lake_rows_and_dead_letters(pulse: Pulse):
                 want = oracle.campaign_overview(valid, tenant, campaign, frm, to, STEPS, 30.0)
                 assert oracle.approx_equal(got, want), (tenant, campaign, frm, to)
             everything = store.total(tenant, ALL, h0, h1)
-            assert report.intent_list(everything) == oracle.intents_report(
+            assert msgspec.to_builtins(report.intent_list(everything)) == oracle.intents_report(
                 valid, tenant, None, False, frm, to)["intents"]
-            assert report.funnel(everything, STEPS) == oracle.funnel_report(
+            assert msgspec.to_builtins(report.funnel(everything, STEPS)) == oracle.funnel_report(
                 valid, tenant, None, False, frm, to, STEPS)
             assert oracle.approx_equal(report.usage(everything),
                                        oracle.usage_report(valid, tenant, frm, to))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 import pytest
 
 from pulse.rollups import report
@@ -25,7 +26,8 @@ def answers(store: RollupStore, now_us: int) -> dict:
     for tenant in ("acme", "globex", "initech"):
         for campaign in (ALL, None, "spring", "summer", "fall"):
             m = store.total(tenant, campaign, h0, h1)
-            out[(tenant, str(campaign))] = {**report.overview(m, STEPS), "usage": report.usage(m)}
+            out[(tenant, str(campaign))] = {**msgspec.to_builtins(report.overview(m, STEPS)),
+                                            "usage": report.usage(m)}
         out[(tenant, "campaigns")] = sorted(
             (c, m.conversations) for c, m in store.campaigns(tenant, h0, h1).items())
     return out

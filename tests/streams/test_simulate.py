@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 
 from pulse.rollups import report
@@ -410,9 +411,10 @@ def test_a_backfill_then_live_traffic_become_exact_rollups_lake_rows_and_dead_le
             everything = store.total(tenant, ALL, h0, h1)
             if (frm, to) == everything_window:
                 assert everything.conversations > 0
-                assert report.funnel(everything, steps)[0]["customers"]
+                assert report.funnel(everything, steps)[0].customers
             assert oracle.approx_equal(
-                {**report.overview(everything, steps), "usage": report.usage(everything)},
+                {**msgspec.to_builtins(report.overview(everything, steps)),
+                 "usage": report.usage(everything)},
                 {**oracle.overview(valid, tenant, None, False, frm, to, steps, 30.0),
                  "usage": oracle.usage_report(valid, tenant, frm, to)}), (tenant, frm, to)
 
