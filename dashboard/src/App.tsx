@@ -1,9 +1,12 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 import { ApiError, type Auth, fetchMe, fetchTenants, type Me } from "./api";
 import { AuthPrompt } from "./components/AuthPrompt";
+import { BreakdownPanel } from "./components/BreakdownPanel";
 import { Controls } from "./components/Controls";
+import { DropoffPanel } from "./components/DropoffPanel";
 import { ErrorBox } from "./components/ErrorBox";
 import { FunnelPanel } from "./components/FunnelPanel";
+import { HeatmapPanel } from "./components/HeatmapPanel";
 import { IntentsPanel } from "./components/IntentsPanel";
 import { LiveStatus } from "./components/LiveStatus";
 import { OverviewCards } from "./components/OverviewCards";
@@ -14,10 +17,12 @@ import {
   isEmpty,
   keepStale,
   loadDashboard,
+  loadKey,
   REFRESH_MS,
   sortedIntents,
 } from "./dashboard";
 import { parseState, resolveRange, stateToSearch, takeKey, type ViewState } from "./state";
+import { browserZone } from "./zones";
 
 const KEY_STORAGE = "pulse.apiKey";
 
@@ -59,7 +64,7 @@ function writeUrl(view: ViewState, push: boolean) {
 
 export function App() {
   const [key, setKey] = useState(initialKey);
-  const [view, setView] = useState(() => parseState(window.location.search));
+  const [view, setView] = useState(() => parseState(window.location.search, browserZone()));
   const [session, setSession] = useState<Session>({ status: "checking" });
   const [live, setLive] = useState(true);
   const [attempt, setAttempt] = useState(0);
@@ -71,7 +76,7 @@ export function App() {
 
   useEffect(() => {
     writeUrl(view, false); // show the full, shareable state from the start
-    const onPop = () => setView(parseState(window.location.search));
+    const onPop = () => setView(parseState(window.location.search, browserZone()));
     window.addEventListener("popstate", onPop);
     return () => window.removeEventListener("popstate", onPop);
   }, []); // once, on load
@@ -161,6 +166,7 @@ export function App() {
         {session.status === "failed" && <ErrorBox errors={[session.error]} />}
         {me && (
           <Dashboard
+            auth={auth}
             view={view}
             data={data}
             tenants={me.tenants}
@@ -176,6 +182,7 @@ export function App() {
 }
 
 interface DashboardProps {
+  auth: Auth | null;
   view: ViewState;
   data: DashboardData | null; // null while the current view loads
   tenants: string[] | null;
@@ -185,9 +192,11 @@ interface DashboardProps {
   onChange: (next: ViewState) => void;
 }
 
-function Dashboard({ view, data, tenants, noTenants, live, onLive, onChange }: DashboardProps) {
+function Dashboard({ auth, view, data, tenants, noTenants, live, onLive, onChange }: DashboardProps) {
   const range = data?.range ?? resolveRange(view, new Date());
   const empty = data !== null && isEmpty(data, view.campaign);
+  const funnel = data?.overview?.funnel ?? null;
+  const dropAt = view.drop !== null && funnel && view.drop <= funnel.length ? view.drop : null;
   return (
     <>
       <Controls
@@ -210,6 +219,7 @@ function Dashboard({ view, data, tenants, noTenants, live, onLive, onChange }: D
             sources={data.sources}
             range={data.range}
             loadedAt={data.loadedAt}
+            tz={view.tz}
             live={live}
             onToggle={onLive}
           />
@@ -219,12 +229,39 @@ function Dashboard({ view, data, tenants, noTenants, live, onLive, onChange }: D
               No events in this range{view.campaign ? ` for campaign ${view.campaign}` : ""}.
             </p>
           )}
-          {data.overview && <OverviewCards overview={data.overview} />}
+          {data.overview && <OverviewCards overview={data.overview} tz={view.tz} />}
           <div className="grid">
-            {!empty && data.series && <TimeseriesPanel rows={data.series} interval={view.interval} />}
-            {!empty && data.overview && <FunnelPanel steps={data.overview.funnel} />}
+            {!empty && data.series && (
+              <TimeseriesPanel rows={data.series} interval={view.interval} tz={view.tz} />
+            )}
+            {!empty && funnel && (
+              <FunnelPanel
+                steps={funnel}
+                times={data.timeToConvert?.steps ?? null}
+                view={view}
+                onChange={onChange}
+              />
+            )}
             {!empty && data.overview && (
               <IntentsPanel total={data.overview.intents.total} intents={sortedIntents(data.overview)} />
+            )}
+            {!empty && auth && funnel && dropAt !== null && (
+              <DropoffPanel
+                auth={auth}
+                scope={{ range: data.range, campaign: view.campaign }}
+                options={{ order: view.order, window: view.window }}
+                steps={funnel.map((s) => s.step)}
+                step={dropAt}
+                dropped={(funnel[dropAt - 2]?.customers ?? 0) - (funnel[dropAt - 1]?.customers ?? 0)}
+                tz={view.tz}
+                onClose={() => onChange({ ...view, drop: null })}
+              />
+            )}
+            {!empty && data.heatmap && (
+              <HeatmapPanel heatmap={data.heatmap} view={view} onChange={onChange} />
+            )}
+            {!empty && data.breakdown && (
+              <BreakdownPanel breakdown={data.breakdown} view={view} onChange={onChange} />
             )}
             {data.usage && <UsagePanel usage={data.usage} />}
           </div>
@@ -242,7 +279,7 @@ function useDashboard(
   live: boolean,
   onUnauthorized: (err: ApiError) => void,
 ): DashboardData | null {
-  const viewKey = auth ? JSON.stringify([auth, view]) : null;
+  const viewKey = auth ? loadKey(auth, view) : null;
   const [state, setState] = useState<{ key: string; data: DashboardData } | null>(null);
   const current = useRef(state);
   current.current = state;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { type DashboardData, keepStale, mergeSeries, oldestAsOf } from "./dashboard";
+import { type DashboardData, keepStale, loadKey, mergeSeries, oldestAsOf } from "./dashboard";
+import { parseState } from "./state";
 import { ApiError, retryAfterMs } from "./api";
 
 describe("dashboard data", () => {
@@ -41,6 +42,9 @@ describe("dashboard data", () => {
       series: [],
       campaigns: null,
       usage: null,
+      timeToConvert: null,
+      heatmap: null,
+      breakdown: null,
       errors: [],
       asOf: "2026-11-30T10:00:00Z",
       sources: ["rollups"],
@@ -71,5 +75,22 @@ describe("retryAfterMs", () => {
     expect(retryAfterMs("600")).toBe(10000);
     expect(retryAfterMs(null)).toBe(1000);
     expect(retryAfterMs("soon")).toBe(1000);
+  });
+});
+
+describe("loadKey", () => {
+  it("changes with what the requests ask, not with the open list or the heatmap's values", () => {
+    const auth = { key: "k", tenant: null };
+    const view = parseState("?range=7d", "UTC");
+    const key = loadKey(auth, view);
+    expect(loadKey(auth, { ...view, drop: 2, heat: "engagement" })).toBe(key);
+    for (const change of [
+      { tz: "Asia/Kolkata" },
+      { order: "sequence" as const },
+      { window: 60 },
+      { by: "campaign" },
+    ])
+      expect(loadKey(auth, { ...view, ...change })).not.toBe(key);
+    expect(loadKey({ key: "other", tenant: null }, view)).not.toBe(key);
   });
 });

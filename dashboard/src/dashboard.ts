@@ -5,13 +5,20 @@
 import {
   ApiError,
   type Auth,
+  type Breakdown,
   type Campaigns,
+  fetchBreakdown,
   fetchCampaigns,
+  fetchHeatmap,
   fetchOverview,
+  fetchTimeToConvert,
   fetchTimeseries,
   fetchUsage,
+  type Heatmap,
   type Overview,
   type Report,
+  type Scope,
+  type TimeToConvert,
   type Usage,
 } from "./api";
 import { type Range, resolveRange, type ViewState } from "./state";
@@ -21,17 +28,33 @@ export const SERIES = ["conversations", "engaged", "intents"] as const;
 export type SeriesName = (typeof SERIES)[number];
 export type SeriesRow = { t: string } & Record<SeriesName, number>;
 
-export interface DashboardData {
-  range: Range;
+// The parts of a view, each null when its request failed.
+export interface Parts {
   overview: Overview | null;
   series: SeriesRow[] | null;
   campaigns: Campaigns | null;
   usage: Usage | null;
+  timeToConvert: TimeToConvert | null;
+  heatmap: Heatmap | null;
+  breakdown: Breakdown | null;
+}
+const PARTS = ["overview", "series", "campaigns", "usage", "timeToConvert", "heatmap", "breakdown"] as const;
+
+export interface DashboardData extends Parts {
+  range: Range;
   errors: ApiError[];
   asOf: string | null; // the oldest watermark among the answers: all numbers are complete up to it
   sources: string[];
   loadedAt: Date;
 }
+
+// What the loaded numbers depend on: not which drop-off list is open, nor what the
+// heatmap's cells show, so toggling those reloads nothing.
+export function loadKey(auth: Auth, view: ViewState): string {
+  return JSON.stringify([auth, { ...view, drop: null, heat: null }]);
+}
+
+const value = <T>(r: PromiseSettledResult<T>): T | null => (r.status === "fulfilled" ? r.value : null);
 
 export async function loadDashboard(
   auth: Auth,
@@ -40,13 +63,20 @@ export async function loadDashboard(
   signal?: AbortSignal,
 ): Promise<DashboardData> {
   const range = resolveRange(view, now);
-  const [overview, campaigns, usage, ...series] = await Promise.allSettled([
-    fetchOverview(auth, range, view.campaign, signal),
-    fetchCampaigns(auth, range, signal),
-    fetchUsage(auth, range, signal),
-    ...SERIES.map((metric) => fetchTimeseries(auth, metric, view.interval, range, view.campaign, signal)),
-  ]);
-  const all = [overview, campaigns, usage, ...series];
+  const scope: Scope = { range, campaign: view.campaign };
+  const options = { order: view.order, window: view.window };
+  const [overview, campaigns, usage, timeToConvert, heatmap, breakdown, ...series] = await Promise.allSettled(
+    [
+      fetchOverview(auth, scope, options, signal),
+      fetchCampaigns(auth, range, signal),
+      fetchUsage(auth, range, signal),
+      fetchTimeToConvert(auth, scope, options, signal),
+      fetchHeatmap(auth, scope, view.tz, signal),
+      fetchBreakdown(auth, scope, view.by, signal),
+      ...SERIES.map((metric) => fetchTimeseries(auth, scope, metric, view.interval, view.tz, signal)),
+    ],
+  );
+  const all = [overview, campaigns, usage, timeToConvert, heatmap, breakdown, ...series];
   const errors: ApiError[] = [];
   for (const r of all) {
     if (r.status === "fulfilled") continue;
@@ -57,12 +87,13 @@ export async function loadDashboard(
   const seriesOk = series.every((r) => r.status === "fulfilled");
   return {
     range,
-    overview: overview.status === "fulfilled" ? overview.value : null,
-    campaigns: campaigns.status === "fulfilled" ? campaigns.value : null,
-    usage: usage.status === "fulfilled" ? usage.value : null,
-    series: seriesOk
-      ? mergeSeries(series.map((r) => (r.status === "fulfilled" ? r.value.points : [])))
-      : null,
+    overview: value(overview),
+    campaigns: value(campaigns),
+    usage: value(usage),
+    timeToConvert: value(timeToConvert),
+    heatmap: value(heatmap),
+    breakdown: value(breakdown),
+    series: seriesOk ? mergeSeries(series.map((r) => value(r)?.points ?? [])) : null,
     errors: uniqueErrors(errors),
     asOf: oldestAsOf(reports),
     sources: [...new Set(reports.map((r) => r.source))].sort(),
@@ -73,16 +104,12 @@ export async function loadDashboard(
 // After a failed refresh, the parts that did not answer keep their last numbers, and the
 // watermark shown is the older one: the page then says honestly how stale it is.
 export function keepStale(previous: DashboardData, next: DashboardData): DashboardData {
-  const stale = (["overview", "series", "campaigns", "usage"] as const).some(
-    (k) => next[k] === null && previous[k] !== null,
-  );
+  const stale = PARTS.some((k) => next[k] === null && previous[k] !== null);
   if (!stale) return next;
+  const parts = Object.fromEntries(PARTS.map((k) => [k, next[k] ?? previous[k]])) as unknown as Parts;
   return {
     ...next,
-    overview: next.overview ?? previous.overview,
-    series: next.series ?? previous.series,
-    campaigns: next.campaigns ?? previous.campaigns,
-    usage: next.usage ?? previous.usage,
+    ...parts,
     asOf: oldestAsOf([{ as_of: previous.asOf }, { as_of: next.asOf }]),
     sources: [...new Set([...previous.sources, ...next.sources])].sort(),
     loadedAt: previous.loadedAt,

@@ -1,7 +1,8 @@
 """Fixtures of the browser tests: one real Pulse stack with known events, one Chromium.
 
 The stack (worker + API on the session broker, own topics, lake and state) is built once
-per module: a worker takes ~10 s to start, and every test only reads from it. Each test
+for all the browser tests (package scope): a worker takes ~10 s to start, and every test
+only reads from it. So is the browser. Each test
 gets a fresh browser context (empty sessionStorage, so no key or table toggle leaks from
 one test into the next) through `open_page`, which records console errors, page errors
 and every `/analytics/*` request the page sends.
@@ -24,13 +25,17 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
+from pulse.schemas.decode import decode_event
+from pulse.schemas.events import Event
 from tests.helpers import Proc, Pulse, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = os.environ.get("PULSE_TEST_CHROMIUM", "/usr/bin/chromium")
-# Not UTC, and not a whole hour off it: the page must still show UTC buckets and ranges.
+# Not UTC, and not a whole hour off it: the page's default zone, so its buckets are local.
 TIMEZONE = "Asia/Kolkata"
+BROWSER_ZONES = {"Asia/Kolkata", "Asia/Calcutta"}
+"""How a browser may name TIMEZONE (Chromium says Asia/Calcutta: the tz database's link)."""
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 
 ADMIN_KEY = "admin-key-0001"
@@ -69,9 +74,9 @@ def known_events(now_ms: int) -> list[dict[str, Any]]:
         })
 
     def conv(tenant: str, campaign: str | None, customer: str, channel: str, seconds: float,
-             minutes_ago: int) -> None:
+             minutes_ago: int, **more: Any) -> None:
         add(tenant, f"{channel}_ended", minutes_ago, campaign, customer_id=customer,
-            value=seconds)
+            value=seconds, **more)
 
     def intent(tenant: str, campaign: str | None, customer: str, label: str,
                minutes_ago: int) -> None:
@@ -86,12 +91,14 @@ def known_events(now_ms: int) -> list[dict[str, Any]]:
 
     # acme / spring: 5 calls + 3 chats, 5 engaged (>= 30 s), avg 38.25 s (a tie for
     # toFixed(1): "38.3 s", where Python's round-half-even says 38.2), 6 intents,
-    # funnel 4 -> 2 -> 1.
+    # funnel 4 -> 2 -> 1. Metadata of every kind the breakdown groups by.
+    agents: list[Any] = ["ava", "bo", "ava", 7, None, "bo", 2.5, True]
     for i, (channel, seconds, ago) in enumerate([
         ("call", 13.5, 30), ("call", 45.5, 95), ("call", 30, 200), ("call", 61.25, 410),
         ("call", 90, 1190), ("chat", 5, 12), ("chat", 31, 300), ("chat", 29.75, 700),
     ]):
-        conv("acme", "spring", f"s{i}", channel, seconds, ago)
+        meta = {} if agents[i] is None else {"metadata": {"agent": agents[i], "script": "v2"}}
+        conv("acme", "spring", f"s{i}", channel, seconds, ago, **meta)
     for label, ago in [("buy", 40), ("buy", 41), ("buy", 600), ("question", 50),
                        ("question", 900), ("cancel", 1000)]:
         intent("acme", "spring", "s1", label, ago)
@@ -123,6 +130,14 @@ def known_events(now_ms: int) -> list[dict[str, Any]]:
     usage("acme", "call_minutes", 4.25, 800)
     usage("acme", "chat_messages", 3, 25)
     usage("acme", "chat_messages", 1, 26)
+    # acme / spring 26-30 h ago: the previous period of "Last 24 hours" (the cards'
+    # changes), inside the last 7 days.
+    for customer, channel, seconds, ago in [("p1", "call", 50, 1560), ("p2", "chat", 20, 1680),
+                                            ("p3", "call", 35, 1800)]:
+        conv("acme", "spring", customer, channel, seconds, ago)
+    intent("acme", "spring", "p1", "buy", 1600)
+    step("acme", "spring", "p1", "picked_up", 1700)
+    step("acme", "spring", "p1", "interested", 1650)
     # acme / spring three days ago: only "Last 7 days" (and the custom range) see these.
     conv("acme", "spring", "s1", "call", 200, OLD_MINUTES)
     conv("acme", "spring", "s9", "call", 15, OLD_MINUTES + 3)
@@ -212,14 +227,21 @@ class Stack:
     base_url: str
     events: list[dict[str, Any]]
     now_ms: int
+    stream: list[Event] = field(default_factory=list)
+    """`events` as the worker decoded them, for tests/oracle.py."""
 
     def get(self, path_or_url: str, key: str, params: dict[str, str] | None = None) -> Any:
         """The API's JSON answer, with the key as a bearer token."""
+        return self.answer(path_or_url, key, params).json()
+
+    def answer(self, path_or_url: str, key: str,
+               params: dict[str, str] | None = None) -> httpx.Response:
+        """The API's 200 answer, with the key as a bearer token."""
         url = path_or_url if path_or_url.startswith("http") else self.base_url + path_or_url
         response = httpx.get(url, params=params, timeout=30,
                              headers={"Authorization": f"Bearer {key}"})
         assert response.status_code == 200, f"GET {url} -> {response.status_code}: {response.text}"
-        return response.json()
+        return response
 
     def expected(self, tenant: str, campaign: str | None, from_ms: int, to_ms: int) -> Expected:
         return expected(self.events, tenant, campaign, from_ms, to_ms)
@@ -276,7 +298,7 @@ def iso(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + "Z"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def stack(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("browser-stack")
     pulse = Pulse.on(broker, root)
@@ -292,7 +314,9 @@ def stack(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
         api = pulse.start("api", PULSE_API_KEYS=API_KEYS, PULSE_API_PORT=str(port))
         base_url = f"http://127.0.0.1:{port}"
         _wait_ready(api, base_url)
-        deployment = Stack(pulse, api, base_url, events, now_ms)
+        stream = [decode_event(message, now_ms * 1000) for _, message, _ in messages]
+        assert all(isinstance(e, Event) for e in stream), stream
+        deployment = Stack(pulse, api, base_url, events, now_ms, stream)  # type: ignore[arg-type]
         _wait_for_events(deployment)
         yield deployment
         assert api.alive(), f"pulse api died during the tests:\n{api.log()[-3000:]}"
@@ -346,7 +370,7 @@ class Chromium:
             self._playwright.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Chromium]:
     chromium = Chromium()
     yield chromium

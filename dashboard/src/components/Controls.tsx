@@ -8,9 +8,10 @@ import {
   PRESETS,
   type Range,
   toLocalInput,
-  toRfc3339,
   type ViewState,
+  wallInput,
 } from "../state";
+import { zoneNames } from "../zones";
 
 interface Props {
   view: ViewState;
@@ -32,7 +33,8 @@ export function Controls({ view, range, tenants, campaigns, onChange }: Props) {
 
   const setPreset = (preset: Preset) => {
     if (preset === "custom") {
-      onChange({ ...view, preset, from: toRfc3339(range.from), to: toRfc3339(range.to) });
+      const from = toLocalInput(range.from, view.tz);
+      onChange({ ...view, preset, from, to: toLocalInput(range.to, view.tz) });
     } else {
       onChange({ ...view, preset, from: null, to: null, interval: defaultInterval(preset) });
     }
@@ -106,36 +108,62 @@ export function Controls({ view, range, tenants, campaigns, onChange }: Props) {
           </label>
         ))}
       </fieldset>
+      <ZonePicker view={view} onChange={onChange} />
       {view.preset === "custom" && <CustomRange view={view} onChange={onChange} />}
     </div>
   );
 }
 
-// Custom from/to, in UTC, applied with a button (or Enter) rather than on every keystroke.
+// The zone cuts the day and hour buckets and the heatmap, and says what the custom range
+// means: its inputs keep the wall times they show ("Nov 1 00:00" stays Nov 1 00:00, now
+// in the new zone).
+function ZonePicker({ view, onChange }: Pick<Props, "view" | "onChange">) {
+  const change = (tz: string) => {
+    const custom =
+      view.preset === "custom"
+        ? { from: wallInput(view.from, view.tz), to: wallInput(view.to, view.tz) }
+        : {};
+    onChange({ ...view, tz, ...custom });
+  };
+  return (
+    <div className="field">
+      <label htmlFor="tz-picker">Time zone</label>
+      <select id="tz-picker" data-testid="tz-picker" value={view.tz} onChange={(e) => change(e.target.value)}>
+        {zoneNames(view.tz).map((z) => (
+          <option key={z} value={z}>
+            {z}
+          </option>
+        ))}
+      </select>
+    </div>
+  );
+}
+
+// Custom from/to, wall times in the view's zone, applied with a button (or Enter) rather
+// than on every keystroke.
 function CustomRange({ view, onChange }: Pick<Props, "view" | "onChange">) {
-  const initial = (value: string | null) => (value ? toLocalInput(new Date(value)) : "");
-  const [from, setFrom] = useState(initial(view.from));
-  const [to, setTo] = useState(initial(view.to));
+  const [from, setFrom] = useState(wallInput(view.from, view.tz));
+  const [to, setTo] = useState(wallInput(view.to, view.tz));
   const [problem, setProblem] = useState<string | null>(null);
   useEffect(() => {
-    setFrom(initial(view.from));
-    setTo(initial(view.to));
-  }, [view.from, view.to]);
+    setFrom(wallInput(view.from, view.tz));
+    setTo(wallInput(view.to, view.tz));
+  }, [view.from, view.to, view.tz]);
 
   const apply = (e: FormEvent) => {
     e.preventDefault();
-    const f = fromLocalInput(from);
-    const t = fromLocalInput(to);
+    const f = fromLocalInput(from, view.tz);
+    const t = fromLocalInput(to, view.tz);
     if (!f || !t) return setProblem("Enter both dates and times.");
     if (f >= t) return setProblem("“From” must be before “To”.");
     setProblem(null);
-    onChange({ ...view, from: toRfc3339(f), to: toRfc3339(t) });
+    onChange({ ...view, from, to });
   };
 
   return (
     <form className="custom-range" onSubmit={apply} aria-label="Custom range">
       <div className="field">
-        <label htmlFor="range-from">From (UTC)</label>
+        <label htmlFor="range-from">From ({view.tz})</label>
         <input
           id="range-from"
           data-testid="range-from"
@@ -146,7 +174,7 @@ function CustomRange({ view, onChange }: Pick<Props, "view" | "onChange">) {
         />
       </div>
       <div className="field">
-        <label htmlFor="range-to">To (UTC, excluded)</label>
+        <label htmlFor="range-to">To ({view.tz}, excluded)</label>
         <input
           id="range-to"
           data-testid="range-to"

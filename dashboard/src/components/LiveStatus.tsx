@@ -1,6 +1,6 @@
 import { useEffect, useState } from "react";
 import { REFRESH_MS } from "../dashboard";
-import { describeAsOf, formatUtcDateTime, formatUtcTime } from "../format";
+import { describeAsOf, formatDateTime, formatTime } from "../format";
 import type { Range } from "../state";
 
 interface Props {
@@ -8,13 +8,14 @@ interface Props {
   sources: string[];
   range: Range;
   loadedAt: Date;
+  tz: string;
   live: boolean;
   onToggle: () => void;
 }
 
 // Its own one-second clock, so "N s behind" stays true between refreshes (and while
 // paused) without re-rendering the charts.
-export function LiveStatus({ asOf, sources, range, loadedAt, live, onToggle }: Props) {
+export function LiveStatus({ asOf, sources, range, loadedAt, tz, live, onToggle }: Props) {
   const [now, setNow] = useState(() => new Date());
   useEffect(() => {
     const timer = window.setInterval(() => setNow(new Date()), 1000);
@@ -24,11 +25,13 @@ export function LiveStatus({ asOf, sources, range, loadedAt, live, onToggle }: P
     <div className="live">
       <div className="live-text">
         <p className="as-of" data-testid="as-of">
-          {sources.length === 0 ? "no answer from the API yet" : describeAsOf(asOf, now)}
+          {sources.length === 0 ? "no answer from the API yet" : describeAsOf(asOf, now, tz)}
         </p>
         <p className="muted">
-          {formatUtcDateTime(range.from)} to {formatUtcDateTime(range.to)} · source:{" "}
-          {sources.join(" + ") || "none"} · updated {formatUtcTime(loadedAt)}
+          <span data-testid="range-shown">
+            {formatDateTime(range.from, tz)} to {formatDateTime(range.to, tz)} {tz}
+          </span>{" "}
+          · source: {sources.join(" + ") || "none"} · updated {formatTime(loadedAt, tz)}
         </p>
       </div>
       <div className="live-actions">

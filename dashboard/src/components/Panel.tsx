@@ -4,8 +4,9 @@ interface Props {
   title: string;
   name: string; // for the toggle's data-testid: table-toggle-<name>
   note?: ReactNode;
+  controls?: ReactNode; // under the title, above the chart or table
   chart: ReactNode;
-  table: ReactNode;
+  table?: ReactNode; // without one, no "Show as table" toggle
   footer?: ReactNode;
   wide?: boolean; // spans the whole grid row
 }
@@ -18,9 +19,9 @@ const remembered = (name: string) => {
   }
 };
 
-// A chart panel with a "Show as table" toggle: every chart can be read as an HTML table.
-// The choice is remembered for the tab, so it survives a change of view.
-export function Panel({ title, name, note, chart, table, footer, wide }: Props) {
+// A chart panel with a "Show as table" toggle when it has a table (every chart can be read
+// as an HTML table). The choice is remembered for the tab, so it survives a change of view.
+export function Panel({ title, name, note, controls, chart, table, footer, wide }: Props) {
   const [asTable, setAsTableState] = useState(() => remembered(name));
   const setAsTable = (value: boolean) => {
     setAsTableState(value);
@@ -32,21 +33,24 @@ export function Panel({ title, name, note, chart, table, footer, wide }: Props) 
   };
   const id = useId();
   return (
-    <section className={wide ? "panel panel-wide" : "panel"} aria-labelledby={id}>
+    <section className={wide ? "panel panel-wide" : "panel"} aria-labelledby={id} data-panel={name}>
       <div className="panel-head">
         <h2 id={id}>{title}</h2>
-        <button
-          type="button"
-          className="toggle"
-          aria-pressed={asTable}
-          data-testid={`table-toggle-${name}`}
-          onClick={() => setAsTable(!asTable)}
-        >
-          Show as table
-        </button>
+        {table && (
+          <button
+            type="button"
+            className="toggle"
+            aria-pressed={asTable}
+            data-testid={`table-toggle-${name}`}
+            onClick={() => setAsTable(!asTable)}
+          >
+            Show as table
+          </button>
+        )}
       </div>
       {note && <p className="muted panel-note">{note}</p>}
-      {asTable ? table : chart}
+      {controls}
+      {asTable && table ? table : chart}
       {footer}
     </section>
   );

@@ -1,6 +1,6 @@
 import { CartesianGrid, Legend, Line, LineChart, Tooltip, XAxis, YAxis } from "recharts";
 import { SERIES, type SeriesName, type SeriesRow } from "../dashboard";
-import { formatBucket, formatCount, formatUtcDateTime } from "../format";
+import { formatBucket, formatCount, formatPointTime } from "../format";
 import type { Interval } from "../state";
 import { Panel } from "./Panel";
 
@@ -10,7 +10,13 @@ const LOOK: Record<SeriesName, { label: string; color: string; dash?: string }> 
   intents: { label: "Intents", color: "#c2410c", dash: "2 3" },
 };
 
-export function TimeseriesPanel({ rows, interval }: { rows: SeriesRow[]; interval: Interval }) {
+interface Props {
+  rows: SeriesRow[];
+  interval: Interval;
+  tz: string; // the zone the API cut the buckets in; each point's `t` carries its offset
+}
+
+export function TimeseriesPanel({ rows, interval, tz }: Props) {
   const manyDays = rows.length > 24;
   const chart = (
     <LineChart
@@ -30,7 +36,7 @@ export function TimeseriesPanel({ rows, interval }: { rows: SeriesRow[]; interva
       <YAxis allowDecimals={false} tick={{ fontSize: 12 }} width={44} />
       <Tooltip
         labelFormatter={(t) =>
-          `${interval === "hour" ? "Hour" : "Day"} from ${formatUtcDateTime(new Date(String(t)))}`
+          `${interval === "hour" ? "Hour" : "Day"} from ${formatPointTime(String(t))} ${tz}`
         }
         formatter={(value) => formatCount(Number(value))}
       />
@@ -56,7 +62,9 @@ export function TimeseriesPanel({ rows, interval }: { rows: SeriesRow[]; interva
         <caption className="sr-only">Conversations, engaged and intents per {interval}</caption>
         <thead>
           <tr>
-            <th scope="col">{interval === "hour" ? "Hour" : "Day"} (UTC)</th>
+            <th scope="col">
+              {interval === "hour" ? "Hour" : "Day"} ({tz})
+            </th>
             {SERIES.map((name) => (
               <th key={name} scope="col" className="num">
                 {LOOK[name].label}
@@ -67,7 +75,7 @@ export function TimeseriesPanel({ rows, interval }: { rows: SeriesRow[]; interva
         <tbody>
           {rows.map((r) => (
             <tr key={r.t}>
-              <th scope="row">{formatUtcDateTime(new Date(r.t))}</th>
+              <th scope="row">{formatPointTime(r.t)}</th>
               {SERIES.map((name) => (
                 <td key={name} className="num">
                   {formatCount(r[name])}
@@ -84,7 +92,7 @@ export function TimeseriesPanel({ rows, interval }: { rows: SeriesRow[]; interva
       wide
       title="Over time"
       name="timeseries"
-      note={`Per ${interval === "hour" ? "UTC hour" : "UTC day"}; engaged conversations are a subset of all conversations.`}
+      note={`Per ${interval} in ${tz}; engaged conversations are a subset of all conversations.`}
       chart={chart}
       table={table}
     />
