@@ -31,10 +31,12 @@ def bench(name: str, tmp_path: Path) -> tuple[str, dict[str, object]]:
 def test_bench_query_quick(tmp_path: Path) -> None:
     line, result = bench("query", tmp_path)
     assert line.startswith("pulse bench query: ") and line.endswith(", quick]"), line
-    assert "hand-written" in line and "after compaction" in line
+    assert "hand-written" in line and "after compaction" in line and "insight answers" in line
     assert result["files_after"] < result["files_before"]
     assert result["conversations"] > 0 and result["intents"] > 0 and result["journeys"] > 0
-    for prefix in ("before", "after"):
+    from pulse.benchmarks.query_insights import CASES
+
+    for prefix in ("before", "after", *(case.name for case in CASES)):
         assert result[f"{prefix}_pulse_median_ms"] > 0 and result[f"{prefix}_hand_median_ms"] > 0
 
 
