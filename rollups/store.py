@@ -15,6 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import cast
 
+import msgspec
+
 from .checkpoint import Body
 from .journal import Delta, JournalFold, LakeMark
 from .metrics import Measures
@@ -29,24 +31,101 @@ ALL = object()
 BucketKey = tuple[str, str | None, int]
 
 
+_ONE = 1 << 64
+"""Fixed point of the sums across partitions: units of 2**-64 (about 5e-20)."""
+
+
+def _fixed(value: float) -> int:
+    """`value` in units of 2**-64: exact for every double above about 4e-3, truncated
+    below; the scaling by a power of two is itself exact."""
+    if abs(value) < 2.0 ** 900:
+        return int(value * 18446744073709551616.0)
+    return int(value) << 64  # so large that it is an integer
+
+
+class _Cell:
+    """Measures summed over partitions, hours or days, their float fields exactly.
+
+    Float addition depends on order, and every API process folds the journal partitions
+    in its own interleaving: summed as floats, two replicas would answer 21237.779789337317
+    and 21237.77978933732 for the same range. A cell keeps each float field as an integer
+    in fixed point, the sum of each partition bucket's own (deterministic) value, so
+    every reader gets the same bits whatever the order, and a partition reset subtracts
+    exactly what it once added.
+    """
+
+    __slots__ = ("m", "duration", "chat_duration", "usage")
+
+    def __init__(self) -> None:
+        self.m = Measures()
+        self.duration = 0
+        self.chat_duration = 0
+        self.usage: dict[str, int] = {}
+
+    def add_change(self, old: Measures | None, new: Measures, m: Measures) -> None:
+        """A partition bucket went from `old` (None: absent) to `new` by adding `m`."""
+        counts = self.m
+        counts.events += m.events
+        counts.calls += m.calls
+        counts.chats += m.chats
+        counts.engaged += m.engaged
+        counts.chat_engaged += m.chat_engaged
+        for label, n in m.intents.items():
+            counts.intents[label] = counts.intents.get(label, 0) + n
+        for k, n in m.funnel.items():
+            total = counts.funnel.get(k, 0) + n
+            if total:
+                counts.funnel[k] = total
+            else:
+                counts.funnel.pop(k, None)
+        if m.duration_s:
+            self.duration += _fixed(new.duration_s) - (_fixed(old.duration_s) if old else 0)
+        if m.chat_duration_s:
+            self.chat_duration += (_fixed(new.chat_duration_s)
+                                   - (_fixed(old.chat_duration_s) if old else 0))
+        for category in m.usage:
+            before = _fixed(old.usage.get(category, 0.0)) if old else 0
+            self.usage[category] = (self.usage.get(category, 0)
+                                    + _fixed(new.usage[category]) - before)
+        self._floats()
+
+    def add_cell(self, other: _Cell) -> None:
+        self.m.add(other.m)
+        self.duration += other.duration
+        self.chat_duration += other.chat_duration
+        for category, amount in other.usage.items():
+            self.usage[category] = self.usage.get(category, 0) + amount
+
+    def _floats(self) -> None:
+        """Set the float fields from the exact sums (int / int rounds correctly)."""
+        self.m.duration_s = self.duration / _ONE
+        self.m.chat_duration_s = self.chat_duration / _ONE
+        self.m.usage = {category: amount / _ONE for category, amount in self.usage.items()}
+
+    def measures(self) -> Measures:
+        """The sum as `Measures` (a cell kept in a table has `m` up to date already)."""
+        self._floats()
+        return self.m
+
+
 @dataclass
 class _Sums:
     """Hour and day sums of one (tenant, campaign) or of a whole tenant."""
 
-    hours: dict[int, Measures] = field(default_factory=dict)
-    days: dict[int, Measures] = field(default_factory=dict)
+    hours: dict[int, _Cell] = field(default_factory=dict)
+    days: dict[int, _Cell] = field(default_factory=dict)
     totals: dict[tuple[int, int], Measures] = field(default_factory=dict)
     """Answers of `total` since the sums last changed: a dashboard asks the same ranges
     again and again, far more often than the journal changes one tenant's sums."""
 
-    def add(self, hour: int, m: Measures) -> None:
+    def add(self, hour: int, old: Measures | None, new: Measures, m: Measures) -> None:
         if self.totals:
             self.totals.clear()
         for table, key in ((self.hours, hour), (self.days, hour // HOURS_PER_DAY)):
-            bucket = table.get(key)
-            if bucket is None:
-                bucket = table[key] = Measures()
-            bucket.add(m)
+            cell = table.get(key)
+            if cell is None:
+                cell = table[key] = _Cell()
+            cell.add_change(old, new, m)
 
     def total(self, from_hour: int, to_hour: int) -> Measures:
         """Sum of [from_hour, to_hour), shared with later callers: read it, never change it."""
@@ -54,40 +133,21 @@ class _Sums:
         if cached is None:
             if len(self.totals) >= TOTALS_KEPT:
                 self.totals.clear()
-            cached = self.totals[from_hour, to_hour] = self._sum(from_hour, to_hour)
+            cached = self.totals[from_hour, to_hour] = self._sum(from_hour, to_hour).measures()
         return cached
 
-    def _sum(self, from_hour: int, to_hour: int) -> Measures:
+    def _sum(self, from_hour: int, to_hour: int) -> _Cell:
         """Whole days from the day sums, the edges from the hours."""
-        out = Measures()
+        out = _Cell()
         first_full_day = -(-from_hour // HOURS_PER_DAY)
         last_full_day = to_hour // HOURS_PER_DAY
         if first_full_day >= last_full_day:
-            self._add_hours(out, from_hour, to_hour)
+            _add_range(out, self.hours, from_hour, to_hour)
             return out
-        self._add_hours(out, from_hour, first_full_day * HOURS_PER_DAY)
-        if last_full_day - first_full_day <= len(self.days):
-            for day in range(first_full_day, last_full_day):
-                m = self.days.get(day)
-                if m is not None:
-                    out.add(m)
-        else:
-            for day, m in self.days.items():
-                if first_full_day <= day < last_full_day:
-                    out.add(m)
-        self._add_hours(out, last_full_day * HOURS_PER_DAY, to_hour)
+        _add_range(out, self.hours, from_hour, first_full_day * HOURS_PER_DAY)
+        _add_range(out, self.days, first_full_day, last_full_day)
+        _add_range(out, self.hours, last_full_day * HOURS_PER_DAY, to_hour)
         return out
-
-    def _add_hours(self, out: Measures, start: int, end: int) -> None:
-        if end - start <= len(self.hours):
-            for hour in range(start, end):
-                m = self.hours.get(hour)
-                if m is not None:
-                    out.add(m)
-        else:
-            for hour, m in self.hours.items():
-                if start <= hour < end:
-                    out.add(m)
 
     def expire(self, horizon_hour: int) -> None:
         self.totals.clear()
@@ -95,6 +155,18 @@ class _Sums:
             del self.hours[hour]
         for day in [d for d in self.days if (d + 1) * HOURS_PER_DAY <= horizon_hour]:
             del self.days[day]
+
+
+def _add_range(out: _Cell, cells: dict[int, _Cell], start: int, end: int) -> None:
+    if end - start <= len(cells):
+        for key in range(start, end):
+            cell = cells.get(key)
+            if cell is not None:
+                out.add_cell(cell)
+    else:
+        for key, cell in cells.items():
+            if start <= key < end:
+                out.add_cell(cell)
 
 
 @dataclass
@@ -170,21 +242,26 @@ class RollupStore:
              m: Measures) -> None:
         bucket = info.buckets.get((tenant_id, campaign, hour))
         if bucket is None:
+            old = None
             bucket = info.buckets[(tenant_id, campaign, hour)] = Measures()
+        else:
+            old = msgspec.structs.replace(bucket, usage=dict(bucket.usage)) if (
+                m.duration_s or m.chat_duration_s or m.usage) else bucket
         bucket.add(m)
-        self._add_sums(tenant_id, campaign, hour, m)
+        self._add_sums(tenant_id, campaign, hour, old, bucket, m)
 
-    def _add_sums(self, tenant_id: str, campaign: str | None, hour: int, m: Measures) -> None:
+    def _add_sums(self, tenant_id: str, campaign: str | None, hour: int,
+                  old: Measures | None, new: Measures, m: Measures) -> None:
         if self._horizon is not None and hour < self._horizon:
             return
         tenant = self._tenants.get(tenant_id)
         if tenant is None:
             tenant = self._tenants[tenant_id] = _Tenant()
-        tenant.everything.add(hour, m)
+        tenant.everything.add(hour, old, new, m)
         sums = tenant.campaigns.get(campaign)
         if sums is None:
             sums = tenant.campaigns[campaign] = _Sums()
-        sums.add(hour, m)
+        sums.add(hour, old, new, m)
 
     def _resum(self) -> None:
         """Rebuild the sums from every partition's buckets (after a partition reset)."""
@@ -192,7 +269,7 @@ class RollupStore:
         self._horizon = self._max_horizon()
         for info in self.partitions.values():
             for (tenant, campaign, hour), m in info.buckets.items():
-                self._add_sums(tenant, campaign, hour, m)
+                self._add_sums(tenant, campaign, hour, None, m, m)
 
     def _max_horizon(self) -> int | None:
         horizons = [i.horizon_hour for i in self.partitions.values() if i.horizon_hour is not None]
@@ -236,8 +313,8 @@ class RollupStore:
             return []
         if to_hour - from_hour <= len(sums.hours):
             get = sums.hours.get
-            return [(h, m) for h in range(from_hour, to_hour) if (m := get(h)) is not None]
-        return sorted((h, m) for h, m in sums.hours.items() if from_hour <= h < to_hour)
+            return [(h, c.m) for h in range(from_hour, to_hour) if (c := get(h)) is not None]
+        return sorted((h, c.m) for h, c in sums.hours.items() if from_hour <= h < to_hour)
 
     def campaigns(self, tenant_id: str, from_hour: int, to_hour: int) -> dict[str, Measures]:
         """Campaigns (not None) with any event in range, with their (shared) measures."""
@@ -255,10 +332,10 @@ class RollupStore:
 
     def buckets(self) -> list[tuple[str, str | None, int, Measures]]:
         """Every hourly bucket, summed over the partitions (shared: read them only)."""
-        return [(tenant_id, campaign, hour, m)
+        return [(tenant_id, campaign, hour, cell.m)
                 for tenant_id, tenant in self._tenants.items()
                 for campaign, sums in tenant.campaigns.items()
-                for hour, m in sums.hours.items()]
+                for hour, cell in sums.hours.items()]
 
     def _sums(self, tenant_id: str, campaign: object) -> _Sums | None:
         tenant = self._tenants.get(tenant_id)
