@@ -75,11 +75,11 @@ class RollupAgent:
         await asyncio.gather(*[await self._send(self.keyed_topic, _encode(batch), j)
                                for j, batch in self._forwards(outcomes)])
         # Step 3: the deltas, checked to follow this worker's earlier writes.
-        writes = [(q, outcome.delta.seq, await self.owners.send(q, outcome.delta))
+        writes = [(q, outcome.delta, await self.owners.send(q, outcome.delta))
                   for q, outcome in outcomes if outcome.delta is not None]
         acks = await asyncio.gather(*[future for _, _, future in writes])
-        for (q, seq, _), ack in zip(writes, acks, strict=True):
-            self.owners.confirm(q, ack.offset, seq)
+        for (q, delta, _), ack in zip(writes, acks, strict=True):
+            self.owners.confirm(q, delta.session, ack.offset, delta.seq)
         # Step 4: checkpoints, of states now equal to the journal.
         for q in {q for q, _ in outcomes}:
             self.owners.maybe_checkpoint(q)

@@ -134,11 +134,14 @@ class PartitionOwners:
         """Write a journal record and return its offset."""
         return int((await (await self.send(partition, record))).offset)
 
-    def confirm(self, partition: int, offset: int, seq: int) -> bool:
-        """Note a write of this worker landed at `offset`; False if another writer got in
-        between (the partition is then released: its state is not the journal's)."""
+    def confirm(self, partition: int, session: str, offset: int, seq: int) -> bool:
+        """Note a write of `session` landed at `offset`; False if another writer got in
+        between (the partition is then released: its state is not the journal's).
+
+        A write of an earlier session of this worker (the partition was released and
+        claimed again while it was in flight) says nothing about the current one."""
         owned = self._owned.get(partition)
-        if owned is None:
+        if owned is None or owned.session != session:
             return True
         if offset != owned.next_offset:
             log.warning("keyed partition %d: journal offset %d, not %d: another worker "

@@ -235,18 +235,32 @@ def test_kill9_mid_checkpoint_and_mid_tail_and_a_stalled_rival_stay_exact(pulse:
     kill_a()
     # A stalled rival: b stops long enough to lose its partitions, then wakes up.
     workers["a"].wait_for_log(READY, timeout=90)
+    producer.join()
+    assert producer.error is None
+    b_log = len(workers["b"].log_path.read_bytes())
     os.kill(workers["b"].pid, signal.SIGSTOP)
     time.sleep(10)
     os.kill(workers["b"].pid, signal.SIGCONT)
-    # A rival's claim lands between a worker's writes, as a claim by another worker that
-    # took the partition while this one stalled would: the owner must notice and claim
-    # again rather than write (or checkpoint) a state readers ignore.
+    # b lost its partitions while stopped; once the group has settled again (b claimed
+    # what it got back), a rival's claim lands between each owner's writes, as a claim
+    # by a worker that took the partition while its owner stalled would: the owner must
+    # notice at its next write and claim again rather than write (or checkpoint) a state
+    # readers ignore.
+    workers["b"].wait_for_log("claimed at journal offset", timeout=90, after=b_log)
+    time.sleep(3)
+    marks = {name: len(w.log_path.read_bytes()) for name, w in workers.items()}
     asyncio.run(_rival_claims(pulse))
-    producer.join()
-    assert producer.error is None
+    more, _, _ = make_stream(seed=37, n=2000, now_us=now_us)
+    more = [(k, v.replace(b'"evt-', b'"rival-'), p) for k, v, p in more]
+    pulse.produce(more)  # spread over every keyed partition: each owner writes again
+    messages, valid = messages + more, valid + valid_of(more, now_us)
     assert_exact(pulse, messages, valid, now_us)
     assert watch.kills >= 1
-    assert any("another worker wrote in between" in w.log() for w in workers.values())
+    deadline = time.monotonic() + 30
+    noticed = b"another worker wrote in between"
+    while not any(noticed in w.log_path.read_bytes()[marks[n]:] for n, w in workers.items()):
+        assert time.monotonic() < deadline, "no owner noticed the rival claims"
+        time.sleep(0.5)
     assert_every_checkpoint_is_the_journals(pulse)
 
 
