@@ -76,6 +76,24 @@ def test_the_filter_has_no_false_negatives_and_few_false_positives():
     assert bloom.nbytes <= 2 * 50_000 + 64
 
 
+def test_the_filter_keeps_its_layout_so_filters_saved_earlier_still_load():
+    """Parquet's split-block layout, one bit in each 32-bit word of the key's block,
+    however the bits are written (saved filters are copied back as bytes)."""
+    rng = np.random.default_rng(11)
+    hi = rng.integers(0, 2**64 - 1, 3000, dtype=np.uint64)
+    lo = rng.integers(0, 2**64 - 1, 3000, dtype=np.uint64)
+    bloom = Bloom(1024)
+    bloom.add(hi, lo)
+    words = np.zeros(bloom.blocks * 8, np.uint32)
+    for high, low in zip(hi.tolist(), lo.tolist(), strict=True):
+        block = (high & ((1 << 48) - 1)) % bloom.blocks
+        for lane in range(8):
+            words[block * 8 + lane] |= 1 << ((low >> (5 * lane)) & 31)
+    assert bloom.words.tobytes() == words.astype("<u4").tobytes()
+    restored = Bloom.from_bytes(bloom.to_bytes())
+    assert restored is not None and restored.contains(hi, lo).all()
+
+
 def test_tenant_and_id_are_separated_unambiguously():
     assert id_digest("ab", "c") != id_digest("a", "bc")
     assert id_digest("t", "x") == id_digest("t", "x")
