@@ -14,8 +14,11 @@ Publishing is two steps, in this order, each whole or not at all (`pulse.lakefs`
 A writer publishes only states it has proved are the journal's: every record from its
 claim to the checkpoint's offset was its own (it checks that the offsets of its writes
 follow one another, `streams.owners`), so a stalled ex-owner's state never becomes a
-checkpoint. Old checkpoints go once two newer ones are published; runs that no kept
-checkpoint names go after a grace period, so one still being uploaded is never taken.
+checkpoint. Old checkpoints go once two newer ones are published (newer by when they
+were published: a journal recreated under the same epoch starts its offsets again, and
+its checkpoints must not be the ones collected); runs that no kept checkpoint names, and
+temporary files a writer killed halfway left, go after a grace period, so nothing still
+being uploaded is ever taken.
 """
 
 from __future__ import annotations
@@ -61,11 +64,18 @@ class PartitionCheckpoints(CheckpointReader):
         return name
 
     def collect_garbage(self, keep: int = KEEP) -> None:
-        """Remove checkpoints older than the `keep` newest, and runs none of those names."""
-        entries = {e.name: e for e in self.lake.list(self.dir)}
-        ordered = checkpoint.newest_first(list(entries))
+        """Remove checkpoints older than the `keep` published last, runs none of those
+        names, and temporary files left by a writer killed halfway."""
+        entries = self.lake.list(self.dir)
+        now = self.lake.now()
+        for entry in entries:
+            if _orphaned_temporary(entry.name, now - entry.mtime):
+                self.lake.delete(f"{self.dir}/{entry.name}")
+        published = sorted(((e.mtime, offset, e.name) for e in entries
+                            if (offset := checkpoint.offset_of(e.name)) is not None),
+                           reverse=True)
         kept: list[Body] = []
-        for _, name in ordered:
+        for _, _, name in published:
             if len(kept) >= keep:
                 self.lake.delete(f"{self.dir}/{name}")
                 continue
@@ -73,13 +83,20 @@ class PartitionCheckpoints(CheckpointReader):
                 kept.append(self.read(name))
             except Unusable:
                 continue  # unreadable: it names nothing; it goes when it is old enough
-        if len(kept) < keep:
-            return
         named = {ref.name for body in kept for ref in body.runs}
-        now = self.lake.now()
         for entry in self.lake.list(self.runs_dir):
             stem = entry.name[:-4]
-            if stem not in named and now - entry.mtime > GARBAGE_GRACE_SECONDS:
+            if not entry.name.endswith(".run"):
+                if _orphaned_temporary(entry.name, now - entry.mtime):
+                    self.lake.delete(f"{self.runs_dir}/{entry.name}")
+            elif len(kept) >= keep and stem not in named and \
+                    now - entry.mtime > GARBAGE_GRACE_SECONDS:
                 self.lake.delete(f"{self.runs_dir}/{entry.name}")
                 if self._uploaded is not None:
                     self._uploaded.discard(stem)
+
+
+def _orphaned_temporary(name: str, age: float) -> bool:
+    """A file `LakeStore.put` was writing (`.<name>.<random>.tmp`) when its writer was
+    killed: old enough that no live upload can still be behind it."""
+    return name.startswith(".") and name.endswith(".tmp") and age > GARBAGE_GRACE_SECONDS

@@ -36,7 +36,7 @@ from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS, log_start, read_unti
 from pulse.lakefs import LakeStore
 from pulse.rollups import checkpoint, journal
 from pulse.rollups.checkpoint import Body, JournalFacts, Unusable
-from pulse.rollups.dedup import SeenSet
+from pulse.rollups.dedup import Run, SeenSet
 from pulse.rollups.partition import PartitionState, RollupSpec
 from pulse.settings import Settings
 
@@ -215,6 +215,8 @@ class PartitionOwners:
         session = uuid.uuid4().hex
         claim = await self.write(q, journal.Claim(session, reset=True))
         body = state.body(self.epoch, claim, session, -1, time.time_ns() // 1000)
+        await asyncio.to_thread(runs.save_filter, claim, session,
+                                [ref.run() for ref in body.runs], state.seen.filter_bytes())
         await asyncio.to_thread(owned.checkpoints.publish, body, checkpoint.encode(body), runs)
         owned.state, owned.session = state, session
         owned.next_offset, owned.last = claim + 1, (claim, -1)
@@ -245,10 +247,11 @@ class PartitionOwners:
         task.add_done_callback(self._publishing.discard)
 
     async def _publish(self, owned: Owned, body: Body, data: bytes, saved_filter: bytes,
-                       pinned: list[Any]) -> None:
+                       pinned: list[Run]) -> None:
         q = owned.state.partition
         try:
-            await asyncio.to_thread(owned.runs.save_filter, body.offset, saved_filter)
+            await asyncio.to_thread(owned.runs.save_filter, body.offset, body.session, pinned,
+                                    saved_filter)
             name = await asyncio.to_thread(owned.checkpoints.publish, body, data, owned.runs)
             await asyncio.to_thread(owned.checkpoints.collect_garbage)
             owned.state.stats = {"checkpoint_offset": body.offset,
@@ -306,8 +309,9 @@ class _Recovery:
             body = await self._newest_usable(consumer, start)
             state = self.owned.state
             if body is not None:
-                state.load(body, await asyncio.to_thread(self.owned.runs.load_filter,
-                                                         body.offset))
+                state.load(body, await asyncio.to_thread(
+                    self.owned.runs.load_filter, body.offset, body.session,
+                    [ref.run() for ref in body.runs]))
                 self.from_offset = body.offset
                 fold = journal.JournalFold(state, body.session, body.seq)
                 first = body.offset + 1
@@ -336,7 +340,10 @@ class _Recovery:
             why = checkpoint.usable(body, facts, self.claim)
             if why is None:
                 try:
-                    await asyncio.to_thread(self._adopt_runs, body)
+                    fetched = await asyncio.to_thread(self._adopt_runs, body)
+                    if fetched:
+                        log.info("keyed partition %d: %d of %d dedup runs were not whole on "
+                                 "this disk; fetched from the lake", q, fetched, len(body.runs))
                     return body
                 except (RunCorrupt, FileNotFoundError, OSError) as exc:
                     why = f"its dedup runs cannot be had ({exc})"
@@ -346,9 +353,10 @@ class _Recovery:
                         q, body.offset, why)
         return None
 
-    def _adopt_runs(self, body: Body) -> None:
-        for ref in body.runs:
-            self.owned.runs.adopt(ref.run(), self.owned.checkpoints.fetch_run)
+    def _adopt_runs(self, body: Body) -> int:
+        """Make the runs `body` names usable here; how many had to come from the lake."""
+        return sum(self.owned.runs.adopt(ref.run(), self.owned.checkpoints.fetch_run)
+                   for ref in body.runs)
 
     async def _record_key(self, consumer: AIOKafkaConsumer, offset: int,
                           start: int) -> tuple[str, int] | None:
@@ -382,7 +390,9 @@ class _Recovery:
                 return False
             if body is not None:
                 await asyncio.to_thread(self._adopt_runs, body)
-                self.owned.state.load(body)
+                self.owned.state.load(body, await asyncio.to_thread(
+                    self.owned.runs.load_filter, offset, session,
+                    [ref.run() for ref in body.runs]))
                 return True
             if time.monotonic() > deadline:
                 return False
