@@ -138,8 +138,7 @@ def create_app(settings: Settings, keys: dict[str, str] | None = None,
         query=Query(store, lake, settings.partitions),
         metrics=ApiMetrics(store, replica, lag, settings.partitions),
         lag=lag,
-        cursors=Cursors(None if settings.cursor_secret is None
-                        else settings.cursor_secret.encode()),
+        cursors=Cursors(settings.read_cursor_secret()),
     )
 
     @contextlib.asynccontextmanager

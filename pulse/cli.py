@@ -48,9 +48,11 @@ def load_settings(**flags: Any) -> Settings:
 
 
 def check_api_keys(settings: Settings) -> None:
-    """`pulse api` and `pulse up` read the keys: refuse bad ones before starting anything."""
+    """`pulse api` and `pulse up` read the keys and the cursor secret: refuse bad ones
+    before starting anything (no other command reads them, so none other refuses them)."""
     try:
         settings.read_api_keys()
+        settings.read_cursor_secret()
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
 

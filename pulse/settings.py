@@ -69,7 +69,8 @@ def _text(name: str, raw: str) -> str:
 
 def _secret(name: str, raw: str) -> str:
     if len(raw) < 16:
-        raise SettingsError(f"{name} must be at least 16 characters long")
+        raise SettingsError(f"{name} must be at least 16 characters long (it signs page "
+                            f"cursors; e.g. the output of `openssl rand -hex 32`)")
     return raw
 
 
@@ -191,6 +192,8 @@ class Settings:
     aws_secret_access_key: str | None = field(default=None, repr=False)
     aws_session_token: str | None = field(default=None, repr=False)
     cursor_secret: str | None = field(default=None, repr=False)
+    """The raw `PULSE_CURSOR_SECRET` text: only the API signs cursors, so only it checks
+    it (`read_cursor_secret`), as with `api_keys`."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -217,6 +220,15 @@ class Settings:
         if self.api_keys_file is not None:
             return _read_keys_file(self.api_keys_file)
         return None
+
+    def read_cursor_secret(self) -> bytes | None:
+        """The key of `PULSE_CURSOR_SECRET` (None: unset, so each API process makes its own).
+
+        Raises `SettingsError` naming the variable when it is too short to be a secret.
+        """
+        if self.cursor_secret is None:
+            return None
+        return _secret("PULSE_CURSOR_SECRET", self.cursor_secret).encode()
 
     @property
     def bootstrap_host_port(self) -> tuple[str, int]:
@@ -310,7 +322,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AWS_SESSION_TOKEN", "aws_session_token", "S3 session token", _text),
     Setting("PULSE_CURSOR_SECRET", "cursor_secret",
             "secret (16+ characters) signing page cursors; the same on every API process "
-            "behind one address (unset: random per process)", _secret),
+            "behind one address (unset: random per process); read by pulse api and pulse "
+            "up only", _raw),
 )
 SETTING_OF = {s.attr: s for s in SETTINGS if s.env.startswith("PULSE_")}
 """Each setting by the `Settings` field it sets (the CLI's flags document themselves

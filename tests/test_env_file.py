@@ -1,8 +1,10 @@
-"""One environment file serves every process: only `pulse api` and `pulse up` read keys.
+"""One environment file serves every process: only `pulse api` and `pulse up` read keys
+and the cursor secret.
 
 A deployment shares one `.env` between the broker, workers, `pulse topics` and the API.
-A key the API would refuse (shorter than 8 characters) must stop the API alone, with a
-message naming the variable, never the processes that do not read keys.
+A key the API would refuse (shorter than 8 characters), or a cursor secret it would
+refuse (shorter than 16), must stop the API alone, with a message naming the variable,
+never the processes that do not read them.
 """
 
 from __future__ import annotations
@@ -13,16 +15,27 @@ from pathlib import Path
 
 import pytest
 
+from pulse.settings import Settings, SettingsError
 from tests.helpers import Pulse, free_port
 
-pytestmark = pytest.mark.broker
-
 SHORT_KEY = {"PULSE_API_KEYS": "short=acme", "PULSE_API_KEYS_FILE": "/nonexistent/keys"}
+SHORT_SECRET = {"PULSE_CURSOR_SECRET": "short"}
 
 
-def test_broker_worker_and_topics_ignore_keys_that_only_the_api_reads(tmp_path: Path):
+def test_only_reading_the_cursor_secret_checks_it():
+    settings = Settings.from_env(SHORT_SECRET)  # what every command does
+    with pytest.raises(SettingsError, match="PULSE_CURSOR_SECRET must be at least 16"):
+        settings.read_cursor_secret()  # what the API does
+    assert Settings.from_env({}).read_cursor_secret() is None
+    secret = "0123456789abcdef"
+    assert Settings.from_env({"PULSE_CURSOR_SECRET": secret}).read_cursor_secret() == \
+        secret.encode()
+
+
+@pytest.mark.broker
+def test_broker_worker_and_topics_ignore_settings_that_only_the_api_reads(tmp_path: Path):
     bootstrap = f"127.0.0.1:{free_port()}"
-    pulse = Pulse.on(bootstrap, tmp_path, **SHORT_KEY)
+    pulse = Pulse.on(bootstrap, tmp_path, **SHORT_KEY, **SHORT_SECRET)
     try:
         broker = pulse.start("broker")
         broker.wait_for_log("topics ready", timeout=30)
@@ -34,10 +47,13 @@ def test_broker_worker_and_topics_ignore_keys_that_only_the_api_reads(tmp_path: 
         worker = pulse.start_worker()
         worker.wait_for_log("ingest reads input partitions", timeout=90)
 
-        api = subprocess.run([sys.executable, "-m", "pulse.cli", "api"],
-                             env=pulse.full_env(PULSE_API_PORT=str(free_port())),
-                             capture_output=True, text=True, timeout=60)
-        assert api.returncode == 2
-        assert "PULSE_API_KEYS" in api.stderr and "8 characters" in api.stderr, api.stderr
+        for fix, variable, says in (({}, "PULSE_API_KEYS", "8 characters"),
+                                    ({"PULSE_API_KEYS": "long-enough-key=acme"},
+                                     "PULSE_CURSOR_SECRET", "16 characters")):
+            api = subprocess.run([sys.executable, "-m", "pulse.cli", "api"],
+                                 env=pulse.full_env(PULSE_API_PORT=str(free_port()), **fix),
+                                 capture_output=True, text=True, timeout=60)
+            assert api.returncode == 2
+            assert variable in api.stderr and says in api.stderr, api.stderr
     finally:
         pulse.stop_all()
