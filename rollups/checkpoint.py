@@ -28,8 +28,15 @@ from .journal import LakeMark
 from .metrics import Measures
 
 MAGIC = b"PULSECK\x01"
-FORMAT = 1
-"""Bumped when the body changes incompatibly; a newer one is refused, never misread."""
+FORMAT = 2
+"""Bumped when the body changes incompatibly, or when an older body still decodes but
+means less than a current one; a newer one is refused, never misread, and an older one
+is not used (`usable`), so the partition is rebuilt from the lake."""
+OLDER_FORMATS = {
+    1: "its measures do not split the chats' duration and engagement from the calls' "
+       "(they would read as 0, and a breakdown by channel would count chats as calls)",
+}
+"""Why each earlier format cannot seed the rollups, for the log."""
 _HEADER = struct.Struct("<8sQI")
 
 
@@ -160,8 +167,16 @@ def usable(body: Body, facts: JournalFacts, claimed_at: int | None) -> str | Non
 
     The journal must still hold every record after it, and the record it was stamped
     with must be the one there (else the journal was recreated under it); a worker that
-    just claimed at `claimed_at` may only start from before its claim.
+    just claimed at `claimed_at` may only start from before its claim. An older format
+    decodes, but is refused here rather than by `decode`, so that a worker knows a
+    checkpoint was there and rebuilds the partition from the lake instead of folding a
+    journal that older workers wrote (journal records carry no format: their new fields
+    read as defaults, which is only right from a current checkpoint on).
     """
+    if body.format < FORMAT:
+        why = OLDER_FORMATS.get(body.format, "its layout is an earlier one")
+        return (f"written by an older Pulse (format {body.format}, this one writes "
+                f"{FORMAT}): {why}; the partition is rebuilt from the lake")
     if claimed_at is not None and body.offset >= claimed_at:
         return f"stamped {body.offset}, at or after this worker's claim at {claimed_at}"
     if facts.log_start > body.offset + 1:

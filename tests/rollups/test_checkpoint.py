@@ -62,6 +62,32 @@ def test_a_checkpoint_needs_the_journal_after_it_and_its_own_record():
     assert "claim" in usable(at_nine, JournalFacts(0, ("r", -1)), claimed_at=9)
 
 
+class MeasuresOfFormat1(msgspec.Struct, array_like=True):
+    """`Measures` as format 1 wrote them: without the chats' part of duration and engaged."""
+
+    events: int
+    calls: int
+    chats: int
+    duration_s: float
+    engaged: int
+    intents: dict[str, int]
+    usage: dict[str, float]
+    funnel: dict[int, int]
+
+
+def test_an_older_format_decodes_but_is_not_used_so_the_partition_is_rebuilt():
+    chats = MeasuresOfFormat1(2, 0, 2, 95.0, 2, {}, {}, {})
+    old = body(1, [("acme", "spring", 5, chats)])  # type: ignore[list-item]
+    old.format = 1
+    loaded = checkpoint.decode(checkpoint.encode(old), DEFINITIONS, 1)
+    measures = loaded.buckets[0][3]
+    assert (measures.chats, measures.chat_duration_s, measures.chat_engaged) == (2, 0.0, 0)
+    why = usable(loaded, JournalFacts(0, ("r", -1)), None)
+    assert why is not None
+    assert "older Pulse (format 1" in why and "chats" in why and "rebuilt from the lake" in why
+    assert usable(body(1, []), JournalFacts(0, ("r", -1)), None) is None  # the current one
+
+
 def test_names_order_newest_first():
     names = [checkpoint.file_name(5, "abc"), "junk.txt", checkpoint.file_name(12, "def")]
     assert [offset for offset, _ in checkpoint.newest_first(names)] == [12, 5]
