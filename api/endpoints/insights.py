@@ -40,18 +40,25 @@ async def funnel_customers(request: Request) -> Response:
     as_csv = params.parse_format(request) == "csv"
     query = query_digest(r.from_us, r.to_us, campaign, step, outcome, options.order,
                          options.window_s)
-    limit = None if as_csv else params.parse_limit(request, CUSTOMERS_MAX, CUSTOMERS_DEFAULT)
-    cursor = None if as_csv else request.query_params.get("cursor") or None
+    # Checked in both forms, so a mistyped one is a 400 rather than silently dropped;
+    # the CSV then holds the whole list whatever they say.
+    limit = params.parse_limit(request, CUSTOMERS_MAX, CUSTOMERS_DEFAULT)
+    cursor = request.query_params.get("cursor") or None
     page = None if cursor is None else ctx.cursors.read(tenant, query, cursor)
-    answer = await ctx.query.customers(tenant, campaign, r, options, outcome, step, page,
-                                       None if limit is None else limit + 1)
-    rows, snapshot = answer.value
-    customers = [report.Customer(c, u, params.iso(t1), k) for c, u, t1, k in rows]
-    if limit is None:
+    if as_csv:
+        answer = await ctx.query.customers(tenant, campaign, r, options, outcome, step, None,
+                                           None)
         ctx.metrics.answers.labels(answer.source).inc()
         name = f"customers-step{step}-{outcome}.csv"
-        return Response(report.customers_csv(customers), media_type="text/csv; charset=utf-8",
+        rows = [report.Customer(None if c is None else spreadsheet_text(c),
+                                spreadsheet_text(u), params.iso(t1), k)
+                for c, u, t1, k in answer.value[0]]
+        return Response(report.customers_csv(rows), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    answer = await ctx.query.customers(tenant, campaign, r, options, outcome, step, page,
+                                       limit + 1)
+    rows, snapshot = answer.value
+    customers = [report.Customer(c, u, params.iso(t1), k) for c, u, t1, k in rows]
     next_cursor = None
     if len(rows) > limit:
         customers = customers[:limit]
@@ -60,6 +67,19 @@ async def funnel_customers(request: Request) -> Response:
                                                             snapshot, answer.as_of))
     return respond(ctx, models.Customers, tenant, r, campaign, answer, report.CustomersNumbers(
         step=step, outcome=outcome, customers=customers, next_cursor=next_cursor))
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet read a CSV cell as a formula (OWASP, CSV
+Injection)."""
+
+
+def spreadsheet_text(value: str) -> str:
+    """`value` as a CSV cell no spreadsheet runs: ids are the producers' free text, and
+    an owner opens the export in Excel or Sheets, where `=HYPERLINK(...)` would be a live
+    formula. OWASP's remedy: a leading single quote, which spreadsheets read as "this is
+    text" and do not show."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
 
 
 async def heatmap(request: Request) -> Response:

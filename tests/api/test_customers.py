@@ -8,6 +8,7 @@ events that were there when the first page was read: nothing skipped, nothing tw
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import tempfile
@@ -21,7 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from pulse.api import cursor
 from pulse.api.app import create_app
+from pulse.api.cursor import query_digest
 from pulse.api.params import iso
 from pulse.lakefs import LakeStore
 from pulse.rollups.journal import Claim, Delta, LakeMark
@@ -197,6 +200,23 @@ def test_a_cursor_reaches_only_its_own_query_and_tenant(client: TestClient):
     assert status == 400 and body["error"]["code"] == "bad_cursor"  # a secret of its own
 
 
+def test_a_cursor_of_another_pulse_version_is_refused_not_an_error(client: TestClient):
+    """Signed with the right secret (the same PULSE_CURSOR_SECRET across an upgrade), but
+    laid out as another version's: a 400 saying to start again, never a 500."""
+    cursors = client.app.state.pulse.cursors
+    query = query_digest(FROM, TO, None, 2, "reached", "any", None)
+    for payload in ([cursor.VERSION - 1, [0, None, "acme-cust-0", {0: 5}, None]],
+                    [cursor.VERSION, ["a page", "of another shape"]],
+                    [cursor.VERSION + 1, {"whatever": True}], "not even a list"):
+        data = msgspec.msgpack.encode(payload)
+        token = data + cursors._tag("acme", query, data)
+        forged = base64.urlsafe_b64encode(token).rstrip(b"=").decode()
+        for fmt in ("json", "csv"):
+            status, body = ask(client, step=2, outcome="reached", cursor=forged, format=fmt)
+            assert status == 400 and body["error"]["code"] == "bad_cursor", body
+            assert "another version of Pulse" in body["error"]["message"]
+
+
 def test_a_configured_secret_lets_every_process_read_the_cursors(tmp_path: Path):
     Lake(str(tmp_path)).write(journeys(3))
     settings = Settings(lake=str(tmp_path), funnel_steps=STEPS,
@@ -206,6 +226,22 @@ def test_a_configured_secret_lets_every_process_read_the_cursors(tmp_path: Path)
     rest = ask(b, step=1, outcome="reached", limit=5, cursor=first["next_cursor"])[1]
     assert [c["customer_id"] for c in first["customers"] + rest["customers"]] == [
         f"acme-cust-{i}" for i in range(3)]
+
+
+FORMULAS = ("=HYPERLINK(\"http://x\")", "+1", "-2", "@SUM(A1)", "\tx", "\rx", "plain",
+            "'quoted", "a=b")
+
+
+def test_the_csv_keeps_spreadsheets_from_running_ids_as_formulas(tmp_path: Path):
+    Lake(str(tmp_path)).write([
+        Event("acme", f"f-{i}", "funnel_step", BASE_US + i, customer, "=cmd|' /C calc'!A0",
+              None, None, STEPS[0], None, None, 1) for i, customer in enumerate(FORMULAS)])
+    client = client_for(str(tmp_path))
+    rows = csv_rows(client, step=1, outcome="reached")
+    assert [(c, u) for c, u, _, _ in rows] == [
+        ("'=cmd|' /C calc'!A0", "'" + u if u[0] in "=+-@\t\r" else u) for u in FORMULAS]
+    status, body = ask(client, step=1, outcome="reached", limit=1000)  # JSON: as they are
+    assert status == 200 and [c["customer_id"] for c in body["customers"]] == list(FORMULAS)
 
 
 @pytest.mark.parametrize(("query", "code", "says"), [
@@ -222,6 +258,12 @@ def test_a_configured_secret_lets_every_process_read_the_cursors(tmp_path: Path)
     ({"step": 2, "outcome": "reached", "order": "reverse"}, "bad_order", "`sequence`"),
     ({"step": 2, "outcome": "reached", "window": "-5"}, "bad_window", "whole number"),
     ({"step": 2, "outcome": "reached", "window": "1.5"}, "bad_window", "whole number"),
+    ({"step": 2, "outcome": "reached", "format": "csv", "limit": 0}, "bad_limit",
+     "from 1 to 1000"),
+    ({"step": 2, "outcome": "reached", "format": "csv", "limit": "all"}, "bad_limit",
+     "from 1 to 1000"),
+    ({"step": 2, "outcome": "reached", "format": "csv", "cursor": "not-a-cursor"},
+     "bad_cursor", "ask for the first page again"),
 ])
 def test_bad_parameters_name_the_parameter_and_what_it_accepts(client: TestClient, query,
                                                                code, says):
