@@ -36,7 +36,7 @@ from .etag import conditional
 from .lag import LagWatch
 from .lake import LakeReader, flushes_reported
 from .metrics import ApiMetrics
-from .openapi import CAMPAIGN, FROM, FUNNEL_OPTIONS, TO, Endpoint, Param, document
+from .openapi import CAMPAIGN, FROM, FUNNEL_OPTIONS, STEP, TO, Endpoint, Param, document
 from .query import Query
 from .replica import JournalReplica
 
@@ -49,18 +49,19 @@ TZ = Param("tz", "IANA time zone (default UTC) in which buckets are cut and date
            "`from`/`to` are read; points carry its offset",
            schema={"type": "string", "default": "UTC", "minLength": 1, "maxLength": 64})
 INTERVAL = Param("interval", "bucket width", schema={"type": "string", "enum": ["hour", "day"]})
-STEP = Param("step", "the funnel step, by number (1 = the first)", True,
-             {"type": "integer", "minimum": 1, "maximum": 16})
 OUTCOME = Param("outcome", "the journeys that reached the step, or that reached the one "
                 "before and not this one (step 2 or more)", True,
                 {"type": "string", "enum": ["reached", "dropped"]})
-CUSTOMERS_LIMIT = Param("limit", "journeys per page",
+CUSTOMERS_LIMIT = Param("limit", "journeys per page (checked, then not used, with format=csv)",
                         schema={"type": "integer", "minimum": 1,
                                 "maximum": insights.CUSTOMERS_MAX,
                                 "default": insights.CUSTOMERS_DEFAULT})
-CURSOR = Param("cursor", "`next_cursor` of the previous page (same query, same tenant)",
+CURSOR = Param("cursor", "`next_cursor` of the previous page (same query, same tenant; "
+               "checked, then not used, with format=csv)",
                schema={"type": "string", "minLength": 1})
-FORMAT = Param("format", "`csv`: the whole list as CSV instead of a page of JSON",
+FORMAT = Param("format", "`csv`: the whole list as CSV instead of a page of JSON; a "
+               "campaign or customer id starting with =, +, -, @, tab or CR gets a leading "
+               "' so that spreadsheets show it as text, never run it as a formula",
                schema={"type": "string", "enum": ["json", "csv"], "default": "json"})
 BY = Param("by", "channel, campaign, or metadata.<key> (one top-level key of the events' "
            "metadata, 1-128 characters)", True,
@@ -165,7 +166,7 @@ def create_app(settings: Settings, keys: dict[str, str] | None = None,
         lifespan=lifespan,
     )
     app.state.pulse = ctx
-    app.state.openapi = document(ENDPOINTS, pulse.__version__)
+    app.state.openapi = document(ENDPOINTS, pulse.__version__, len(settings.funnel_steps))
     return app
 
 

@@ -44,7 +44,12 @@ class Endpoint:
     """Also answers text/csv (with `format=csv`)."""
 
 
-TIME = {"type": "string", "description": "RFC 3339 time with offset, or YYYY-MM-DD (UTC)"}
+TIME = {"type": "string",
+        "description": "RFC 3339 time with offset, or YYYY-MM-DD (midnight UTC)"}
+ZONED_TIME = {"type": "string", "description": "RFC 3339 time with offset, or YYYY-MM-DD "
+              "(local midnight in `tz`: the first instant of that date where DST skips "
+              "midnight)"}
+"""`from`/`to` of an endpoint that takes `tz`: there a date is read in that zone."""
 FROM = Param("from", "start of the half-open range [from, to)", True, TIME)
 TO = Param("to", "end of the range (exclusive)", True, TIME)
 CAMPAIGN = Param("campaign", "only events of this campaign_id",
@@ -55,11 +60,15 @@ WINDOW = Param("window", "conversion window: a journey reached a step only if it
                "this many seconds of its first step",
                schema={"type": "integer", "minimum": 1, "maximum": MAX_WINDOW_S})
 FUNNEL_OPTIONS = (ORDER, WINDOW)
+STEP = Param("step", "the funnel step, by number: 1 (the first) to the number of steps in "
+             "PULSE_FUNNEL_STEPS", True, {"type": "integer", "minimum": 1})
+"""Its maximum is the configured number of steps, which `document` is given."""
 TENANT = Param("tenant", "the tenant to report on; required with an admin key",
                schema={"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"})
 
 
-def document(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
+def document(endpoints: list[Endpoint], version: str, funnel_steps: int) -> dict[str, Any]:
+    """The OpenAPI document of `endpoints`, for an API counting `funnel_steps` steps."""
     models_used = sorted({e.response for e in endpoints if e.response is not None}
                          | {models.Error}, key=lambda m: m.__name__)
     _, components = msgspec.json.schema_components(
@@ -81,11 +90,7 @@ def document(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
         operation: dict[str, Any] = {
             "summary": e.summary,
             "operationId": e.name or e.handler.__name__,
-            "parameters": [
-                {"name": p.name, "in": p.location, "required": p.required or p.location == "path",
-                 "description": p.description, "schema": p.schema}
-                for p in params
-            ],
+            "parameters": [_parameter(p, params, funnel_steps) for p in params],
             "responses": responses,
         }
         if e.auth == "none":
@@ -109,6 +114,18 @@ def document(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
         },
         "security": [{"bearer": []}, {"queryKey": []}],
     }
+
+
+def _parameter(p: Param, params: list[Param], funnel_steps: int) -> dict[str, Any]:
+    """`p` as an OpenAPI parameter: dates read in `tz` where the endpoint takes one, and
+    `step` bounded by the steps this API counts."""
+    schema = p.schema
+    if p in (FROM, TO) and any(other.name == "tz" for other in params):
+        schema = ZONED_TIME
+    elif p is STEP:
+        schema = {**schema, "maximum": funnel_steps}
+    return {"name": p.name, "in": p.location, "required": p.required or p.location == "path",
+            "description": p.description, "schema": schema}
 
 
 def _content(e: Endpoint) -> dict[str, Any]:

@@ -1158,7 +1158,7 @@ export interface operations {
     funnel_customers: {
         parameters: {
             query: {
-                /** @description the funnel step, by number (1 = the first) */
+                /** @description the funnel step, by number: 1 (the first) to the number of steps in PULSE_FUNNEL_STEPS */
                 step: number;
                 /** @description the journeys that reached the step, or that reached the one before and not this one (step 2 or more) */
                 outcome: "reached" | "dropped";
@@ -1172,11 +1172,11 @@ export interface operations {
                 order?: "any" | "sequence";
                 /** @description conversion window: a journey reached a step only if it did within this many seconds of its first step */
                 window?: number;
-                /** @description journeys per page */
+                /** @description journeys per page (checked, then not used, with format=csv) */
                 limit?: number;
-                /** @description `next_cursor` of the previous page (same query, same tenant) */
+                /** @description `next_cursor` of the previous page (same query, same tenant; checked, then not used, with format=csv) */
                 cursor?: string;
-                /** @description `csv`: the whole list as CSV instead of a page of JSON */
+                /** @description `csv`: the whole list as CSV instead of a page of JSON; a campaign or customer id starting with =, +, -, @, tab or CR gets a leading ' so that spreadsheets show it as text, never run it as a formula */
                 format?: "json" | "csv";
                 /** @description the tenant to report on; required with an admin key */
                 tenant?: string;

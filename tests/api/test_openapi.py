@@ -69,3 +69,22 @@ def test_error_codes_are_a_closed_set(spec: dict):
     detail = spec["components"]["schemas"]["ErrorDetail"]["properties"]["code"]
     code = spec["components"]["schemas"].get(detail.get("$ref", "").rsplit("/", 1)[-1], detail)
     assert set(code["enum"]) == {c.value for c in ErrorCode}
+
+
+def test_dates_are_documented_as_read_where_they_are(spec: dict):
+    """A date is local midnight in `tz` where the endpoint takes `tz`, else midnight UTC."""
+    for path, item in spec["paths"].items():
+        documented = {p["name"]: p for p in item["get"]["parameters"]}
+        for name in {"from", "to"} & set(documented):
+            said = documented[name]["schema"]["description"]
+            assert ("local midnight in `tz`" in said) == ("tz" in documented), (path, said)
+            assert ("midnight UTC" in said) == ("tz" not in documented), (path, said)
+
+
+@pytest.mark.parametrize("steps", [("picked_up",), ("a", "b", "c", "d", "e")])
+def test_step_is_bounded_by_the_configured_funnel(tmp_path: Path, steps: tuple[str, ...]):
+    served = TestClient(create_app(Settings(lake=str(tmp_path), funnel_steps=steps),
+                                   keys={})).get("/openapi.json").json()
+    step = next(p for p in served["paths"]["/analytics/funnel/customers"]["get"]["parameters"]
+                if p["name"] == "step")
+    assert (step["schema"]["minimum"], step["schema"]["maximum"]) == (1, len(steps))
