@@ -2,9 +2,12 @@
 
 As in the parity test, random streams are folded into rollups with 48 h of retention
 and written to a real lake with the worker's writer, and the answers go through the
-HTTP app in-process. Streams are drawn with equal timestamps, steps before t1, late
-first steps and labels that are not steps; windows are drawn among the durations the
-stream holds, so durations exactly equal to the window occur.
+HTTP app in-process. Random streams hold steps before t1, late first steps, copies and
+labels that are not steps; windows are drawn among the durations (whole seconds) from
+t1 that the stream's journeys reach steps in. What random streams hit only by chance is
+forced in tests of its own: equal timestamps within a journey, a late event that changes
+reach under `order=sequence`, a window exactly equal to a counted journey's duration (and
+one second short of it), and breakdown groups that tie.
 """
 
 from __future__ import annotations
@@ -26,16 +29,38 @@ from pulse.rollups.reach import ORDERS
 from pulse.settings import Settings
 from tests import oracle
 from tests.api.test_parity import build, ranges, to_range
-from tests.strategies import BASE_US, STEPS, TENANTS, streams
+from tests.strategies import (
+    BASE_US,
+    HOUR,
+    SECOND,
+    STEPS,
+    TENANTS,
+    edge_journeys,
+    streams,
+    tied_conversations,
+)
 
 ADMIN = {"Authorization": "Bearer admin-key-123"}
 
 
-def windows(stream: list) -> st.SearchStrategy[int | None]:
-    """No window, or one equal to a duration between two funnel steps of the stream."""
-    times = sorted({e.occurred_us for e in stream if e.event_type == "funnel_step"})
-    gaps = sorted({(b - a) // 1_000_000 for a in times for b in times if b - a >= 1_000_000})
-    return st.none() | (st.sampled_from(gaps) if gaps else st.just(1)) | st.just(1)
+def durations_s(stream: list, tenant: str, order: str,
+                customers: set[str] | None = None) -> list[int]:
+    """The positive whole-second durations reach(k) - t1 of the tenant's journeys (of
+    `customers` only, if given) under `order`: the windows a duration can equal."""
+    out = set()
+    for (_, customer), times in oracle.journey_steps(stream, tenant).items():
+        if customers is None or customer in customers:
+            r = oracle.reach(times, STEPS, order)
+            out |= {(t - r[0]) // SECOND for t in r[1:]
+                    if t is not None and t > r[0] and (t - r[0]) % SECOND == 0}
+    return sorted(out)
+
+
+def windows(durations: list[int]) -> st.SearchStrategy[int | None]:
+    """No window, one equal to a duration (reached: `<=`), or one second short of it."""
+    exact = st.sampled_from(durations) if durations else st.just(1)
+    short = [d - 1 for d in durations if d > 1]
+    return st.none() | exact | (st.sampled_from(short) if short else st.just(1))
 
 
 class Asker:
@@ -60,7 +85,7 @@ def test_insight_answers_equal_the_oracle(stream, data):
     frm, to = to_range(data.draw(ranges))
     tenant = data.draw(st.sampled_from(TENANTS))
     order = data.draw(st.sampled_from(ORDERS))
-    window = data.draw(windows(stream))
+    window = data.draw(windows(durations_s(stream, tenant, order)))
     options = {"order": order, "window": window}
     with tempfile.TemporaryDirectory() as lake_root:
         get = Asker(TestClient(build(stream, lake_root, retention_hours=48)), tenant, frm, to)
@@ -91,6 +116,49 @@ def test_insight_answers_equal_the_oracle(stream, data):
         assert ttc["source"] == "lake"
         assert oracle.approx_equal(ttc["steps"], oracle.time_to_convert(
             stream, tenant, None, False, frm, to, STEPS, order, window))
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(streams(max_events=30, spread_hours=96), edge_journeys(), st.data())
+def test_forced_funnel_edges_equal_the_oracle(noise, edges, data):
+    """Journeys on the definitions' edges (`edge_journeys`), their late events arriving
+    last, in a range around one of them; the window equals one of its durations or falls
+    one second short."""
+    on_time, late = edges
+    stream = noise + on_time + late
+    for event in late:  # what the strategy promises: the late S2 changes sequence only
+        key = (event.campaign_id, event.customer_id)
+        before = oracle.journey_steps(on_time, event.tenant_id)[key]
+        after = oracle.journey_steps(on_time + late, event.tenant_id)[key]
+        assert oracle.reach(before, STEPS, "sequence")[1:] == [None, None]
+        assert None not in oracle.reach(after, STEPS, "sequence")
+        assert oracle.reach(before, STEPS, "any") == oracle.reach(after, STEPS, "any")
+    chosen = data.draw(st.sampled_from(on_time))
+    tenant, t1 = chosen.tenant_id, min(e.occurred_us for e in on_time if e.label == STEPS[0]
+                                       and e.customer_id == chosen.customer_id)
+    frm = t1 - data.draw(st.sampled_from([0, 1]) | st.integers(0, 48 * HOUR))
+    to = t1 + 1 + data.draw(st.sampled_from([0, 1]) | st.integers(0, 48 * HOUR))
+    if data.draw(st.booleans()):  # whole hours: the rollups answer the default funnel
+        frm, to = frm - frm % HOUR, to + (-to) % HOUR
+    order = data.draw(st.sampled_from(ORDERS))
+    window = data.draw(windows(durations_s(stream, tenant, order, {chosen.customer_id})))
+    options = {"order": order, "window": window}
+    with tempfile.TemporaryDirectory() as lake_root:
+        get = Asker(TestClient(build(stream, lake_root, retention_hours=48)), tenant, frm, to)
+        assert get("/analytics/funnel", **options)["steps"] == oracle.funnel_report(
+            stream, tenant, None, False, frm, to, STEPS, order, window)
+        assert oracle.approx_equal(get("/analytics/time-to-convert", **options)["steps"],
+                                   oracle.time_to_convert(stream, tenant, None, False, frm, to,
+                                                          STEPS, order, window))
+        for step, outcome in ((1, "reached"), (2, "reached"), (3, "reached"), (2, "dropped"),
+                              (3, "dropped")):
+            body = get("/analytics/funnel/customers", step=step, outcome=outcome, limit=1000,
+                       **options)
+            assert [(c["campaign_id"], c["customer_id"], c["entered_at"], c["reached_step"])
+                    for c in body["customers"]] == [
+                (c, u, iso(t), k) for c, u, t, k in oracle.funnel_customers(
+                    stream, tenant, None, False, frm, to, STEPS, step, outcome, order, window)]
 
 
 ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata")
@@ -172,6 +240,27 @@ def test_breakdowns_equal_the_oracle(stream, data):
             assert oracle.approx_equal({"groups": body["groups"], "other": body["other"]}, want)
             if by.startswith("metadata."):
                 assert body["source"] == "lake"
+
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(streams(max_events=20, spread_hours=96), st.data())
+def test_breakdown_ties_are_ranked_by_value_null_last(noise, data):
+    """Every group ties (`tied_conversations`), so only the order by value decides which
+    groups are listed and which go to `other`; `limit` cuts anywhere among them."""
+    frm, to = to_range(data.draw(ranges))
+    tenant = data.draw(st.sampled_from(TENANTS))
+    outside = [e for e in noise if not frm <= e.occurred_us < to]  # keeps the ties
+    ties = data.draw(tied_conversations(tenant, frm, to))
+    stream = data.draw(st.permutations(outside + ties + ties[: len(ties) // 3]))
+    with tempfile.TemporaryDirectory() as lake_root:
+        get = Asker(TestClient(build(stream, lake_root, retention_hours=48)), tenant, frm, to)
+        for by in ("channel", "campaign", "metadata.agent"):
+            limit = data.draw(st.integers(1, 5))
+            body = get("/analytics/breakdown", by=by, limit=limit)
+            want = oracle.breakdown(stream, tenant, None, False, frm, to, by, limit, 30.0)
+            assert len({g["conversations"] for g in want["groups"]}) == 1  # they do tie
+            assert oracle.approx_equal({"groups": body["groups"], "other": body["other"]}, want)
+
 
 @pytest.mark.parametrize(("path", "query", "code", "says"), [
     ("/analytics/funnel", {"order": "random"}, "bad_order", "`any` or `sequence`"),
