@@ -12,7 +12,8 @@ second, and ends by comparing every answer with the brute-force oracle:
 - kill -9 while a checkpoint is published and while a restarted worker folds the tail
   after one, and a stalled worker (SIGSTOP) racing the one that took its partitions:
   exact, and no checkpoint was ever published of a state the journal does not hold;
-- one tenant on two workers: each partition does its share, exact across kill -9.
+- one tenant on two workers: each partition and each worker does its share, exact across
+  kill -9 of either, each restarted with its state folder lost (it is a cache).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import glob
 import os
 import re
+import shutil
 import signal
 import threading
 import time
@@ -34,9 +36,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pulse.kafka import FETCH_MAX_WAIT_MS
 from pulse.rollups import checkpoint, journal
 from pulse.schemas.events import Event
-from tests import oracle
 from tests.faults.support import overview_differences, start_api
-from tests.helpers import Pulse, counters
+from tests.helpers import Proc, Pulse, counters, read_all
 from tests.streams.test_faults import READY, Producer, assert_exact
 from tests.streams.test_pipeline import HOUR, make_stream
 
@@ -311,25 +312,84 @@ async def _journal(pulse: Pulse) -> dict[int, list[tuple[int, journal.Record]]]:
         await consumer.stop()
 
 
-def test_one_tenant_spreads_over_every_partition_and_two_workers(pulse: Pulse):
+def keyed_owners(workers: dict[str, Proc]) -> dict[int, str]:
+    """Keyed partition -> the worker whose claim is the latest in its journal (claims
+    are journal writes: the higher offset is the later)."""
+    latest: dict[int, tuple[int, str]] = {}
+    for name, worker in workers.items():
+        for q, offset in re.findall(r"keyed partition (\d+): claimed at journal offset (\d+)",
+                                    worker.log()):
+            latest[int(q)] = max(latest.get(int(q), (-1, "")), (int(offset), name))
+    return {q: name for q, (_, name) in latest.items()}
+
+
+def worker_shares(pulse: Pulse, workers: dict[str, Proc]) -> Counter[str]:
+    """Events each worker counted, from the journal: its sessions' accepted counters."""
+    sessions = {session: name for name, worker in workers.items() for session in
+                re.findall(r"claimed at journal offset \d+ \(session (\w+)\)", worker.log())}
+    shares: Counter[str] = Counter()
+    for records in asyncio.run(_journal(pulse)).values():
+        for _, record in records:
+            if isinstance(record, journal.Delta) and record.counters.get("accepted"):
+                shares[sessions[record.session[:12]]] += record.counters["accepted"]
+    return shares
+
+
+def test_one_tenant_spreads_over_partitions_and_workers_exact_across_kill9_of_either(
+        pulse: Pulse):
+    """One tenant's events: each keyed partition and each worker counts its share. Then
+    each worker in turn is killed with -9 while events flow and comes back with its
+    PULSE_STATE_DIR lost (deleted; corrupt dedup runs and filters): a cache, which the
+    checkpoints in the lake bring back exactly."""
+    pulse.env.update(FAST)
     now_us = time.time_ns() // 1000
     messages, valid, _ = make_stream(seed=36, n=8000, now_us=now_us)
     messages = [(k, v.replace(b'"globex"', b'"acme"').replace(b'"initech"', b'"acme"'), p)
                 for k, v, p in messages]
     valid = valid_of(messages, now_us)
     pulse.ensure_topics()
-    first, second = pulse.start_worker("state-a"), pulse.start_worker("state-b")
-    first.wait_for_log(READY, timeout=90)
-    second.wait_for_log(READY, timeout=90)
-    producer = Producer(pulse, messages, seconds=12)
-    producer.start()
-    time.sleep(6)
-    second.kill9()
-    producer.join()
-    store = pulse.rollups(until=lambda s: counters(s).get("read", 0) >= len(messages))
+    workers = {"a": pulse.start_worker("state-a"), "b": pulse.start_worker("state-b")}
+    for worker in workers.values():
+        worker.wait_for_log(READY, timeout=90)
+    deadline = time.monotonic() + 60
+    while len(owners := keyed_owners(workers)) < pulse.settings.partitions or \
+            set(owners.values()) != set(workers):
+        assert time.monotonic() < deadline, f"keyed partitions not split: {owners}"
+        time.sleep(0.2)
+
+    head = messages[:3000]
+    pulse.produce(head)
+    store = pulse.rollups(until=read_all(len(head)))
     shares = Counter({q: info.counters["accepted"] for q, info in store.partitions.items()})
-    even = len(oracle.unique(valid)) / pulse.settings.partitions
+    even = sum(shares.values()) / pulse.settings.partitions
     assert all(abs(n - even) <= 0.2 * even for n in shares.values()), shares
+    by_worker = worker_shares(pulse, workers)
+    assert sum(by_worker.values()) == sum(shares.values())
+    assert all(abs(n - sum(shares.values()) / 2) <= 0.2 * sum(shares.values()) / 2
+               for n in by_worker.values()) and len(by_worker) == 2, by_worker
+
+    producer = Producer(pulse, messages[3000:], seconds=10)
+    producer.start()
+    wait_for_checkpoints(pulse)
+    workers["a"].kill9()
+    shutil.rmtree(pulse.root / "state-a")
+    workers["a"] = pulse.start_worker("state-a")
+    time.sleep(5)
+    workers["b"].kill9()
+    damaged = [path for path in (pulse.root / "state-b" / "dedup").rglob("*")
+               if path.suffix in (".run", ".bin")]
+    assert damaged
+    for path in damaged:
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 0xFF
+        path.write_bytes(bytes(data))
+    workers["b"] = pulse.start_worker("state-b")
+    producer.join()
+    assert producer.error is None
     assert_exact(pulse, messages, valid, now_us)
-    owners = [re.findall(r"keyed partition (\d+): claimed", w.log()) for w in (first, second)]
-    assert owners[0] and owners[1], "both workers held keyed partitions"
+    for name, worker in workers.items():
+        log = worker.log()
+        assert re.search(r"claimed at journal offset \d+ \(session \w+\); checkpoint at",
+                         log), (name, log[-3000:])
+        assert "rebuilding it from the lake" not in log and "Traceback" not in log, name
+        assert "dedup runs were not whole on this disk; fetched from the lake" in log, name
