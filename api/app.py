@@ -21,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import pulse
+from pulse import lakecache
 from pulse.lakefs import LakeStore
 from pulse.rollups import report
 from pulse.rollups.store import RollupStore
@@ -126,7 +127,8 @@ def create_app(settings: Settings, keys: dict[str, str] | None = None,
     lake_store = LakeStore.open(settings.lake, settings)
     replica = JournalReplica(settings, store, lake_store)
     lake = LakeReader(lake_store, settings.engaged_seconds, settings.funnel_steps,
-                      flushes=lambda: flushes_reported(store))
+                      flushes=lambda: flushes_reported(store),
+                      cache=lakecache.for_store(lake_store, settings))
     lag = LagWatch(settings)
     if keys is None and not insecure:
         keys = settings.read_api_keys() or {}

@@ -185,6 +185,7 @@ class Settings:
     iceberg_catalog: str | None = None
     """None: the default (sqlite in a folder lake, no Iceberg for an s3:// lake)."""
     iceberg_commit_seconds: float = 30.0
+    lake_cache_mb: float = 2048.0
     s3_endpoint: str | None = None
     aws_region: str = "us-east-1"
     aws_max_attempts: int = 3
@@ -308,6 +309,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PULSE_ICEBERG_COMMIT_SECONDS", "iceberg_commit_seconds",
             "longest time a lake file waits before it is committed to Iceberg",
             _positive_float),
+    Setting("PULSE_LAKE_CACHE_MB", "lake_cache_mb",
+            "most megabytes of local copies of an s3:// lake's files that each API "
+            "process keeps under PULSE_STATE_DIR/lake-cache (0: none)",
+            _non_negative_float),
     # The standard AWS variables, for an s3:// lake (pyarrow does not read the endpoint
     # ones itself). The S3-specific endpoint comes last, so it wins over the general one.
     Setting("AWS_ENDPOINT_URL", "s3_endpoint", "S3 endpoint of a non-AWS store", _endpoint),
