@@ -235,18 +235,28 @@ class LakeStore:
         return self.put_with(rel, lambda fh: pq.write_table(table, fh, compression="zstd"))
 
     def dataset(self, rels: builtins.list[str], schema: pa.Schema,
-                sizes: dict[str, int] | None = None) -> ds.Dataset:
+                sizes: dict[str, int] | None = None,
+                hive: pa.Schema | None = None) -> ds.Dataset:
         """The files `rels` as one pyarrow dataset (DuckDB scans it with filters and
-        projections pushed down). With the `sizes` a listing gave, no file is asked for
-        its size again: on S3 that saves a request per file before its footer is read."""
-        if sizes is None:
-            return ds.dataset([self.arrow_path(r) for r in rels], schema=schema,
-                              format="parquet", filesystem=self.arrow_fs)
+        projections pushed down), with the `hive` columns of their folders (`date=...`)
+        after the file's own. With the `sizes` a listing gave, no file is asked for its
+        size again: on S3 that saves a request per file before its footer is read."""
         parquet = ds.ParquetFileFormat(
             default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=True))
-        fragments = [parquet.make_fragment(self.arrow_path(r), self.arrow_fs,
-                                           file_size=sizes.get(r)) for r in rels]
-        return ds.FileSystemDataset(fragments, schema, parquet, self.arrow_fs)
+        partitioning = ds.partitioning(hive, flavor="hive") if hive is not None else None
+        folders: dict[str, ds.Expression | None] = {}
+        fragments = []
+        for rel in rels:
+            folder = rel.rpartition("/")[0]
+            if folder not in folders:
+                # parse() takes a file's path: it drops the last part, the file name
+                folders[folder] = (partitioning.parse(rel)
+                                   if partitioning is not None else None)
+            fragments.append(parquet.make_fragment(
+                self.arrow_path(rel), self.arrow_fs, partition_expression=folders[folder],
+                file_size=(sizes or {}).get(rel)))
+        columns = schema if hive is None else pa.schema([*schema, *hive])
+        return ds.FileSystemDataset(fragments, columns, parquet, self.arrow_fs)
 
     # ---- one process at a time -------------------------------------------------------
 

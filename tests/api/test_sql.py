@@ -22,17 +22,23 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
+from pulse import lakefs
+from pulse.api.sql import Lake
 from pulse.lakefs import LakeStore
 from pulse.schemas.arrow import DEAD_LETTER_SCHEMA, EVENT_SCHEMA
 from pulse.schemas.decode import decode_event
 from pulse.schemas.events import Event
+from pulse.settings import Settings
 from pulse.streams.lake_sink import DeadLetter, Flush, LakeWriter
 from tests import oracle
 from tests.helpers import Pulse
+from tests.s3 import S3Server
 from tests.streams.test_pipeline import make_stream
+from tests.test_lakecache import log_size, requests_to
 
 COLUMNS = "tenant_id, id, event_type, value, occurred_at, kafka_partition, kafka_offset, date"
 EVENTS_QUERY = f"SELECT {COLUMNS} FROM events ORDER BY tenant_id, id"
@@ -330,3 +336,39 @@ def test_parquet_is_not_written_to_a_terminal(tmp_path: Path):
     finally:
         process.kill()
         os.close(master)
+
+
+def test_an_s3_lake_gives_the_same_views_with_no_request_per_file_to_spare(
+        tmp_path: Path, s3: S3Server):
+    """The views over S3 equal the folder's, hive columns included; no object is asked
+    for its size (the listing gave it), and while the listing stays the same a session's
+    next statement reads no Parquet footer again."""
+    write_lake(tmp_path / "lake")
+    settings = Settings.from_env(s3.env())
+    store = LakeStore.open(s3.new_lake(), settings)
+    pafs.copy_files(str(tmp_path / "lake"), store.arrow_path(""),
+                    source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=store.arrow_fs)
+    folder, on_s3 = Lake(str(tmp_path / "lake")), Lake(store.root, settings)
+    try:
+        for query in ("SELECT * FROM events_raw ORDER BY tenant_id, id, kafka_partition",
+                      "SELECT * FROM events ORDER BY tenant_id, id",
+                      "SELECT * FROM dead_letters ORDER BY kafka_partition, kafka_offset",
+                      "DESCRIBE events_raw", "DESCRIBE dead_letters"):
+            assert on_s3.run(query) == folder.run(query), query
+    finally:
+        folder.close()
+        on_s3.close()
+    files = sum(len(entries) for folder, entries in lakefs.lake_dirs(store).items()
+                if folder.kind == "events")
+    session = Lake(store.root, settings)
+    try:
+        requests = []
+        for _ in range(2):
+            since = log_size(s3)
+            session.run("SELECT tenant_id, date, count(*), sum(value) FROM events_raw "
+                        "GROUP BY ALL")
+            requests.append([method for method, _ in requests_to(s3, store, since)])
+    finally:
+        session.close()
+    assert requests == [["GET"] * 2 * files, ["GET"] * files]  # footer and data, then data
