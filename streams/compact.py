@@ -26,8 +26,9 @@ longer): a younger one may be a live writer's, just before its rename.
 With Iceberg on (`streams.iceberg`), only files the tables hold are merged, and each
 merge is swapped into the tables (inputs out, merged file in) in one overwrite
 snapshot before its inputs are deleted; a run killed in between is repaired by the
-next, which swaps before it deletes anything superseded. At the end, snapshots older
-than `SNAPSHOT_KEEP_SECONDS` are expired.
+next, which swaps before it deletes anything superseded. At the end, the workers'
+manifests (one per commit) are merged into few and snapshots older than
+`SNAPSHOT_KEEP_SECONDS` are expired.
 
 Planning (`plan_folder`, `plan_merges`) is pure; `run_compact` does the I/O.
 """
@@ -573,9 +574,11 @@ def _compact(store: LakeStore, found: list[LakeDir], rule: Rule, temp_min_age: f
         deleter.later(tables.commit())
     deleter.run(wait=True)
     if tables is not None:
+        merged = iceberg.merge_manifests(tables.tables)
         expired = iceberg.expire(tables.tables, SNAPSHOT_KEEP_SECONDS)
-        print(f"pulse compact: Iceberg tables in step; {expired} snapshots older than "
-              f"{SNAPSHOT_KEEP_SECONDS:.0f} s expired", file=sys.stderr)
+        print(f"pulse compact: Iceberg tables in step; {merged} manifests merged away, "
+              f"{expired} snapshots older than {SNAPSHOT_KEEP_SECONDS:.0f} s expired",
+              file=sys.stderr)
     print(f"pulse compact: {totals.folders} folders, {totals.files_before} -> "
           f"{totals.files_after} files, {_size(totals.bytes_before)} -> "
           f"{_size(totals.bytes_after)}, {time.monotonic() - started:.1f} s")

@@ -15,25 +15,38 @@ range ends at or below its source's mark; sources are committed in flush order, 
 mark covers a prefix. Before each commit the table is refreshed and the files already
 covered dropped; on `CommitFailedException` (another worker committed first) it
 refreshes, re-checks and tries again. pyiceberg's own retry is off
-(`commit.retry.num-retries` 0): it would re-apply the append without re-checking.
+(`commit.retry.num-retries` 0, set on tables an older Pulse made too): it would
+re-apply the append without re-checking.
 
-What is written but not yet committed is also kept in the partition's intent marker
-(`streams.lake_sink`), so a worker killed before its commit leaves the next owner the
-list to commit, and one killed after it leaves a list the marks then rule out.
+Nothing is read from storage at commit time: the sink records each file's size and
+statistics from the footer it has just written (`FileStats`), and its intent marker
+keeps them (`streams.lake_sink`), so that a worker killed before its commit leaves the
+next owner the list to commit, statistics included, and one killed after it leaves a
+list the marks then rule out. Files without recorded statistics (older markers, the
+flush a worker died in, `pulse compact`'s merged files) have their footer read.
 
-Commits are batched (`PULSE_ICEBERG_COMMIT_SECONDS`) to keep snapshots few and
-contention low. A catalog that does not answer delays commits only: the committer runs
-beside the sink, which never waits for it.
+Each file is committed by its deadline: a commit starts once the oldest waiting file
+would otherwise miss `PULSE_ICEBERG_COMMIT_SECONDS`, allowing for what recent commits
+took, and takes every file waiting then (few snapshots, little contention). Workers
+append with `fast_append` (one new manifest, no rewrite of the old ones), so a commit
+costs the same after months; `pulse compact` merges the manifests (`merge_manifests`).
+A catalog that does not answer delays commits only: the committer runs beside the
+sink, which never waits for it, and reports its error and what waits with the lake
+marks (`/analytics/status`, `/metrics`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
 import logging
 import os
 import random
+import threading
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,12 +63,139 @@ log = logging.getLogger("pulse.iceberg")
 NAMESPACE = "pulse"
 OFFSETS = "pulse.offsets."
 COMMIT_ATTEMPTS = 20
+COMMIT_MARGIN_SECONDS = 1.0
+"""Slack on top of the longest recent commit when working out when to start one."""
+OUTAGE_INTERVALS, OUTAGE_MIN_SECONDS = 10, 300.0
+"""While commits fail, a partition queues files for at most this many commit intervals
+(and at least this long); later ones are left out of the queue and its intent marker,
+which would otherwise grow with every flush, for `pulse compact` to register."""
+MANIFESTS_KEPT = 16
+"""`merge_manifests` leaves a table with at most this many manifests alone."""
+ERROR_CHARS = 300
+"""Of a commit error, what rides in every lake mark (SQLAlchemy's run to many lines)."""
+BOUNDED = {
+    lake.EVENTS: ("event_type", "campaign_id", "channel", "category", "label",
+                  "occurred_at", "ingested_at", "kafka_partition", "kafka_offset"),
+    lake.DEAD_LETTERS: ("reason", "kafka_topic", "kafka_partition", "kafka_offset",
+                        "received_at"),
+}
+"""The columns whose bounds each entry carries, for engines to prune files by: times,
+offsets and the few-valued columns. Ids, JSON and raw bytes span any file's whole range,
+so their bounds would only fatten every entry and intent marker; they keep counts."""
 TABLE_PROPERTIES = {
     "commit.retry.num-retries": "0",  # see the module doc: Pulse re-checks, then retries
-    "commit.manifest-merge.enabled": "true",  # months of appends keep few manifests
+    "commit.manifest-merge.enabled": "true",
+    "commit.manifest.min-count-to-merge": "2",  # only `merge_manifests` merge-appends
     "write.metadata.delete-after-commit.enabled": "true",
     "write.metadata.previous-versions-max": "50",
+    "write.metadata.metrics.default": "counts",
 }
+
+
+def table_properties(kind: str) -> dict[str, str]:
+    """What Pulse sets on the table of `kind`, at creation and on tables made before."""
+    return {**TABLE_PROPERTIES, **{f"write.metadata.metrics.column.{column}": "truncate(16)"
+                                   for column in BOUNDED[kind]}}
+
+
+def arrow_schema(kind: str) -> pa.Schema:
+    """The table's columns with their field ids: events gain the partition's `tenant_id`."""
+    if kind == lake.DEAD_LETTERS:
+        return DEAD_LETTER_SCHEMA
+    return pa.schema([*EVENT_SCHEMA, pa.field("tenant_id", pa.string(), metadata={
+        b"PARQUET:field_id": str(len(EVENT_SCHEMA) + 1).encode()})])
+
+
+Plan = tuple[dict[int, Any], dict[str, int]]
+"""pyiceberg's statistics plan (field id -> metrics mode) and Parquet path -> field id."""
+
+
+@functools.cache
+def writer_plan(kind: str) -> Plan:
+    """The plan of the tables as Pulse makes them, worked out once per process: the sink
+    computes statistics without asking the catalog, which may be down."""
+    from pyiceberg.io.pyarrow import (
+        compute_statistics_plan,
+        parquet_path_to_id_mapping,
+        pyarrow_to_schema,
+    )
+
+    schema = pyarrow_to_schema(arrow_schema(kind))
+    return compute_statistics_plan(schema, table_properties(kind)), parquet_path_to_id_mapping(
+        schema)
+
+
+def table_plan(table: Any) -> Plan:
+    """The plan of `table` as the catalog has it (once per commit, for footers read)."""
+    from pyiceberg.io.pyarrow import compute_statistics_plan, parquet_path_to_id_mapping
+
+    schema = table.schema()
+    return (compute_statistics_plan(schema, table.metadata.properties),
+            parquet_path_to_id_mapping(schema))
+
+
+def _b64(value: bytes | None) -> str | None:
+    return None if value is None else base64.b64encode(value).decode("ascii")
+
+
+def _unb64(value: str | None) -> bytes | None:
+    return None if value is None else base64.b64decode(value)
+
+
+@dataclass(frozen=True)
+class FileStats:
+    """What a table entry says of a Parquet file, from its footer: taken by the sink
+    from the footer it has just written, so that no commit reads a file back."""
+
+    size: int
+    rows: int
+    columns: tuple[tuple[int, int, int | None, int | None, bytes | None, bytes | None], ...]
+    """(field id, compressed bytes, values, nulls, lower bound, upper bound) per column."""
+    splits: tuple[int, ...]
+
+    @classmethod
+    def of(cls, footer: pq.FileMetaData, size: int, plan: Plan) -> FileStats:
+        from pyiceberg.io.pyarrow import data_file_statistics_from_parquet_metadata
+
+        s = data_file_statistics_from_parquet_metadata(footer, *plan).to_serialized_dict()
+        return cls(size, s["record_count"], tuple(
+            (fid, n, s["value_counts"].get(fid), s["null_value_counts"].get(fid),
+             s["lower_bounds"].get(fid), s["upper_bounds"].get(fid))
+            for fid, n in sorted(s["column_sizes"].items())), tuple(s["split_offsets"]))
+
+    @classmethod
+    def read(cls, store: LakeStore, rel: str, plan: Plan) -> FileStats:
+        """From the file's footer in the store (files written without them recorded)."""
+        with store.arrow_fs.open_input_file(store.arrow_path(rel)) as fh:
+            size = fh.size()
+            footer = pq.read_metadata(fh)
+        return cls.of(footer, size, plan)
+
+    def entry(self) -> dict[str, Any]:
+        """The statistics arguments of pyiceberg's `DataFile.from_args`."""
+        cols = self.columns
+        return {
+            "record_count": self.rows, "file_size_in_bytes": self.size,
+            "column_sizes": {c[0]: c[1] for c in cols},
+            "value_counts": {c[0]: c[2] for c in cols if c[2] is not None},
+            "null_value_counts": {c[0]: c[3] for c in cols if c[3] is not None},
+            "nan_value_counts": {},  # pyiceberg takes none from Parquet footers either
+            "lower_bounds": {c[0]: c[4] for c in cols if c[4] is not None},
+            "upper_bounds": {c[0]: c[5] for c in cols if c[5] is not None},
+            "split_offsets": list(self.splits),
+        }
+
+    def to_json(self) -> list[Any]:
+        return [self.size, self.rows, [[f, n, v, z, _b64(lo), _b64(hi)]
+                                       for f, n, v, z, lo, hi in self.columns],
+                list(self.splits)]
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> FileStats:
+        size, rows, columns, splits = data
+        return cls(int(size), int(rows), tuple(
+            (int(f), int(n), v, z, _unb64(lo), _unb64(hi)) for f, n, v, z, lo, hi in columns),
+            tuple(int(s) for s in splits))
 
 
 def catalog_url(settings: Settings, store: LakeStore) -> str | None:
@@ -89,14 +229,19 @@ class TableFile:
     source: str
     """The summary key of its (epoch, input partition)."""
     last: int
+    stats: FileStats | None = None
+    """Recorded when it was written; None: its footer is read when it is committed."""
 
     def to_json(self) -> list[Any]:
-        return [self.rel, self.kind, self.tenant_id, self.day, self.source, self.last]
+        head = [self.rel, self.kind, self.tenant_id, self.day, self.source, self.last]
+        return head if self.stats is None else [*head, self.stats.to_json()]
 
     @classmethod
     def from_json(cls, data: list[Any]) -> TableFile:
-        rel, kind, tenant_id, day, source, last = data
-        return cls(rel, kind, tenant_id, int(day), source, int(last))
+        """Also the six fields of markers written before statistics were recorded."""
+        rel, kind, tenant_id, day, source, last, *stats = data
+        return cls(rel, kind, tenant_id, int(day), source, int(last),
+                   FileStats.from_json(stats[0]) if stats else None)
 
 
 def source_key(epoch: str, partition: int) -> str:
@@ -170,21 +315,29 @@ class Tables:
         from pyiceberg.transforms import DayTransform, IdentityTransform
 
         if kind == lake.EVENTS:
-            tenant = len(EVENT_SCHEMA) + 1
-            arrow = pa.schema([*EVENT_SCHEMA, pa.field("tenant_id", pa.string(), metadata={
-                b"PARQUET:field_id": str(tenant).encode()})])
             spec = PartitionSpec(
-                PartitionField(tenant, 1000, IdentityTransform(), "tenant_id"),
+                PartitionField(len(EVENT_SCHEMA) + 1, 1000, IdentityTransform(), "tenant_id"),
                 PartitionField(EVENT_SCHEMA.get_field_index("occurred_at") + 1, 1001,
                                DayTransform(), "occurred_at_day"))
         else:
-            arrow = DEAD_LETTER_SCHEMA
             spec = PartitionSpec(PartitionField(
                 DEAD_LETTER_SCHEMA.get_field_index("received_at") + 1, 1000, DayTransform(),
                 "received_at_day"))
-        return catalog.create_table_if_not_exists(
-            f"{NAMESPACE}.{kind}", schema=pyarrow_to_schema(arrow), partition_spec=spec,
-            location=self.store.uri(f"iceberg/{kind}"), properties=TABLE_PROPERTIES)
+        wanted = table_properties(kind)
+        table = catalog.create_table_if_not_exists(
+            f"{NAMESPACE}.{kind}", schema=pyarrow_to_schema(arrow_schema(kind)),
+            partition_spec=spec, location=self.store.uri(f"iceberg/{kind}"),
+            properties=wanted)
+        # Properties apply at creation only: a table an older Pulse made lacks the newer
+        # ones, above all the retry that would re-apply an append without Pulse's check.
+        # Set before any commit of this process (a conflict retries `get`).
+        stale = {k: v for k, v in wanted.items() if table.properties.get(k) != v}
+        if stale:
+            with table.transaction() as tx:
+                tx.set_properties(stale)
+            log.info("Iceberg table %s.%s: set %s", NAMESPACE, kind, ", ".join(
+                f"{k}={v}" for k, v in sorted(stale.items())))
+        return table
 
 
 def table_path(store: LakeStore, rel: str) -> str:
@@ -201,31 +354,55 @@ def marks(table: Any) -> dict[str, int]:
             if k.startswith(OFFSETS)}
 
 
-def data_file(table: Any, store: LakeStore, ref: TableFile) -> Any:
-    """The Iceberg data file entry of a lake file, its statistics from its footer."""
-    from pyiceberg.io.pyarrow import (
-        compute_statistics_plan,
-        data_file_statistics_from_parquet_metadata,
-        parquet_path_to_id_mapping,
-    )
-    from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
-    from pyiceberg.typedef import Record
+class Entries:
+    """Table entries of lake files, each made once however many attempts a commit takes;
+    a footer is read only for a file without recorded statistics, with the table's
+    statistics plan worked out once for all of them."""
 
-    path = store.arrow_path(ref.rel)
-    with store.arrow_fs.open_input_file(path) as fh:
-        size = fh.size()
-        metadata = pq.read_metadata(fh)
-    schema = table.schema()
-    stats = data_file_statistics_from_parquet_metadata(
-        metadata, compute_statistics_plan(schema, table.metadata.properties),
-        parquet_path_to_id_mapping(schema))
-    partition = Record(ref.tenant_id, ref.day) if ref.kind == lake.EVENTS else Record(ref.day)
-    return DataFile.from_args(
-        content=DataFileContent.DATA, file_path=table_path(store, ref.rel),
-        file_format=FileFormat.PARQUET,
-        partition=partition, file_size_in_bytes=size, sort_order_id=None,
-        spec_id=table.metadata.default_spec_id, equality_ids=None, key_metadata=None,
-        **stats.to_serialized_dict())
+    def __init__(self, table: Any, store: LakeStore) -> None:
+        self.table = table
+        self.store = store
+        self._plan: Plan | None = None
+        self._made: dict[str, Any] = {}
+
+    def __call__(self, ref: TableFile) -> Any:
+        entry = self._made.get(ref.rel)
+        if entry is None:
+            entry = self._made[ref.rel] = self._make(ref)
+        return entry
+
+    def _make(self, ref: TableFile) -> Any:
+        from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+        from pyiceberg.typedef import Record
+
+        stats = ref.stats
+        if stats is None:
+            if self._plan is None:
+                self._plan = table_plan(self.table)
+            stats = FileStats.read(self.store, ref.rel, self._plan)
+        partition = Record(ref.tenant_id, ref.day) if ref.kind == lake.EVENTS else Record(ref.day)
+        return DataFile.from_args(
+            content=DataFileContent.DATA, file_path=table_path(self.store, ref.rel),
+            file_format=FileFormat.PARQUET, partition=partition, sort_order_id=None,
+            spec_id=self.table.metadata.default_spec_id, equality_ids=None,
+            key_metadata=None, **stats.entry())
+
+
+def _conflicts() -> tuple[type[Exception], ...]:
+    """What a commit that lost a race raises: another writer committed first, or held
+    the sqlite catalog's lock. Refresh, re-check and try again."""
+    from pyiceberg.exceptions import CommitFailedException
+    from sqlalchemy.exc import OperationalError
+
+    return CommitFailedException, OperationalError
+
+
+def _pause(attempt: int) -> None:
+    time.sleep(min(0.05 * 2**attempt, 2.0) * (0.5 + random.random()))
+
+
+def _summary(raised: dict[str, int]) -> dict[str, str]:
+    return {k: str(v) for k, v in raised.items()}
 
 
 def commit(table: Any, store: LakeStore, files: list[TableFile]) -> int:
@@ -234,10 +411,7 @@ def commit(table: Any, store: LakeStore, files: list[TableFile]) -> int:
     Refresh, drop what the marks cover, commit with the merged marks; if another
     writer committed in between, all of that again.
     """
-    from pyiceberg.exceptions import CommitFailedException
-    from sqlalchemy.exc import OperationalError
-
-    made: dict[str, Any] = {}  # each file's entry is read from its footer once
+    entries = Entries(table, store)
     for attempt in range(COMMIT_ATTEMPTS):
         table.refresh()
         done = marks(table)
@@ -247,16 +421,15 @@ def commit(table: Any, store: LakeStore, files: list[TableFile]) -> int:
         raised = dict(done)
         for f in todo:
             raised[f.source] = max(raised.get(f.source, -1), f.last)
-        entries = [made.get(f.rel) or made.setdefault(f.rel, data_file(table, store, f))
-                   for f in todo]
+        made = [entries(f) for f in todo]
         try:
-            with table.transaction() as tx, tx.update_snapshot(snapshot_properties={
-                    k: str(v) for k, v in raised.items()}).merge_append() as append:
-                for entry in entries:
+            with table.transaction() as tx, tx.update_snapshot(
+                    snapshot_properties=_summary(raised)).fast_append() as append:
+                for entry in made:
                     append.append_data_file(entry)
             return len(todo)
-        except (CommitFailedException, OperationalError):  # another writer, a locked sqlite
-            time.sleep(min(0.05 * 2**attempt, 2.0) * (0.5 + random.random()))
+        except _conflicts():
+            _pause(attempt)
     raise RuntimeError(f"{len(files)} files not committed after {COMMIT_ATTEMPTS} conflicts")
 
 
@@ -264,39 +437,38 @@ def register(table: Any, store: LakeStore, files: list[TableFile],
              unreadable: list[tuple[str, str]] | None = None) -> int:
     """Add the files the table does not hold, by path (not by marks), raising their
     sources' marks: `pulse compact` registers so the lake's final files that no worker
-    committed (written before Iceberg was on, or by a worker killed before its commit
-    whose flushes no owner read back). One snapshot, so that no worker sees a raised mark
-    before every file under it is in. Returns how many; files that cannot be read are
-    left out and listed in `unreadable` (path, why)."""
-    from pyiceberg.exceptions import CommitFailedException
-    from sqlalchemy.exc import OperationalError
-
+    committed (written before Iceberg was on, by a worker killed before its commit whose
+    flushes no owner read back, or left out of the queue while the catalog was down).
+    One snapshot, so that no worker sees a raised mark before every file under it is in.
+    Returns how many; files that cannot be read are left out and listed in `unreadable`
+    (path, why)."""
+    entries = Entries(table, store)
     for attempt in range(COMMIT_ATTEMPTS):
         table.refresh()
         held = set(table.inspect.files().column("file_path").to_pylist())
         todo = [f for f in files if table_path(store, f.rel) not in held]
         if not todo:
             return 0
-        entries = []
+        made = []
         for f in todo:
             try:
-                entries.append((f, data_file(table, store, f)))
+                made.append((f, entries(f)))
             except (OSError, pa.ArrowException) as exc:  # the caller says so
                 if unreadable is not None and attempt == 0:
                     unreadable.append((f.rel, f"cannot read {store.uri(f.rel)}: {exc}"))
-        if not entries:
+        if not made:
             return 0
         raised = marks(table)
-        for f, _ in entries:
+        for f, _ in made:
             raised[f.source] = max(raised.get(f.source, -1), f.last)
         try:
-            with table.transaction() as tx, tx.update_snapshot(snapshot_properties={
-                    k: str(v) for k, v in raised.items()}).merge_append() as append:
-                for _, entry in entries:
+            with table.transaction() as tx, tx.update_snapshot(
+                    snapshot_properties=_summary(raised)).fast_append() as append:
+                for _, entry in made:
                     append.append_data_file(entry)
-            return len(entries)
-        except (CommitFailedException, OperationalError):
-            time.sleep(min(0.05 * 2**attempt, 2.0) * (0.5 + random.random()))
+            return len(made)
+        except _conflicts():
+            _pause(attempt)
     raise RuntimeError(f"{len(files)} files not registered after {COMMIT_ATTEMPTS} conflicts")
 
 
@@ -306,9 +478,7 @@ def swap(table: Any, store: LakeStore,
     snapshot (the marks carried on). Returns the swaps the table now has: those done
     here, and those done before (by a run killed before it deleted the inputs); a swap
     one of whose inputs the table lacks is left out, changing nothing."""
-    from pyiceberg.exceptions import CommitFailedException
-    from sqlalchemy.exc import OperationalError
-
+    entries = Entries(table, store)
     for attempt in range(COMMIT_ATTEMPTS):
         table.refresh()
         held = {t.file.file_path: t.file for t in table.scan().plan_files()}
@@ -322,19 +492,46 @@ def swap(table: Any, store: LakeStore,
                 todo.append((inputs, merged))
         if not todo:
             return done
-        entries = [data_file(table, store, merged) for _, merged in todo]
+        made = [entries(merged) for _, merged in todo]
         try:
-            with table.transaction() as tx, tx.update_snapshot(snapshot_properties={
-                    k: str(v) for k, v in marks(table).items()}).overwrite() as overwrite:
-                for (inputs, _), entry in zip(todo, entries, strict=True):
+            with table.transaction() as tx, tx.update_snapshot(
+                    snapshot_properties=_summary(marks(table))).overwrite() as overwrite:
+                for (inputs, _), entry in zip(todo, made, strict=True):
                     for rel in inputs:
                         overwrite.delete_data_file(held[table_path(store, rel)])
                     overwrite.append_data_file(entry)
             return done + todo
-        except (CommitFailedException, OperationalError):
-            time.sleep(min(0.05 * 2**attempt, 2.0) * (0.5 + random.random()))
+        except _conflicts():
+            _pause(attempt)
     raise RuntimeError(f"{len(swaps)} merged files not swapped in after {COMMIT_ATTEMPTS} "
                        "conflicts")
+
+
+def merge_manifests(tables: dict[str, Any]) -> int:
+    """Rewrite each table's manifests into few, in a snapshot that adds nothing (the
+    marks carried on); returns how many manifests were merged away.
+
+    Workers append with `fast_append`, one manifest per commit, so that a commit costs
+    the same after months; readers plan a scan from every manifest, so `pulse compact`
+    packs them (pyiceberg's merge, up to `commit.manifest.target-size-bytes` each)."""
+    merged = 0
+    for table in tables.values():
+        for attempt in range(COMMIT_ATTEMPTS):
+            table.refresh()
+            snapshot = table.current_snapshot()
+            before = 0 if snapshot is None else len(snapshot.manifests(table.io))
+            if before <= MANIFESTS_KEPT:
+                break
+            try:
+                with table.transaction() as tx, tx.update_snapshot(
+                        snapshot_properties=_summary(marks(table))).merge_append():
+                    pass
+            except _conflicts():
+                _pause(attempt)
+                continue
+            merged += before - len(table.refresh().current_snapshot().manifests(table.io))
+            break
+    return merged
 
 
 def held_paths(tables: dict[str, Any]) -> set[str]:
@@ -366,62 +563,136 @@ def expire(tables: dict[str, Any], keep_seconds: float) -> int:
 
 
 class Committer:
-    """Batches the sink's written files and commits them every `interval` seconds."""
+    """Queues the sink's written files and commits each by its deadline.
+
+    The sink adds files from the event loop and reads the queue from its writer thread
+    (for the intent marker) while `commit_now` runs in another: one lock guards it.
+    """
 
     def __init__(self, tables: Tables, interval: float) -> None:
         self.tables = tables
         self.interval = interval
-        self._pending: dict[str, TableFile] = {}
-        """rel -> file, written and not known to be committed."""
+        self._lock = threading.Lock()
+        self._queued: dict[str, dict[str, tuple[TableFile, float]]] = {}
+        """source -> rel -> (file, since when it waits), in the order they came."""
+        self._took: deque[float] = deque(maxlen=5)
+        """How long the recent commits took (seconds)."""
         self.committed = 0
         self.failures = 0
         self.last_error: str | None = None
+        self.left_out = 0
+        """Files not queued because commits had failed for too long (`OUTAGE_INTERVALS`)."""
 
-    def add(self, files: Iterable[TableFile]) -> None:
+    def add(self, files: Iterable[TableFile], overdue: bool = False) -> None:
         """Files of whole flushes: a flush's files must be committed together, since one
-        of them in the table raises its source's mark over all of them. One update, so
-        that `commit_now` in its thread never takes a part of them."""
-        self._pending.update({f.rel: f for f in files})
+        of them in the table raises its source's mark over all of them. `overdue`: an
+        earlier owner's, written long ago, so due at once."""
+        now = time.monotonic()
+        since = now - self.interval if overdue else now
+        limit = max(OUTAGE_INTERVALS * self.interval, OUTAGE_MIN_SECONDS)
+        by_source: dict[str, list[TableFile]] = {}
+        for f in files:
+            by_source.setdefault(f.source, []).append(f)
+        with self._lock:
+            for source, new in by_source.items():
+                queued = self._queued.setdefault(source, {})
+                if self.last_error is not None and queued and now - self._oldest(queued) > limit:
+                    if not self.left_out:
+                        log.error("Iceberg commits have failed for %.0f s: lake files are no "
+                                  "longer queued for them (run pulse compact once the catalog "
+                                  "is back: it registers them)", limit)
+                    self.left_out += len(new)
+                    continue
+                for f in new:
+                    old = queued.get(f.rel)
+                    queued[f.rel] = (f, since if old is None else old[1])
+
+    @staticmethod
+    def _oldest(queued: dict[str, tuple[TableFile, float]]) -> float:
+        return next(iter(queued.values()))[1]
 
     def pending(self, source: str) -> list[TableFile]:
         """What of `source` is written and not yet known to be in the table."""
-        return [f for f in self._pending.values() if f.source == source]
+        with self._lock:
+            return [f for f, _ in self._queued.get(source, {}).values()]
+
+    def waiting(self, source: str) -> int:
+        with self._lock:
+            return len(self._queued.get(source, ()))
+
+    def problem(self) -> str | None:
+        """The last commit error while commits fail (None once one succeeds)."""
+        if self.last_error is None:
+            return None
+        if self.left_out:
+            return f"{self.last_error} ({self.left_out} files left for pulse compact)"
+        return self.last_error
+
+    def due(self, now: float) -> bool:
+        """Whether the oldest waiting file must go now to be in a snapshot within
+        `interval` of being handed over, if this commit takes what recent ones took."""
+        with self._lock:
+            oldest = min((self._oldest(q) for q in self._queued.values() if q), default=None)
+        if oldest is None:
+            return False
+        lead = max(self._took, default=0.0) + COMMIT_MARGIN_SECONDS
+        return now >= oldest + self.interval - lead
 
     def commit_now(self) -> None:
-        """Commit everything pending (blocking; run in a thread)."""
-        batch = list(self._pending.values())
+        """Commit everything waiting (blocking; run in a thread)."""
+        with self._lock:
+            batch = [f for queued in self._queued.values() for f, _ in queued.values()]
         if not batch:
             return
+        started = time.monotonic()
         tables = self.tables.get()
         for kind, table in tables.items():
             mine = [f for f in batch if f.kind == kind]
             if mine:
                 self.committed += commit(table, self.tables.store, mine)
-        for f in batch:
-            if self._pending.get(f.rel) is f:
-                del self._pending[f.rel]
+        with self._lock:
+            for f in batch:
+                queued = self._queued.get(f.source, {})
+                if f.rel in queued and queued[f.rel][0] is f:
+                    del queued[f.rel]
+            self._queued = {s: q for s, q in self._queued.items() if q}
+        self._took.append(time.monotonic() - started)
 
-    async def run(self, stopping: Any) -> None:
-        """Commit every `interval` until `stopping()`, then once more."""
-        delay = self.interval
+    async def run(self, stopping: Callable[[], bool],
+                  on_change: Callable[[], None] | None = None) -> None:
+        """Commit by deadline until `stopping()`, then once more. After a failure, retry
+        with backoff up to one interval; `on_change` hears of every attempt (the sink
+        reports the error and what waits)."""
+        backoff = retry_at = 0.0
         while True:
-            deadline = time.monotonic() + delay
-            while time.monotonic() < deadline and not stopping():
+            done = stopping()
+            if not done and (time.monotonic() < retry_at or not self.due(time.monotonic())):
                 await asyncio.sleep(0.1)
-            try:
-                await asyncio.to_thread(self.commit_now)
-                delay = self.interval
-                self.last_error = None
-            except Exception as exc:  # the catalog or store: never stop the sink for it
-                self.failures += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                self.tables.forget()
-                log.error("Iceberg commit failed (%s): %d files wait; retrying in %.0f s. "
-                          "Check PULSE_ICEBERG_CATALOG", self.last_error.splitlines()[0],
-                          len(self._pending), min(delay, 30.0))
-                delay = min(max(delay, 1.0) * 2, 60.0)
-                if stopping():
-                    return
                 continue
-            if stopping():
+            ok = await self._attempt()
+            if on_change is not None:
+                on_change()
+            if done:
                 return
+            backoff = 0.0 if ok else min(max(1.0, backoff * 2), max(1.0, self.interval))
+            retry_at = time.monotonic() + backoff
+
+    async def _attempt(self) -> bool:
+        try:
+            await asyncio.to_thread(self.commit_now)
+        except Exception as exc:  # the catalog or store: never stop the sink for it
+            self.failures += 1
+            self.last_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:ERROR_CHARS]
+            self.tables.forget()
+            with self._lock:
+                waiting = sum(len(q) for q in self._queued.values())
+            log.error("Iceberg commit failed (%s): %d lake files wait; retrying. Check "
+                      "PULSE_ICEBERG_CATALOG", self.last_error, waiting)
+            return False
+        if self.last_error is not None:
+            log.info("Iceberg commits work again")
+            if self.left_out:
+                log.warning("%d lake files were left out of the Iceberg queue while commits "
+                            "failed: run pulse compact, which registers them", self.left_out)
+            self.last_error, self.left_out = None, 0
+        return True
