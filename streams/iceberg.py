@@ -47,7 +47,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -610,6 +610,16 @@ class Committer:
     @staticmethod
     def _oldest(queued: dict[str, tuple[TableFile, float]]) -> float:
         return next(iter(queued.values()))[1]
+
+    def handed_over(self, source: str) -> None:
+        """`source`'s partition went to another owner, which rewrites (same names, other
+        bytes) a flush whose offsets this worker wrote but failed to commit: the files
+        of `source` waiting here are committed from their footers as read then, as
+        before statistics were recorded, not from what this worker wrote."""
+        with self._lock:
+            queued = self._queued.get(source, {})
+            for rel, (f, since) in list(queued.items()):
+                queued[rel] = (replace(f, stats=None), since)
 
     def pending(self, source: str) -> list[TableFile]:
         """What of `source` is written and not yet known to be in the table."""
