@@ -30,15 +30,19 @@ of ours."""
 SEAM = "pulse.lakefs"
 """The one way to the lake's files: it knows the settings that say where the lake is and
 the lake's names (schemas), nothing that reads or writes the events."""
+CACHE = "pulse.lakecache"
+"""Local copies of lake files for readers (the API's lake queries on S3): it reaches the
+lake only through the seam."""
 SHARED = ("pulse.epoch", "pulse.checkpoint_store")
 """Modules of the top package that the worker and the API both use; they build on
 schemas, rollups and the leaves, and know neither side."""
-BELOW_BOTH_SIDES = {"pulse.schemas", "pulse.rollups", *LEAVES, SEAM}
+BELOW_BOTH_SIDES = {"pulse.schemas", "pulse.rollups", *LEAVES, SEAM, CACHE}
 ALLOWED = {
     "pulse.schemas": set(),
     "pulse.rollups": {"pulse.schemas"},
     **{leaf: set() for leaf in LEAVES},
     SEAM: {"pulse.settings", "pulse.schemas"},
+    CACHE: {"pulse.settings", SEAM},
     **{shared: BELOW_BOTH_SIDES for shared in SHARED},
     "pulse.streams": BELOW_BOTH_SIDES | set(SHARED),
     # `pulse` is the top package's __init__ alone, for `pulse.__version__` in OpenAPI's
