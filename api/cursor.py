@@ -1,11 +1,12 @@
 """Page cursors of the funnel customers: signed, and bound to one tenant and one query.
 
 A cursor carries where the last page ended (the sort key of its last journey), the lake
-snapshot the first page read (the highest input offset per partition it saw, so later
-pages read exactly the same events however many arrive meanwhile) and that page's
-`as_of`. It is signed with HMAC-SHA256 over the tenant, a digest of the query and the
-payload, so a cursor that Pulse did not issue, that was altered, or that belongs to
-another query or tenant is refused, with one message that says nothing about why.
+snapshot the first page read (the highest input offset per epoch and partition it saw,
+so later pages read exactly the same events however many arrive meanwhile, even after a
+broker restart numbers offsets from 0 again) and that page's `as_of`. It is signed with
+HMAC-SHA256 over the tenant, a digest of the query and the payload, so a cursor that
+Pulse did not issue, that was altered, or that belongs to another query or tenant is
+refused, with one message that says nothing about why.
 The tenant is not in the payload: nothing in a cursor names a tenant.
 """
 
@@ -21,8 +22,13 @@ import msgspec
 
 from .errors import ApiError, ErrorCode
 
-VERSION = 1
+VERSION = 2
+"""1: snapshots by partition only (offsets of two broker epochs were confused)."""
 _TAG_BYTES = 16
+
+
+Snapshot = dict[str, dict[int, int]]
+"""Epoch -> input partition -> the highest offset the first page's lake files held."""
 
 
 class Page(msgspec.Struct, array_like=True, frozen=True):
@@ -31,8 +37,7 @@ class Page(msgspec.Struct, array_like=True, frozen=True):
     t1_us: int
     campaign_id: str | None
     customer_id: str
-    snapshot: dict[int, int]
-    """Input partition -> the highest offset the first page's lake files held."""
+    snapshot: Snapshot
     as_of_us: int | None
 
 

@@ -48,8 +48,8 @@ from pulse.schemas import lake
 from pulse.schemas.arrow import EVENT_SCHEMA
 from pulse.settings import TENANT_ID_PATTERN
 
-from .cursor import Page
-from .errors import LakeBusy, LakeTimeout, LakeUnreadable
+from .cursor import Page, Snapshot
+from .errors import ApiError, ErrorCode, LakeBusy, LakeTimeout, LakeUnreadable
 
 log = logging.getLogger("pulse.lake")
 
@@ -62,6 +62,8 @@ LISTING_SECONDS = 30.0
 """Longest time a tenant's cached file listing is used."""
 SOURCE = "lake_files"
 """The relation every statement reads its files from (set up per statement)."""
+Keep = Callable[[list[str]], list[str]]
+"""Which of a listing's files a statement reads (a page's snapshot, `_snapshot_files`)."""
 
 
 class TenantSlots:
@@ -283,18 +285,23 @@ GROUP BY g, reached"""
     # ---- running -------------------------------------------------------------------
 
     async def _run(self, tenant_id: str, days: tuple[int, int] | None,
-                   statements: list[tuple[str, dict[str, Any]]]) -> list[list[tuple]] | None:
-        """Run `statements` over the tenant's files of `days`; None when there are none."""
+                   statements: list[tuple[str, dict[str, Any]]],
+                   keep: Keep | None = None) -> list[list[tuple]] | None:
+        """Run `statements` over the tenant's files of `days` (of each listing, those
+        `keep` keeps); None when there are none."""
         async with self.slots(tenant_id):
-            return await self._run_listed(tenant_id, days, statements)
+            return await self._run_listed(tenant_id, days, statements, keep)
 
     async def _run_listed(self, tenant_id: str, days: tuple[int, int] | None,
-                          statements: list[tuple[str, dict[str, Any]]]) -> list[list[tuple]] | None:
+                          statements: list[tuple[str, dict[str, Any]]],
+                          keep: Keep | None = None) -> list[list[tuple]] | None:
         """List (from the cache, then afresh if a file vanished) and run, off the loop."""
         attempts = iter((False, True))
 
         def attempt() -> list[list[tuple]] | None:
             files = self.files(tenant_id, days, fresh=next(attempts))
+            if keep is not None:
+                files = keep(files)
             entries = self._entries.get(tenant_id, {})
             return self._execute(files, statements, entries) if files else None
 
@@ -374,20 +381,30 @@ counted AS MATERIALIZED (SELECT * FROM ({journeys}) WHERE {t1_where})
     async def customers(self, tenant_id: str, campaign: str | None,
                         ranges: list[tuple[int, int]], options: reach.FunnelOptions,
                         outcome: str, step: int, page: Page | None, limit: int | None,
-                        ) -> tuple[list[tuple], dict[int, int]]:
+                        ) -> tuple[list[tuple], Snapshot]:
         """Journeys with t1 in `ranges` that reached `step` (or dropped off at it), after
         `page`'s position in (t1, campaign null first, customer) order, at most `limit`.
 
         Returns (campaign, customer, t1 µs, reached step) rows and the snapshot they were
         read from, which every later page keeps to: the page's own, or on a first page
-        the highest input offset per partition the tenant's files cover now.
+        that of the files it read (`snapshot`).
         """
-        snapshot = self.snapshot(tenant_id) if page is None else page.snapshot
         t1_where, params = _time_filter(ranges, "t1")
         journeys, step_params = reach.journeys_sql(self.steps, options)
         params.update(step_params)
         params["step"] = step
-        where = "event_type = 'funnel_step' AND " + _snapshot_filter(snapshot, params)
+        where = "event_type = 'funnel_step'"
+        read: Snapshot = page.snapshot if page is not None else {}
+
+        def keep(files: list[str]) -> list[str]:
+            nonlocal read
+            if page is not None:
+                return _snapshot_files(page.snapshot, files)
+            read = snapshot(files)
+            return files
+
+        if page is not None:
+            where += " AND " + _snapshot_filter(page.snapshot, params)
         if campaign is not None:
             where += " AND campaign_id = $campaign"
             params["campaign"] = campaign
@@ -403,22 +420,8 @@ WHERE {t1_where} AND {reach.OUTCOME_SQL[outcome]} AND {after}
 ORDER BY {reach.ORDER_SQL}"""
         if limit is not None:
             sql += f"\nLIMIT {int(limit)}"
-        results = await self._run(tenant_id, None, [(sql, params)])
-        return (results[0] if results else []), snapshot
-
-    def snapshot(self, tenant_id: str) -> dict[int, int]:
-        """The highest input offset each partition's files of the tenant cover now.
-
-        An input partition's flushes are written one after another, each starting past
-        the last, so a row that lands later has a higher offset (or is a rewrite of the
-        same row); reading up to these offsets reads the lake as it is now.
-        """
-        out: dict[int, int] = {}
-        for path in self.files(tenant_id, None):
-            name = lake.parse_name(os.path.basename(path))
-            if name is not None:
-                out[name.partition] = max(name.last, out.get(name.partition, -1))
-        return dict(sorted(out.items()))
+        results = await self._run(tenant_id, None, [(sql, params)], keep)
+        return (results[0] if results else []), read
 
     async def conversations(self, tenant_id: str, campaign: str | None,
                             ranges: list[tuple[int, int]], group: Group,
@@ -474,10 +477,68 @@ def _time_filter(ranges: Iterable[tuple[int, int]], column: str) -> tuple[str, d
     return "(" + " OR ".join(parts) + ")", params
 
 
-def _snapshot_filter(snapshot: dict[int, int], params: dict[str, Any]) -> str:
-    """Only the rows of `LakeReader.snapshot`: offsets up to its highest per partition."""
+def snapshot(files: list[str]) -> Snapshot:
+    """The highest input offset `files` cover, per epoch and partition: what a list read
+    from them holds, for its later pages to keep to (`_snapshot_files`,
+    `_snapshot_filter`).
+
+    Within an epoch an input partition's flushes are written one after another, each
+    starting past the last, so a row that lands later has a higher offset (or is a
+    rewrite of the same row). After a broker restart offsets start again at 0 under a
+    new epoch (`pulse.epoch`): an offset means something only with its epoch.
+    """
+    out: Snapshot = {}
+    for rel in files:
+        name = lake.parse_name(os.path.basename(rel))
+        if name is not None:
+            limits = out.setdefault(name.epoch, {})
+            limits[name.partition] = max(name.last, limits.get(name.partition, -1))
+    return {epoch: dict(sorted(limits.items())) for epoch, limits in sorted(out.items())}
+
+
+def _snapshot_files(snapshot: Snapshot, files: list[str]) -> list[str]:
+    """Those of `files` that hold rows of `snapshot`: of an epoch and partition it names,
+    starting at or before its offset there (files of a new epoch, after a broker
+    restart, hold none, whatever their offsets).
+
+    Rows carry no epoch, so the rows a kept file holds past the snapshot (a compaction or
+    a redone flush that spans its offset) are cut by offset alone (`_snapshot_filter`,
+    the highest offset of any epoch of the partition). When another epoch of the same
+    partition reaches higher, that cut cannot be made: the list is refused, to be asked
+    for again from its first page.
+    """
+    ceiling = _ceilings(snapshot)
+    kept = []
+    for rel in files:
+        name = lake.parse_name(os.path.basename(rel))
+        last = None if name is None else snapshot.get(name.epoch, {}).get(name.partition)
+        if name is None or last is None or name.first > last:
+            continue
+        if name.last > last and ceiling[name.partition] > last:
+            raise ApiError(400, ErrorCode.BAD_CURSOR, RENUMBERED)
+        kept.append(rel)
+    return kept
+
+
+def _ceilings(snapshot: Snapshot) -> dict[int, int]:
+    """Per partition, the highest offset of any epoch in `snapshot`."""
+    out: dict[int, int] = {}
+    for limits in snapshot.values():
+        for partition, last in limits.items():
+            out[partition] = max(last, out.get(partition, -1))
+    return out
+
+
+RENUMBERED = ("`cursor`: since its first page the lake was renumbered (the broker restarted) "
+              "and rewritten across the cursor's position; ask for the first page again "
+              "without it")
+
+
+def _snapshot_filter(snapshot: Snapshot, params: dict[str, Any]) -> str:
+    """Rows of `snapshot` among those of the files `_snapshot_files` keeps: offsets up to
+    the highest of any epoch, per partition."""
     cases = []
-    for i, (partition, offset) in enumerate(sorted(snapshot.items())):
+    for i, (partition, offset) in enumerate(sorted(_ceilings(snapshot).items())):
         params[f"sp{i}"], params[f"so{i}"] = partition, offset
         cases.append(f"WHEN $sp{i} THEN $so{i}")
     if not cases:

@@ -3,7 +3,8 @@
 A real lake written with the worker's writer; between two pages, more flushes land in
 it (new journeys, late first steps, copies of earlier events), as a running worker
 would write them. The pages, put together, must be exactly the oracle's list of the
-events that were there when the first page was read: nothing skipped, nothing twice.
+events that were there when the first page was read: nothing skipped, nothing twice,
+even when a broker restart between two pages numbers offsets from 0 again.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ from starlette.testclient import TestClient
 from pulse.api import cursor
 from pulse.api.app import create_app
 from pulse.api.cursor import query_digest
+from pulse.api.errors import ApiError
+from pulse.api.lake import _snapshot_files, _snapshot_filter, snapshot
 from pulse.api.params import iso
 from pulse.lakefs import LakeStore
 from pulse.rollups.journal import Claim, Delta, LakeMark
 from pulse.rollups.reach import ORDERS
 from pulse.rollups.store import RollupStore
 from pulse.schemas.events import Event
+from pulse.schemas.lake import LakeFile
 from pulse.settings import Settings
 from pulse.streams.lake_sink import Flush, LakeWriter
 from tests import oracle
@@ -50,6 +54,11 @@ class Lake:
         self.next = defaultdict(int)
         self.readers: list[RollupStore] = []
         self.reported = 0
+
+    def restart(self, epoch: str) -> None:
+        """The broker restarted (Tansu keeps nothing): a new epoch, offsets from 0 again."""
+        self.writer = LakeWriter(self.writer.store, epoch, "events")
+        self.next = defaultdict(int)
 
     def report_to(self, client: TestClient) -> None:
         store = client.app.state.pulse.store
@@ -173,6 +182,63 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
     root = str(tmp_path_factory.mktemp("lake"))
     Lake(root).write(journeys(5))
     return client_for(root)
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3])
+def test_pages_keep_to_their_snapshot_across_a_broker_restart(tmp_path: Path, limit: int):
+    """Offsets start again at 0 in a new epoch: its rows, at offsets the first page's
+    snapshot covered in the old epoch, are not in that snapshot, so no later page may
+    read them (new journeys, and steps that would change journeys already listed)."""
+    lake = Lake(str(tmp_path))
+    before = journeys(4)
+    lake.write(before)
+    client = client_for(str(tmp_path))
+    lake.report_to(client)
+    pages: list[tuple] = []
+    status, body = ask(client, step=1, outcome="reached", limit=limit)
+    pages += as_rows(body["customers"])
+    lake.restart("e1")
+    lake.write([Event("acme", f"after-{i}-{k}", "funnel_step", BASE_US + i * HOUR + 30, customer,
+                      "spring", None, None, STEPS[0], None, None, 1)
+                for i, customer in enumerate(("acme-cust-0", "acme-cust-1", "acme-cust-3",
+                                              "acme-new-0", "acme-new-3")) for k in range(2)]
+               + [Event("acme", "earlier-t1", "funnel_step", BASE_US - 1, "acme-cust-2",
+                        "spring", None, None, STEPS[0], None, None, 1)])
+    while body["next_cursor"] is not None:
+        status, body = ask(client, step=1, outcome="reached", limit=limit,
+                           cursor=body["next_cursor"])
+        assert status == 200, body
+        pages += as_rows(body["customers"])
+    assert pages == want_rows(before, step=1, outcome="reached")
+    assert csv_rows(client, step=1, outcome="reached") != pages  # the new epoch is read now
+
+
+def lake_file(epoch: str, partition: int, first: int, last: int, compacted: bool = False
+              ) -> str:
+    return (f"events/tenant_id=acme/date=2026-11-02/"
+            f"{LakeFile(epoch, partition, first, last, compacted).name}")
+
+
+def test_a_snapshot_reads_its_own_epochs_files_and_refuses_a_cut_it_cannot_make():
+    files = [lake_file("e0", 0, 0, 9), lake_file("e0", 0, 10, 19), lake_file("e0", 1, 0, 4)]
+    taken = snapshot(files)
+    assert taken == {"e0": {0: 19, 1: 4}}
+    later = [lake_file("e0", 0, 20, 29), lake_file("e1", 0, 0, 3), lake_file("e0", 2, 0, 1)]
+    assert _snapshot_files(taken, files + later) == files
+    merged = [lake_file("e0", 0, 0, 29, compacted=True), lake_file("e0", 1, 0, 4)]
+    assert _snapshot_files(taken, merged) == merged  # one epoch: its rows are cut by offset
+    params: dict = {}
+    assert _snapshot_filter(taken, params).startswith("kafka_offset <= CASE kafka_partition")
+    assert params == {"sp0": 0, "so0": 19, "sp1": 1, "so1": 4}
+
+    restarted = snapshot([lake_file("e0", 0, 0, 99), lake_file("e1", 0, 0, 9)])
+    assert restarted == {"e0": {0: 99}, "e1": {0: 9}}
+    assert _snapshot_files(restarted, [lake_file("e0", 0, 0, 99), lake_file("e1", 0, 0, 9),
+                                       lake_file("e1", 0, 10, 20)]) == [
+        lake_file("e0", 0, 0, 99), lake_file("e1", 0, 0, 9)]
+    with pytest.raises(ApiError, match="ask for the first page again"):  # e1's 10..20 would
+        _snapshot_files(restarted, [lake_file("e0", 0, 0, 99),  # pass an offset cut at 99
+                                    lake_file("e1", 0, 0, 20, compacted=True)])
 
 
 def test_a_cursor_reaches_only_its_own_query_and_tenant(client: TestClient):
