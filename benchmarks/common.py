@@ -151,6 +151,34 @@ def rss_mb(pid: int | str, field: str = "VmRSS") -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User plus system CPU time a process has used so far; 0 once it has gone.
+
+    What a stage costs per message, read this way, holds on a shared machine where its
+    wall-clock rate does not."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def listener_pid(bootstrap: str) -> int | None:
+    """The broker process listening on `bootstrap` (its command line names the address)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if b"broker" in cmdline and f"tcp://{bootstrap}".encode() in cmdline:
+                return int(entry)
+    return None
+
+
 def ingest_child(pid: int) -> int | None:
     """The worker's ingest process (not multiprocessing's resource tracker beside it)."""
     try:

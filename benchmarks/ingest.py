@@ -19,6 +19,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -41,8 +42,10 @@ from .common import (
     Summary,
     bench_settings,
     broker,
+    cpu_seconds,
     events,
     ingest_child,
+    listener_pid,
     produce,
     rss_mb,
     say,
@@ -51,6 +54,9 @@ from .common import (
 
 FLOOR = 0.3
 GOAL = 0.5
+STAGES = ("ingest", "rollup", "broker")
+"""The processes a worker's messages cost CPU in: its ingest child, its Faust (rollup)
+process and the broker."""
 
 
 async def drain(bootstrap: str, topic: str, expected: int) -> float:
@@ -94,11 +100,18 @@ def lake_rows(store: LakeStore, known: dict[str, int] | None = None
 
 
 class JournalWatch:
-    """Folds the journal as an API replica would, to see when the rollups are complete."""
+    """Follows the journal's counters, as an API replica would fold them, to see when the
+    rollups are complete; with `answers`, folds the whole journal into `store` as well.
 
-    def __init__(self, settings: Settings) -> None:
+    Without `answers` it decodes only each record's head (`journal.decode_head`): a full
+    fold spends a good part of one of the machine's two cores beside the worker it
+    measures."""
+
+    def __init__(self, settings: Settings, answers: bool = False) -> None:
         self.settings = settings
-        self.store = RollupStore()
+        self.store = RollupStore() if answers else None
+        self.folds: dict[int, journal.JournalFold[journal.DeltaHead]] = {}
+        self.counters: dict[int, Counter[str]] = {}
         self.consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
@@ -116,27 +129,41 @@ class JournalWatch:
     async def poll(self) -> dict[str, int]:
         assert self.consumer is not None
         for tp, records in (await self.consumer.getmany(timeout_ms=100)).items():
-            fold = self.store.fold(tp.partition)
+            fold = self.folds.get(tp.partition)
+            if fold is None:
+                counts = self.counters[tp.partition] = Counter()
+                fold = self.folds[tp.partition] = journal.JournalFold(_Counting(counts))
             for record in records:
-                fold.feed(journal.decode(record.value), record.offset)
-        totals: dict[str, int] = {}
-        for info in self.store.partitions.values():
-            for key, value in info.counters.items():
-                totals[key] = totals.get(key, 0) + value
-        return totals
+                fold.feed(journal.decode_head(record.value), record.offset)
+            if self.store is not None:
+                full = self.store.fold(tp.partition)
+                for record in records:
+                    full.feed(journal.decode(record.value), record.offset)
+        totals: Counter[str] = Counter()
+        for counts in self.counters.values():
+            totals.update(counts)
+        return dict(totals)
 
     async def stop(self) -> None:
         if self.consumer is not None:
             await self.consumer.stop()
 
 
+@dataclass
+class _Counting:
+    counters: Counter[str]
+
+    def apply_delta(self, delta: journal.DeltaHead) -> None:
+        self.counters.update(delta.counters)
+
+
 @asynccontextmanager
-async def running_worker(settings: Settings, root: Path,
-                         env: dict[str, str] | None = None) -> AsyncIterator[Worker]:
+async def running_worker(settings: Settings, root: Path, env: dict[str, str] | None = None,
+                         answers: bool = False) -> AsyncIterator[Worker]:
     """A `pulse worker` whose ingest stage has joined its group, with a journal watch."""
     log = root / f"worker-{settings.group}.log"
-    worker = Worker(spawn(["worker"], settings, log, **(env or {})), JournalWatch(settings),
-                    log)
+    worker = Worker(spawn(["worker"], settings, log, **(env or {})),
+                    JournalWatch(settings, answers), log)
     await worker.watch.start()
     try:
         while b"ingest reads input partitions" not in log.read_bytes():
@@ -168,6 +195,9 @@ async def run_worker(settings: Settings, root: Path, expected: dict[str, int],
         watch = worker.watch
         store = LakeStore.open(settings.lake, settings)
         known: dict[str, int] = {}
+        stages = {"ingest": ingest_child(worker.process.pid), "rollup": worker.process.pid,
+                  "broker": listener_pid(settings.kafka_bootstrap)}
+        cpu = {name: cpu_seconds(pid) for name, pid in stages.items()}
         started = time.perf_counter()
         deadline = started + timeout
         rollups_done = lake_done = None
@@ -187,12 +217,15 @@ async def run_worker(settings: Settings, root: Path, expected: dict[str, int],
                 last_report = now
             if now > deadline:
                 raise RuntimeError(f"the worker did not finish in {timeout:.0f} s: {totals}")
-        child = ingest_child(worker.process.pid)
+        for name, pid in stages.items():
+            cpu[name] = cpu_seconds(pid) - cpu[name]
+        child = stages["ingest"]
         rss = rss_mb(worker.process.pid, "VmHWM") + (rss_mb(child, "VmHWM") if child else 0.0)
         assert totals.get("accepted") == expected["unique"], totals
         assert totals.get("duplicates", 0) == expected["valid"] - expected["unique"], totals
         assert totals.get("dead_letters", 0) == expected["dead"], totals
-        return {"rollups_s": rollups_done, "lake_s": lake_done, "rss_mb": rss}
+        return {"rollups_s": rollups_done, "lake_s": lake_done, "rss_mb": rss,
+                **{f"cpu_{name}_s": seconds for name, seconds in cpu.items()}}
 
 
 def count(messages: list[tuple[bytes, bytes]]) -> dict[str, int]:
@@ -240,11 +273,15 @@ def run_ingest(n: int, quick: bool, lake: str = "folder") -> int:
         "worker_lake_s": round(worker["lake_s"], 2), "worker_peak_rss_mb": round(worker["rss_mb"]),
         "lake_files_per_million": round(files / n * 1e6),
         "lake_mb_per_million": round(size / n, 1), **expected,
+        **{f"{stage}_cpu_us_per_msg": round(worker[f"cpu_{stage}_s"] / n * 1e6, 2)
+           for stage in STAGES},
     })
     line = (f"worker {rate:,.0f} msg/s vs bare drain {base:,.0f} msg/s = {ratio:.2f}x "
             f"(goal {GOAL}x); rollups {worker['rollups_s']:.1f} s, lake {worker['lake_s']:.1f} s; "
             f"{files / n * 1e6:,.0f} files and {size / n:,.1f} MB per million; "
-            f"peak RSS {worker['rss_mb']:,.0f} MiB (worker and its ingest process)")
+            f"peak RSS {worker['rss_mb']:,.0f} MiB (worker and its ingest process); CPU per "
+            "message " + ", ".join(f"{stage} {worker[f'cpu_{stage}_s'] / n * 1e6:.1f} us"
+                                   for stage in STAGES))
     return summary.finish(line, ratio >= FLOOR, f"{FLOOR}x")
 
 

@@ -78,7 +78,7 @@ async def _sample_rss(peak: list[float]) -> None:
 
 async def pulse_answer(settings: Settings, expected_read: int, timeout: float) -> Answer:
     """The worker's rollups as an API replica folds them, reduced to the peers' counts."""
-    watch = JournalWatch(settings)
+    watch = JournalWatch(settings, answers=True)
     await watch.start()
     try:
         deadline = time.monotonic() + timeout

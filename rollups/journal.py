@@ -21,7 +21,7 @@ put in their `as_of`, and the ingest stage that knows it has no other way to tel
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -40,6 +40,11 @@ class LakeMark(msgspec.Struct, array_like=True, frozen=True):
     """Failed lake writes of this partition's current writer (they are retried)."""
     error: str | None = None
     """The last write error, while writes are failing; None once one succeeds."""
+    iceberg_waiting: int = 0
+    """Files of this partition in the lake and not yet known to be in the Iceberg tables."""
+    iceberg_error: str | None = None
+    """The writer's last Iceberg commit error, while commits fail (they delay nothing
+    else); None once one succeeds."""
 
 
 class Claim(msgspec.Struct, tag="claim", array_like=True, frozen=True):
@@ -48,7 +53,11 @@ class Claim(msgspec.Struct, tag="claim", array_like=True, frozen=True):
     """The state is the checkpoint stamped with this record's offset, not the fold."""
 
 
-class Delta(msgspec.Struct, tag="delta", array_like=True, gc=False):
+class DeltaHead(msgspec.Struct, tag="delta", array_like=True, gc=False):
+    """The first fields of a `Delta`, all a reader that follows only counters (a
+    benchmark waiting for its events, a status probe) decodes: the rest of the record
+    is skipped by the parser, not built."""
+
     session: str
     seq: int
     """Counts the session's deltas in its partition, so a record that a producer retry
@@ -56,6 +65,9 @@ class Delta(msgspec.Struct, tag="delta", array_like=True, gc=False):
     applied: dict[int, int]
     """Source partition -> highest source offset now applied (only those that moved)."""
     counters: dict[str, int]
+
+
+class Delta(DeltaHead, tag="delta", array_like=True, gc=False):
     buckets: list[tuple[str, str | None, int, Measures]]
     """Increments of hourly buckets (measures of this partition's events, and the
     default funnel of its journeys)."""
@@ -83,6 +95,7 @@ Record = Claim | Delta
 
 _encoder = msgspec.msgpack.Encoder()
 _record_decoder = msgspec.msgpack.Decoder(Record)
+_head_decoder = msgspec.msgpack.Decoder(Claim | DeltaHead)
 _CLAIM_PREFIX = b"\xa5claim"
 
 
@@ -92,6 +105,11 @@ def encode(record: Record) -> bytes:
 
 def decode(data: bytes) -> Record:
     return _record_decoder.decode(data)
+
+
+def decode_head(data: bytes) -> Claim | DeltaHead:
+    """A record with a delta's buckets, digests and journeys skipped (`DeltaHead`)."""
+    return _head_decoder.decode(data)
 
 
 def is_claim(data: bytes) -> bool:
@@ -107,23 +125,27 @@ def stamp_of(record: Record) -> tuple[str, int]:
     return record.session, record.seq
 
 
-class Target(Protocol):
-    def apply_delta(self, delta: Delta) -> None: ...
+D = TypeVar("D", bound=DeltaHead)
+D_contra = TypeVar("D_contra", bound=DeltaHead, contravariant=True)
 
 
-class JournalFold:
+class Target(Protocol[D_contra]):
+    def apply_delta(self, delta: D_contra) -> None: ...
+
+
+class JournalFold(Generic[D]):
     """Feeds one journal partition's records, in order, into a `Target`.
 
     `feed` returns a reset claim: the caller must then load the checkpoint its writer
     stamped with the claim's offset into the target (only it can read checkpoints).
     """
 
-    def __init__(self, target: Target, owner: str | None = None, seq: int = -1) -> None:
+    def __init__(self, target: Target[D], owner: str | None = None, seq: int = -1) -> None:
         self.target = target
         self.owner = owner
         self.seq = seq
 
-    def feed(self, record: Record, offset: int) -> Claim | None:
+    def feed(self, record: Claim | D, offset: int) -> Claim | None:
         if isinstance(record, Claim):
             if record.session != self.owner or record.reset:
                 self.owner, self.seq = record.session, -1

@@ -197,14 +197,14 @@ class RollupStore:
     def __init__(self) -> None:
         self._tenants: dict[str, _Tenant] = {}
         self.partitions: dict[int, PartitionInfo] = {}
-        self._folds: dict[int, JournalFold] = {}
+        self._folds: dict[int, JournalFold[Delta]] = {}
         self._horizon: int | None = None
         self.version = 0
         """Moves with every change an answer could read (what conditional answers key on)."""
 
     # ---- folding -------------------------------------------------------------------
 
-    def fold(self, partition: int) -> JournalFold:
+    def fold(self, partition: int) -> JournalFold[Delta]:
         """The fold that journal partition `partition`'s records must be fed to."""
         fold = self._folds.get(partition)
         if fold is None:
