@@ -83,7 +83,7 @@ async def measure(n: int, checkpoint_seconds: float = CHECKPOINT_SECONDS) -> dic
 
         await ensure_topics(settings)
         env = {"PULSE_CHECKPOINT_SECONDS": str(checkpoint_seconds)}
-        async with running_worker(settings, root, env=env) as worker:
+        async with running_worker(settings, root, env=env, answers=True) as worker:
             say(f"  {n:,} events: producing")
             await produce(bootstrap, settings.topic, events(n, duplicates=0.0, invalid=0.0), n)
             before = await _settle(worker.watch, n, timeout=max(300, n / 10_000))
