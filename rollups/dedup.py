@@ -24,6 +24,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from pulse.schemas.events import Event
+
 ENTRY = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("content", "<u4")])
 """One digest in a run (20 bytes); the run says which day it belongs to."""
 JOURNAL_ENTRY = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("content", "<u4"), ("day", "<i4")])
@@ -39,6 +41,13 @@ def id_digest(tenant_id: str, event_id: str) -> bytes:
     return hashlib.blake2b(
         f"{tenant_id}\x00{event_id}".encode(errors="surrogatepass"), digest_size=16
     ).digest()
+
+
+def id_digests(events: Iterable[Event]) -> bytes:
+    """`id_digest` of each event, concatenated (a poll's, in one call)."""
+    blake2b = hashlib.blake2b
+    return b"".join([blake2b(f"{e.tenant_id}\x00{e.id}".encode(errors="surrogatepass"),
+                             digest_size=16).digest() for e in events])
 
 
 def content_digest(encoded_event: bytes) -> int:
@@ -58,6 +67,12 @@ def keyed_partition(digest: bytes, partitions: int) -> int:
     a partition stays uniform although all its digests share this choice.
     """
     return (int.from_bytes(digest[:8], "little") >> 48) % partitions
+
+
+def keyed_partitions(digests: bytes, partitions: int) -> npt.NDArray[np.int64]:
+    """`keyed_partition` of each of the concatenated 16-byte `digests`, at once."""
+    high = np.frombuffer(digests, "<u8")[0::2]
+    return ((high >> np.uint64(48)) % np.uint64(partitions)).astype(np.int64)
 
 
 def sort_entries(entries: npt.NDArray[np.void]) -> npt.NDArray[np.void]:

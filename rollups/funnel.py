@@ -78,11 +78,11 @@ def prune(sets: list[list[int]]) -> list[list[int]]:
 
 def apply_step(journey: Journey | None, steps: int, step: int, at_us: int) -> Journey:
     """The journey after a `funnel_step` event of step index `step` at `at_us`."""
-    sets = times(journey, steps)
-    if at_us in sets[step]:
-        return journey if journey is not None else pack(sets)
-    sets[step] = sorted([*sets[step], at_us])
-    return pack(prune(sets))
+    moved = advance(journey, steps, step, at_us, 1)
+    if moved is None:
+        assert journey is not None  # a first event always makes a journey
+        return journey
+    return moved[0]
 
 
 def first_time(journey: Journey | None, steps: int) -> int | None:
@@ -109,7 +109,26 @@ def position(journey: Journey | None, steps: int, hour_us: int) -> tuple[int, in
     before it has an S1."""
     if journey is None:
         return None
+    return _position(times(journey, steps), hour_us)
+
+
+def advance(journey: Journey | None, steps: int, step: int, at_us: int, hour_us: int
+            ) -> tuple[Journey, tuple[int, int] | None, tuple[int, int] | None] | None:
+    """`apply_step`, with the journey's `position` before and after (one unpacking for
+    all three); None when the event changes nothing."""
     sets = times(journey, steps)
+    if at_us in sets[step]:
+        return None
+    before = None if journey is None else _position(sets, hour_us)
+    sets[step] = sorted([*sets[step], at_us])
+    kept = prune(sets)
+    new = pack(kept)
+    if new == journey:
+        return None
+    return new, before, _position(kept, hour_us)
+
+
+def _position(sets: list[list[int]], hour_us: int) -> tuple[int, int] | None:
     t1 = first_step_time(sets)
     if t1 is None:
         return None

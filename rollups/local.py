@@ -12,13 +12,13 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 import msgspec
-import numpy as np
 
 from pulse.schemas.events import Event
 
+from .columns import ColumnBatch, from_events
 from .dedup import MemoryRuns, SeenSet, content_digest, id_digest, keyed_partition
 from .journal import Claim, Delta, LakeMark, Record
-from .partition import EventBatch, KeyedMessage, PartitionState, RollupSpec, StepBatch
+from .partition import KeyedMessage, PartitionState, RollupSpec, StepBatch
 from .store import RollupStore
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -29,15 +29,12 @@ Entry = tuple[int, int, Event | str]
 
 def event_batch(rows: list[tuple[int, int, Event]], dead: list[tuple[int, int, str]],
                 progress: dict[int, int] | None = None,
-                lake: dict[int, LakeMark] | None = None) -> EventBatch:
-    """An `EventBatch` as the ingest stage builds it (digests computed here)."""
-    return EventBatch(
-        sources=np.array([r[0] for r in rows], np.int32).tobytes(),
-        offsets=np.array([r[1] for r in rows], np.int64).tobytes(),
-        digests=b"".join(id_digest(e.tenant_id, e.id) for _, _, e in rows),
-        contents=np.array([content_digest(_encode(e)) for _, _, e in rows],
-                          np.uint32).tobytes(),
-        events=[e for _, _, e in rows], dead=dead, progress=progress or {}, lake=lake or {})
+                lake: dict[int, LakeMark] | None = None) -> ColumnBatch:
+    """A batch as the ingest stage builds it (digests computed here)."""
+    return from_events([r[0] for r in rows], [r[1] for r in rows],
+                       b"".join(id_digest(e.tenant_id, e.id) for _, _, e in rows),
+                       [content_digest(_encode(e)) for _, _, e in rows],
+                       [e for _, _, e in rows], dead, progress, lake)
 
 
 class LocalPartitions:
@@ -53,7 +50,7 @@ class LocalPartitions:
         self.journals: dict[int, list[Record]] = {q: [Claim(session)]
                                                   for q in range(spec.partitions)}
 
-    def route(self, entries: Iterable[Entry]) -> dict[int, EventBatch]:
+    def route(self, entries: Iterable[Entry]) -> dict[int, ColumnBatch]:
         """One poll's entries as the ingest stage forwards them, per keyed partition."""
         rows: dict[int, list[tuple[int, int, Event]]] = defaultdict(list)
         dead: dict[int, list[tuple[int, int, str]]] = defaultdict(list)

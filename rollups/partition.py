@@ -28,20 +28,18 @@ from pulse.schemas.events import Event
 
 from . import funnel
 from .checkpoint import FORMAT, Body, Definitions, RunRef
-from .dedup import SeenSet, entries_from_journal, halves, journal_entries
+from .columns import BatchColumns, ColumnBatch, from_events
+from .dedup import SeenSet, entries_from_journal, journal_entries
 from .journal import Delta, LakeMark
-from .metrics import Measures, fold_event
+from .metrics import EVENT_TYPES, Measures, fold_columns
 from .windows import DAY_US, HOUR_US, HOURS_PER_DAY
 
 
 class EventBatch(msgspec.Struct, tag="events", array_like=True, gc=False):
-    """What the ingest stage forwards to one keyed partition.
-
-    Per event, in source-offset order per source partition: its source partition
-    (int32), offset (int64), id digest (16 bytes) and content digest (uint32), packed
-    as bytes; `dead` are the dead letters this partition counts. `progress` and `lake`
-    say how far each source partition has been read and written to the lake.
-    """
+    """What the ingest stage forwarded before batches became columns (`ColumnBatch`):
+    still read, so that messages an older worker left in the keyed topic count after an
+    upgrade. Per event, its source partition (int32), offset (int64), id digest (16
+    bytes) and content digest (uint32), packed as bytes."""
 
     sources: bytes
     offsets: bytes
@@ -51,6 +49,12 @@ class EventBatch(msgspec.Struct, tag="events", array_like=True, gc=False):
     dead: list[tuple[int, int, str]]
     progress: dict[int, int]
     lake: dict[int, LakeMark]
+
+    def columns(self) -> ColumnBatch:
+        return from_events(np.frombuffer(self.sources, np.int32).tolist(),
+                           np.frombuffer(self.offsets, np.int64).tolist(), self.digests,
+                           np.frombuffer(self.contents, np.uint32).tolist(), self.events,
+                           self.dead, self.progress, self.lake)
 
 
 class StepBatch(msgspec.Struct, tag="steps", array_like=True, gc=False):
@@ -66,7 +70,7 @@ class StepBatch(msgspec.Struct, tag="steps", array_like=True, gc=False):
     """(tenant, campaign, customer, step index, occurred µs)."""
 
 
-KeyedMessage = EventBatch | StepBatch
+KeyedMessage = ColumnBatch | EventBatch | StepBatch
 
 
 @dataclass(frozen=True)
@@ -103,8 +107,8 @@ class Outcome:
     forwards: dict[int, StepBatch] = field(default_factory=dict)
 
 
-_event_encoder = msgspec.msgpack.Encoder()
 Steps = list[tuple[str, str | None, str, int, int]]
+_FUNNEL_STEP = EVENT_TYPES.index("funnel_step")
 
 
 class PartitionState:
@@ -142,8 +146,9 @@ class PartitionState:
             return Outcome(None)  # processed before: its delta is in the journal
         change = _Change(self)
         forwards: dict[int, StepBatch] = {}
-        if isinstance(message, EventBatch):
-            steps = self._events(message, change)
+        if not isinstance(message, StepBatch):
+            steps = self._events(message if isinstance(message, ColumnBatch)
+                                 else message.columns(), change)
             as_of = self.as_of()
             for j, group in _by_journey(steps, self.spec.partitions).items():
                 forwards[j] = StepBatch(self.partition, as_of, group)
@@ -160,17 +165,15 @@ class PartitionState:
         """Time up to which every source partition is in this partition (and forwarded)."""
         return min(self.progress.values()) if self.progress else None
 
-    def _events(self, batch: EventBatch, change: _Change) -> Steps:
-        sources = np.frombuffer(batch.sources, np.int32)
-        offsets = np.frombuffer(batch.offsets, np.int64)
-        new = self._unapplied(sources, offsets, change)
+    def _events(self, batch: ColumnBatch, change: _Change) -> Steps:
+        cols = BatchColumns.of(batch)
+        new = self._unapplied(cols.sources, cols.offsets, change)
         self._dead(batch.dead, change)
-        events = batch.events
         steps: Steps = []
         if new.any():
             fresh = np.flatnonzero(new)
             change.counters["read"] += len(fresh)
-            occurred = np.array([events[i].occurred_us for i in fresh.tolist()], np.int64)
+            occurred = cols.occurred[fresh]
             top = int(occurred.max())
             if self.watermark_us is None or top > self.watermark_us:
                 self.watermark_us = top
@@ -183,15 +186,30 @@ class PartitionState:
                 # step, because a journey's t1 and reached step span all of time.
                 change.counters["accepted"] += len(beyond)
                 change.counters["beyond_retention"] += len(beyond)
-                steps.extend(self._step_of(events[i]) for i in beyond.tolist())
-            counted = self._count_unique(batch, fresh[inside], occurred[inside], change)
-            for i in counted.tolist():
-                event = events[i]
-                self._fold(event, change)
-                if event.event_type == "funnel_step":
-                    steps.append(self._step_of(event))
+                steps.extend(self._steps_of(cols, beyond))
+            counted = self._count_unique(cols, fresh[inside], occurred[inside], change)
+            for tenant, campaign, hour, m in fold_columns(cols, counted,
+                                                          self.spec.engaged_seconds):
+                change.buckets[(tenant, campaign, hour)] = m
+            steps.extend(self._steps_of(cols, counted))
         self._marks(batch, change)
-        return [s for s in steps if s[3] >= 0]
+        return steps
+
+    def _steps_of(self, cols: BatchColumns, rows: npt.NDArray[np.int64]) -> Steps:
+        """The funnel steps among `rows`: events of type funnel_step whose label is a
+        step, with a customer, as (tenant, campaign, customer, step index, occurred)."""
+        step_of = np.array([-1 if (i := self.spec.funnel.index(label)) is None else i
+                            for label in cols.labels] + [-1], np.int32)
+        step = np.where(cols.kinds[rows] == _FUNNEL_STEP, step_of[cols.label[rows]], -1)
+        picked = rows[(step >= 0) & (cols.customer[rows] >= 0)]
+        if not len(picked):
+            return []
+        campaigns = [*cols.campaigns, None]
+        return [(cols.tenants[t], campaigns[c], cols.customers[u], int(step_of[label]), at)
+                for t, c, u, label, at in zip(
+                    cols.tenant[picked].tolist(), cols.campaign[picked].tolist(),
+                    cols.customer[picked].tolist(), cols.label[picked].tolist(),
+                    cols.occurred[picked].tolist(), strict=True)]
 
     def _unapplied(self, sources: npt.NDArray[np.int32], offsets: npt.NDArray[np.int64],
                    change: _Change) -> npt.NDArray[np.bool_]:
@@ -214,15 +232,13 @@ class PartitionState:
             change.counters["dead_letters"] += 1
             change.counters[f"dead_letter:{reason}"] += 1
 
-    def _count_unique(self, batch: EventBatch, fresh: npt.NDArray[np.int64],
+    def _count_unique(self, cols: BatchColumns, fresh: npt.NDArray[np.int64],
                       occurred: npt.NDArray[np.int64], change: _Change
                       ) -> npt.NDArray[np.int64]:
         """Dedup `fresh` (indices into the batch); returns the ones counted now."""
         if not len(fresh):
             return fresh
-        hi, lo = halves(batch.digests)
-        hi, lo = hi[fresh], lo[fresh]
-        contents = np.frombuffer(batch.contents, np.uint32)[fresh]
+        hi, lo, contents = cols.hi[fresh], cols.lo[fresh], cols.contents[fresh]
         days = (occurred // DAY_US).astype(np.int32)
         keys = np.empty(len(hi), [("hi", "<u8"), ("lo", "<u8")])
         keys["hi"], keys["lo"] = hi, lo
@@ -242,26 +258,13 @@ class PartitionState:
         counted_now: npt.NDArray[np.int64] = fresh[counted]
         return counted_now
 
-    def _fold(self, event: Event, change: _Change) -> None:
-        key = (event.tenant_id, event.campaign_id, event.occurred_us // HOUR_US)
-        bucket = change.buckets.get(key)
-        if bucket is None:
-            bucket = change.buckets[key] = Measures()
-        fold_event(bucket, event, self.spec.engaged_seconds)
-
-    def _step_of(self, event: Event) -> tuple[str, str | None, str, int, int]:
-        """The event as a funnel step (step index -1: not a step, or no customer)."""
-        step = self.spec.funnel.index(event.label) if event.event_type == "funnel_step" else None
-        if step is None or event.customer_id is None:
-            return ("", None, "", -1, 0)
-        return (event.tenant_id, event.campaign_id, event.customer_id, step, event.occurred_us)
-
-    def _marks(self, batch: EventBatch, change: _Change) -> None:
+    def _marks(self, batch: ColumnBatch, change: _Change) -> None:
         change.progress = _advance(self.progress, batch.progress)
         for p, mark in batch.lake.items():
             old = self.lake.get(p)
             if old is not None and mark.as_of_us < old.as_of_us:  # never move back in time
-                mark = LakeMark(old.as_of_us, old.flushed_at_us, mark.failures, mark.error)
+                mark = msgspec.structs.replace(mark, as_of_us=old.as_of_us,
+                                               flushed_at_us=old.flushed_at_us)
             if mark != old:
                 change.lake[p] = mark
         self.lake.update(change.lake)
@@ -270,14 +273,13 @@ class PartitionState:
         n = len(self.spec.funnel.steps)
         for tenant, campaign, customer, step, at_us in batch.steps:
             group = self.journeys.setdefault((tenant, campaign), {})
-            old = group.get(customer)
-            new = funnel.apply_step(old, n, step, at_us)
-            if new == old:
+            moved = funnel.advance(group.get(customer), n, step, at_us, HOUR_US)
+            if moved is None:
                 continue
+            new, before, after = moved
             group[customer] = new
             change.journeys[(tenant, campaign, customer)] = new
-            for pos, sign in ((funnel.position(old, n, HOUR_US), -1),
-                              (funnel.position(new, n, HOUR_US), 1)):
+            for pos, sign in ((before, -1), (after, 1)):
                 if pos is None or (self.horizon_hour is not None and pos[0] < self.horizon_hour):
                     continue
                 bucket = change.buckets.get((tenant, campaign, pos[0]))

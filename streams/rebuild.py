@@ -22,14 +22,13 @@ from collections import defaultdict
 from collections.abc import Callable
 
 import msgspec
-import numpy as np
 import pyarrow as pa
 
 from pulse.lakefs import Entry, LakeDir, LakeStore, lake_dirs, live
+from pulse.rollups.columns import ColumnBatch, from_events
 from pulse.rollups.dedup import SeenSet, content_digest, id_digest, keyed_partition
 from pulse.rollups.journal import LakeMark
 from pulse.rollups.partition import (
-    EventBatch,
     PartitionState,
     RollupSpec,
     StepBatch,
@@ -181,20 +180,16 @@ def rebuild(store: LakeStore, spec: RollupSpec, seen: dict[int, SeenSet], includ
     return states
 
 
-def _event_batch(sid: int, rows: list[tuple[int, Event | str, bytes]]) -> EventBatch:
+def _event_batch(sid: int, rows: list[tuple[int, Event | str, bytes]]) -> ColumnBatch:
     """One source's rows (events and dead letters, in offset order) as the ingest stage
     would have forwarded them."""
     events = [(offset, e, digest) for offset, e, digest in rows if isinstance(e, Event)]
-    return EventBatch(
-        sources=np.full(len(events), sid, np.int32).tobytes(),
-        offsets=np.array([r[0] for r in events], np.int64).tobytes(),
-        digests=b"".join(r[2] for r in events),
-        contents=np.array([content_digest(_encode(r[1])) for r in events],
-                          np.uint32).tobytes(),
-        events=[r[1] for r in events],
-        dead=[(sid, offset, reason) for offset, reason, _ in rows if isinstance(reason, str)],
-        progress={}, lake={},
-    )
+    return from_events([sid] * len(events), [r[0] for r in events],
+                       b"".join(r[2] for r in events),
+                       [content_digest(_encode(r[1])) for r in events],
+                       [r[1] for r in events],
+                       [(sid, offset, reason) for offset, reason, _ in rows
+                        if isinstance(reason, str)])
 
 
 def _collect_steps(rows: list[tuple[int, Event, bytes]], source: Source, spec: RollupSpec,

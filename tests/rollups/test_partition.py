@@ -19,7 +19,7 @@ from pulse.rollups.dedup import MemoryRuns, SeenSet
 from pulse.rollups.funnel import FunnelSpec
 from pulse.rollups.journal import Claim, JournalFold
 from pulse.rollups.local import Entry, LocalPartitions, event_batch
-from pulse.rollups.partition import KeyedMessage, PartitionState, RollupSpec
+from pulse.rollups.partition import EventBatch, KeyedMessage, PartitionState, RollupSpec
 from pulse.rollups.store import ALL, RollupStore
 from tests import oracle
 from tests.strategies import BASE_US, HOUR, STEPS, TENANTS, streams
@@ -261,3 +261,22 @@ def test_dead_letters_and_replays_are_counted_once():
     assert first.progress == {0: 5, 1: 7}
     assert again is not None and again.counters == {} and again.keyed_next == 2
     assert state.process(batch, 1, "s1").delta is None  # a keyed message seen before
+
+
+@settings(max_examples=40, deadline=None)
+@given(scenarios())
+def test_a_batch_an_older_worker_forwarded_counts_as_its_columns_do(scenario):
+    """Messages an older worker left in the keyed topic (`EventBatch`, one record per
+    event) are processed to exactly the delta of the same events as columns."""
+    _, source_polls = scenario
+    columns, records = (PartitionState(SPEC, 0, SeenSet(MemoryRuns())) for _ in range(2))
+    for offset, poll in enumerate(source_polls):
+        rows = [(p, o, e) for p, o, e in poll if not isinstance(e, str)]
+        batch = event_batch(rows, [])
+        old = EventBatch(batch.sources, batch.offsets, batch.digests, batch.contents,
+                         [e for _, _, e in rows], [], {}, {})
+        decoded = msgspec.msgpack.decode(msgspec.msgpack.encode(old), type=KeyedMessage)
+        a = columns.process(batch, offset, "s")
+        b = records.process(decoded, offset, "s")
+        assert msgspec.to_builtins(a.delta) == msgspec.to_builtins(b.delta)
+        assert msgspec.to_builtins(a.forwards) == msgspec.to_builtins(b.forwards)
