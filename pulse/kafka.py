@@ -7,10 +7,13 @@ broker patiently and how to read a partition up to a known offset.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -113,3 +116,52 @@ async def record_at(consumer: AIOKafkaConsumer, tp: TopicPartition,
     batch = await consumer.getmany(tp, timeout_ms=2000, max_records=1)
     records = batch.get(tp, [])
     return records[0] if records and records[0].offset == offset else None
+
+
+class RawRecord(Protocol):
+    """What `raw_records` makes `getmany()` return for each message: aiokafka's own
+    record object, which has these and no topic or partition (the caller knows them)."""
+
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+_PROBED_SIGNATURE = "(self, tp, record)"
+
+
+@contextmanager
+def raw_records() -> Iterator[None]:
+    """Within it, every consumer of this process returns aiokafka's record objects from
+    `getmany()` instead of one `ConsumerRecord` per message (`RawRecord`).
+
+    AIOKAFKA: the one seam into its internals. Its fetcher unpacks each record batch
+    in C, then calls `PartitionRecords._consumer_record(tp, record)` to copy every record
+    into a `ConsumerRecord` dataclass: about a fifth of the ingest process's CPU at a
+    few hundred thousand messages a second, for fields the ingest stage never reads.
+    Positions, commits and rebalances do not look at the returned objects.
+    `tests/test_kafka_seam.py` checks this against the installed aiokafka, and this
+    refuses to patch a method whose signature has changed.
+    """
+    from aiokafka.consumer import fetcher
+
+    records: Any = fetcher.PartitionRecords
+    original = records._consumer_record
+    if str(inspect.signature(original)) != _PROBED_SIGNATURE:
+        raise RuntimeError(
+            "aiokafka's PartitionRecords._consumer_record changed "
+            f"({inspect.signature(original)}); pulse.kafka.raw_records needs a look")
+    records._consumer_record = _the_record
+    try:
+        yield
+    finally:
+        records._consumer_record = original
+
+
+def _the_record(self: object, tp: TopicPartition, record: Any) -> Any:
+    return record

@@ -44,6 +44,13 @@ EVENT_SCHEMA = _with_ids(
     ]
 )
 
+TENANT_FIELD = pa.field("tenant_id", pa.string(), nullable=False, metadata={
+    b"PARQUET:field_id": str(len(EVENT_SCHEMA) + 1).encode()})
+"""The tenant, a hive folder in the lake rather than a column of its files; as a column
+(in a poll's rows, and in the Iceberg table) it takes the next field id."""
+POLL_SCHEMA = pa.schema([*EVENT_SCHEMA, TENANT_FIELD])
+"""A poll's events as the ingest stage holds them: the lake's columns and the tenant."""
+
 DEAD_LETTER_SCHEMA = _with_ids(
     [
         pa.field("raw", pa.binary(), nullable=False),
@@ -82,3 +89,12 @@ def events_to_table(
         pa.array(offsets, pa.int64()),
     ]
     return pa.Table.from_arrays(columns, schema=EVENT_SCHEMA)
+
+
+def poll_to_table(events: Sequence[Event], partition: int, offsets: Sequence[int],
+                  ingested_us: int) -> pa.Table:
+    """A poll's events of one input partition (`POLL_SCHEMA`): built once, then split
+    into lake folders and into the columns each keyed partition is sent."""
+    table = events_to_table(events, partition, offsets, ingested_us)
+    return table.append_column(TENANT_FIELD, pa.array([e.tenant_id for e in events],
+                                                      pa.string()))

@@ -8,9 +8,12 @@ core of its own. Each message ends up in exactly one place:
 - invalid -> the dead-letter topic (byte for byte, with reason headers) and the lake's
   `dead_letters/`, and a dead-letter note to the rollup agent so it is counted once;
 - valid -> the lake's `events/`, and the rollup agent's keyed topic, each event to the
-  partition of its (tenant, id) digest, grouped into a few large messages (so Faust's
-  per-message cost is paid per batch, and one tenant's load spreads over every
-  partition).
+  partition of its (tenant, id) digest, as columns in a few large messages
+  (`streams.keyed`: Faust's per-message cost is paid per batch, and one tenant's load
+  spreads over every partition).
+
+Each poll is decoded once, per message, into `Event`s, which become one Arrow table per
+input partition; the lake's files and the keyed messages are both cut from that table.
 
 Polls are pipelined: the next poll is read while the previous one's forwards are in
 flight, and a poll's rows reach the lake sink only once all its forwards and dead
@@ -28,23 +31,24 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 import msgspec
-import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+import pyarrow as pa
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS
+from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS, RawRecord
 from pulse.lakefs import LakeStore
-from pulse.rollups.dedup import content_digest, id_digest, keyed_partition
+from pulse.rollups.dedup import content_digest, id_digests
 from pulse.rollups.journal import LakeMark
-from pulse.rollups.partition import EventBatch
+from pulse.schemas.arrow import poll_to_table
 from pulse.schemas.decode import decode_event
-from pulse.schemas.events import Event
+from pulse.schemas.events import Event, Rejected
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
 
 from . import iceberg
 from .dlq import send_dead_letter
+from .keyed import PollRouter
 from .lake_sink import DeadLetter, LakeSink, LakeWriter
 
 log = logging.getLogger("pulse.ingest")
@@ -52,10 +56,20 @@ _encode = msgspec.msgpack.Encoder().encode
 
 POLL_RECORDS = 20_000
 POLLS_IN_FLIGHT = 4
-FORWARD_EVENTS = 2_000
-FORWARD_BYTES = 512 * 1024
 HEARTBEAT_SECONDS = 5.0
-MAX_PENDING_ROWS_PER_PARTITION = 400_000
+
+
+@dataclass
+class PollPart:
+    """One input partition's records of a poll, decoded: what the lake sink takes once
+    the poll's forwards are acknowledged (the records themselves are not kept)."""
+
+    expected: int
+    """The offset its first record continues from."""
+    offsets: list[int]
+    """Every record's offset, events and dead letters, in order."""
+    events: pa.Table
+    dead: list[DeadLetter]
 
 
 @dataclass
@@ -63,9 +77,7 @@ class Routed:
     """One poll on its way: forwards in flight, rows waiting for their acks."""
 
     futures: list[asyncio.Future]
-    rows: dict[int, tuple[int, list[ConsumerRecord], list[Event | DeadLetter]]] = field(
-        default_factory=dict)
-    """Input partition -> (the offset its first record continues from, records, rows)."""
+    parts: dict[int, PollPart] = field(default_factory=dict)
     progress: dict[int, int] = field(default_factory=dict)
 
 
@@ -156,48 +168,48 @@ class Ingest:
 
     async def _consume(self) -> None:
         assert self.consumer is not None
-        limit = MAX_PENDING_ROWS_PER_PARTITION
         while not self._stopping:
             while self._in_flight and (len(self._in_flight) >= POLLS_IN_FLIGHT
                                        or all(f.done() for f in self._in_flight[0].futures)):
                 await self._settle()
-            if self.sink.pending_rows > limit * max(1, len(self._reading)):
+            if self.sink.pending_bytes > self.sink.max_bytes:
                 await asyncio.sleep(0.05)  # the lake is behind: stop reading, keep memory bounded
                 continue
             rebalances = self._rebalances
             batches = await self.consumer.getmany(timeout_ms=200, max_records=POLL_RECORDS)
             self._in_flight.append(await self._route(batches, rebalances))
 
-    async def _route(self, batches: dict[TopicPartition, list[ConsumerRecord]],
+    async def _route(self, batches: dict[TopicPartition, list[RawRecord]],
                      rebalances: int) -> Routed:
         """Decode one poll, dead-letter and forward it; its rows wait in the result."""
         assert self.producer is not None and self.consumer is not None
         routed = Routed([])
         taken = self._in_sequence(batches, moved=rebalances != self._rebalances)
         now_us = time.time_ns() // 1000
-        n = self.keyed_partitions
-        outgoing = [_Keyed() for _ in range(n)]
+        router = PollRouter(self.keyed_partitions)
         for p, (expected, records) in taken.items():
-            rows: list[Event | DeadLetter] = []
+            events: list[Event] = []
+            offsets: list[int] = []
+            dead: list[DeadLetter] = []
             for record in records:
                 raw = record.value or b""
                 result = decode_event(raw, now_us)
-                if isinstance(result, Event):
-                    digest = id_digest(result.tenant_id, result.id)
-                    outgoing[keyed_partition(digest, n)].add(p, record.offset, result, digest,
-                                                             len(raw))
-                    rows.append(result)
+                if type(result) is Event:
+                    events.append(result)
+                    offsets.append(record.offset)
                 else:
+                    assert isinstance(result, Rejected)
                     routed.futures.append(await send_dead_letter(
-                        self.producer, self.topics.dlq, record, result))
-                    # Dead letters of input partition p are counted by keyed partition p % n.
-                    outgoing[p % n].add_dead(p, record.offset, str(result.reason))
-                    rows.append(DeadLetter(raw, str(result.reason), result.message,
+                        self.producer, self.topics.dlq, self.topics.input, p, record, result))
+                    dead.append(DeadLetter(raw, str(result.reason), result.message,
                                            record.offset, record.timestamp * 1000))
-                    self.counts["dead_letters"] += 1
-            routed.rows[p] = (expected, records, rows)
+            table = poll_to_table(events, p, offsets, now_us)
+            router.add(p, table, id_digests(events), [content_digest(_encode(e)) for e in events],
+                       [(d.offset, d.reason) for d in dead])
+            routed.parts[p] = PollPart(expected, [r.offset for r in records], table, dead)
             self._progress[p] = max(self._progress.get(p, 0), records[-1].timestamp * 1000)
             self.counts["read"] += len(records)
+            self.counts["dead_letters"] += len(dead)
         assigned = self.consumer.assignment()
         for p, expected in self._reading.items():
             tp = TopicPartition(self.topics.input, p)
@@ -205,7 +217,7 @@ class Ingest:
                     seen_us := self._caught_up_at(tp, expected)) is not None:
                 self._progress[p] = max(self._progress.get(p, 0), seen_us)
         routed.progress = dict(self._progress)
-        routed.futures.extend(await self._forward(outgoing))
+        routed.futures.extend(await self._forward(router))
         return routed
 
     def _caught_up_at(self, tp: TopicPartition, expected: int) -> int | None:
@@ -230,16 +242,16 @@ class Ingest:
         routed = self._in_flight.popleft()
         if routed.futures:
             await asyncio.gather(*routed.futures)
-        for p, (expected, records, rows) in routed.rows.items():
-            if self.sink.next_offset(p) != expected:
+        for p, part in routed.parts.items():
+            if self.sink.next_offset(p) != part.expected:
                 continue  # re-opened at its committed offset meanwhile: read again
-            self.sink.add_rows(p, [record.offset for record in records], rows)
+            self.sink.add_rows(p, part.offsets, part.events, part.dead)
         for p, as_of in routed.progress.items():
             self.sink.note_progress(p, as_of)
         self.sink.mark_idle()
 
-    def _in_sequence(self, batches: dict[TopicPartition, list[ConsumerRecord]],
-                     moved: bool) -> dict[int, tuple[int, list[ConsumerRecord]]]:
+    def _in_sequence(self, batches: dict[TopicPartition, list[RawRecord]],
+                     moved: bool) -> dict[int, tuple[int, list[RawRecord]]]:
         """Per partition, the records that continue exactly where this stage is reading.
 
         Around a rebalance a poll can return records of a partition that is no longer
@@ -265,20 +277,15 @@ class Ingest:
             taken[tp.partition] = (expected, records)
         return taken
 
-    async def _forward(self, outgoing: list[_Keyed]) -> list[asyncio.Future]:
+    async def _forward(self, router: PollRouter) -> list[asyncio.Future]:
         assert self.producer is not None
         futures = []
         now = time.monotonic()
-        for q, keyed in enumerate(outgoing):
+        for q in range(self.keyed_partitions):
             idle = now - self._last_sent.get(q, 0.0) >= HEARTBEAT_SECONDS
-            if not keyed.items and not idle and not self._lake_marks.get(q):
+            if not router.has(q) and not idle and not self._lake_marks.get(q):
                 continue
-            chunks = keyed.chunks()
-            for chunk in chunks:
-                # The progress rides on the last chunk only: each chunk becomes a journal
-                # record of its own, and an earlier one must not claim the later ones.
-                progress = dict(self._progress) if chunk is chunks[-1] else {}
-                batch = _batch(chunk, progress, self._lake_marks.pop(q, {}))
+            for batch in router.messages(q, dict(self._progress), self._lake_marks.pop(q, {})):
                 futures.append(await self.producer.send(
                     self.topics.keyed, _encode(batch), partition=q))
             self._last_sent[q] = now
@@ -305,47 +312,6 @@ class Ingest:
     def _lake_mark(self, partition: int, mark: LakeMark) -> None:
         for q in range(self.keyed_partitions):
             self._lake_marks[q][partition] = mark
-
-
-class _Keyed:
-    """What one poll forwards to one keyed partition, in arrival order."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[int, int, Event | str, bytes]] = []
-        """(source, offset, event or dead-letter reason, id digest)."""
-        self.size = 0
-
-    def add(self, source: int, offset: int, event: Event, digest: bytes, size: int) -> None:
-        self.items.append((source, offset, event, digest))
-        self.size += size
-
-    def add_dead(self, source: int, offset: int, reason: str) -> None:
-        self.items.append((source, offset, reason, b""))
-
-    def chunks(self) -> list[list[tuple[int, int, Event | str, bytes]]]:
-        """Split so that no forwarded message comes near Kafka's message size limit.
-
-        By position: each chunk holds, of every source, offsets before the next chunk's,
-        as the applied-offset guard of each journal record needs.
-        """
-        n = len(self.items)
-        parts = max(1, -(-n // FORWARD_EVENTS), -(-self.size // FORWARD_BYTES))
-        step = max(1, -(-n // parts))
-        return [self.items[i:i + step] for i in range(0, n, step)] or [[]]
-
-
-def _batch(items: list[tuple[int, int, Event | str, bytes]], progress: dict[int, int],
-           lake: dict[int, LakeMark]) -> EventBatch:
-    events = [(s, o, e, d) for s, o, e, d in items if isinstance(e, Event)]
-    return EventBatch(
-        sources=np.array([s for s, _, _, _ in events], np.int32).tobytes(),
-        offsets=np.array([o for _, o, _, _ in events], np.int64).tobytes(),
-        digests=b"".join(d for _, _, _, d in events),
-        contents=np.array([content_digest(_encode(e)) for _, _, e, _ in events],
-                          np.uint32).tobytes(),
-        events=[e for _, _, e, _ in events],  # type: ignore[misc]
-        dead=[(s, o, r) for s, o, r, _ in items if isinstance(r, str)],
-        progress=progress, lake=lake)
 
 
 class _Rebalance(ConsumerRebalanceListener):

@@ -21,6 +21,7 @@ import time
 
 from mode import Service
 
+from pulse.kafka import raw_records
 from pulse.settings import Settings
 
 log = logging.getLogger("pulse.ingest")
@@ -54,7 +55,8 @@ def child_main(settings: Settings, epoch: str, parent: int) -> None:
             loop.add_signal_handler(sig, stop.set)
         await Ingest(settings, epoch).run(stop)
 
-    uvloop.run(run())
+    with raw_records():  # the ingest stage reads only offsets, timestamps and values
+        uvloop.run(run())
 
 
 class IngestProcess(Service):

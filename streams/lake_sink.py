@@ -15,9 +15,10 @@ flush at exactly the same last offset and so rewrites exactly the same file name
 whatever the timing of that second run. A failed write aborts the flush before step
 3 and is retried with backoff; nothing is committed past data not in the lake.
 
-With Iceberg on (`streams.iceberg`), written files then go to its committer, and the
-marker also lists the files of the partition written but not yet known to be in the
-tables, for the next owner to commit if this worker dies first.
+With Iceberg on (`streams.iceberg`), written files then go to its committer with the
+size and statistics of the footers just written, and the marker also lists the files of
+the partition written but not yet known to be in the tables, statistics included, for
+the next owner to commit if this worker dies first (without reading them back).
 """
 
 from __future__ import annotations
@@ -28,22 +29,26 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
 
+import msgspec
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pulse.lakefs import LakeStore
 from pulse.rollups.journal import LakeMark
 from pulse.schemas import lake
-from pulse.schemas.arrow import DEAD_LETTER_SCHEMA, UTC_MICROS, events_to_table
+from pulse.schemas.arrow import DEAD_LETTER_SCHEMA, EVENT_SCHEMA, UTC_MICROS, events_to_table
 from pulse.schemas.events import Event
 
-from .iceberg import Committer, TableFile, flush_files, source_key
+from .iceberg import Committer, FileStats, TableFile, flush_files, source_key, writer_plan
 
 DAY_US = 86_400_000_000
-FOLDER_CHUNK_ROWS = 4096
-"""Events of one folder kept as Python objects before they become an Arrow chunk."""
+FOLDER_CHUNKS = 64
+"""Poll tables one folder keeps before they are merged into one (fewer, larger buffers)."""
 IDLE_MARK_SECONDS = 5.0
 """How often partitions with nothing to write report their progress (see `mark_idle`)."""
 
@@ -71,47 +76,68 @@ class Flush:
     first: int
     last: int = -1
     events: dict[tuple[str, int], FolderRows] = field(default_factory=dict)
-    """(tenant, day) -> the folder's events and their offsets."""
+    """(tenant, day) -> the folder's events."""
     dead: dict[int, list[DeadLetter]] = field(default_factory=dict)
     rows: int = 0
+    bytes: int = 0
+    """Memory the buffered rows take (Arrow buffers and dead letters' bytes)."""
     opened_at: float = 0.0
     as_of_us: int = 0
 
     def add_event(self, event: Event, offset: int) -> None:
-        """One event into its folder (the sink adds whole polls in `LakeSink.add_rows`)."""
+        """One event into its folder, for tools that build a flush by hand (the sink
+        adds whole polls with `add_table`)."""
         folder = self.events.setdefault((event.tenant_id, event.occurred_us // DAY_US),
                                         FolderRows())
         folder.events.append(event)
         folder.offsets.append(offset)
 
-    def pack(self) -> None:
-        """Turn each folder's full chunks of events into Arrow tables."""
-        for folder in self.events.values():
-            if len(folder.events) >= FOLDER_CHUNK_ROWS:
-                folder.pack(self.partition)
+    def add_table(self, events: pa.Table) -> None:
+        """A poll's events (`POLL_SCHEMA`, in offset order) into their folders."""
+        for key, rows in split_by_folder(events):
+            self.events.setdefault(key, FolderRows()).add(rows)
+        self.bytes += events.nbytes
 
 
 @dataclass
 class FolderRows:
-    """One lake folder's part of a flush: Arrow chunks, then the newest events.
-
-    A flush may hold hundreds of thousands of rows per partition (few, large files);
-    as Python objects a row takes several hundred bytes, in Arrow a tenth of that.
-    """
+    """One lake folder's part of a flush: Arrow tables (a poll's share each), and the
+    events a tool added one by one."""
 
     tables: list[pa.Table] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
 
-    def pack(self, partition: int) -> None:
+    def add(self, rows: pa.Table) -> None:
+        self.tables.append(rows)
+        if len(self.tables) >= FOLDER_CHUNKS:  # many small polls: keep buffers few
+            self.tables = [pa.concat_tables(self.tables).combine_chunks()]
+
+    def table(self, partition: int) -> pa.Table:
         if self.events:
             self.tables.append(events_to_table(self.events, partition, self.offsets,
                                                time.time_ns() // 1000))
             self.events, self.offsets = [], []
-
-    def table(self, partition: int) -> pa.Table:
-        self.pack(partition)
         return self.tables[0] if len(self.tables) == 1 else pa.concat_tables(self.tables)
+
+
+def split_by_folder(events: pa.Table) -> list[tuple[tuple[str, int], pa.Table]]:
+    """`POLL_SCHEMA` rows as ((tenant, UTC day), the lake columns of its rows), rows
+    kept in order within each folder."""
+    if not events.num_rows:
+        return []
+    tenants = pc.dictionary_encode(events.column("tenant_id").combine_chunks())
+    codes = tenants.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    days = events.column("occurred_at").combine_chunks().cast(pa.int64()).to_numpy() // DAY_US
+    first_day = int(days.min())
+    keys = codes * (int(days.max()) - first_day + 1) + (days - first_day)
+    lake_columns = events.select(EVENT_SCHEMA.names)
+    names = tenants.dictionary.to_pylist()
+    if keys.min() == keys.max():
+        return [((names[codes[0]], int(days[0])), lake_columns)]
+    folders, first, group = np.unique(keys, return_index=True, return_inverse=True)
+    return [((names[codes[at]], int(days[at])), lake_columns.take(np.flatnonzero(group == g)))
+            for g, at in enumerate(first.tolist())]
 
 
 class LakeWriter:
@@ -124,6 +150,8 @@ class LakeWriter:
         self.topic = topic
         self.iceberg = iceberg
         self._recovered: dict[int, list[TableFile]] = {}
+        self._stats: tuple[Flush, dict[str, FileStats]] | None = None
+        """The last flush written, and each of its files' statistics (for Iceberg)."""
 
     def _intent_path(self, partition: int) -> str:
         return f"_pulse/ingest/{self.epoch}/p{partition:04d}.json"
@@ -159,24 +187,51 @@ class LakeWriter:
                            flush.events, flush.dead)
 
     def written(self, flush: Flush) -> None:
-        """The flush is in the lake and its offsets committed: on to Iceberg."""
+        """The flush is in the lake and its offsets committed: on to Iceberg, with the
+        statistics `write` recorded."""
         if self.iceberg is not None:
-            self.iceberg.add(self.files(flush))
+            made, self._stats = self._stats, None
+            stats = made[1] if made is not None and made[0] is flush else {}
+            self.iceberg.add(replace(f, stats=stats.get(f.rel)) for f in self.files(flush))
 
     def recover(self, partition: int, position: int) -> None:
         """Hand Iceberg what an earlier owner wrote whole (below `position`) and may not
         have committed; the marks will drop what it did commit."""
         files = self._recovered.pop(partition, [])
         if self.iceberg is not None:
-            self.iceberg.add(f for f in files if f.last < position)
+            self.iceberg.add((f for f in files if f.last < position), overdue=True)
+
+    def handed_over(self, partition: int) -> None:
+        """`partition` went to another owner: see `Committer.handed_over`."""
+        if self.iceberg is not None:
+            self.iceberg.handed_over(source_key(self.epoch, partition))
+
+    def iceberg_report(self, partition: int) -> tuple[int, str | None]:
+        """(files of `partition` waiting for Iceberg, the committer's error), for its mark."""
+        if self.iceberg is None:
+            return 0, None
+        return self.iceberg.waiting(source_key(self.epoch, partition)), self.iceberg.problem()
+
+    def _put(self, kind: str, rel: str, table: pa.Table, stats: dict[str, FileStats]) -> int:
+        """Write one file; with Iceberg on, record its statistics from the footer the
+        writer produced, so that no commit reads it back. Returns its size."""
+        if self.iceberg is None:
+            return self.store.put_parquet(rel, table)
+        footer: list[pq.FileMetaData] = []
+        # The options of `LakeStore.put_parquet`, with the footer kept.
+        size = self.store.put_with(rel, lambda fh: pq.write_table(
+            table, fh, compression="zstd", metadata_collector=footer))
+        stats[rel] = FileStats.of(footer[0], size, writer_plan(kind))
+        return size
 
     def write(self, flush: Flush) -> tuple[int, int]:
         """Write every file of `flush`; returns (files, bytes)."""
         name = lake.LakeFile(self.epoch, flush.partition, flush.first, flush.last).name
         files = size = 0
+        stats: dict[str, FileStats] = {}
         for (tenant, day), folder in flush.events.items():
             table = folder.table(flush.partition)
-            size += self.store.put_parquet(f"{lake.event_dir(tenant, day)}/{name}", table)
+            size += self._put(lake.EVENTS, f"{lake.event_dir(tenant, day)}/{name}", table, stats)
             files += 1
         for day, letters in flush.dead.items():
             table = pa.Table.from_arrays(
@@ -191,8 +246,10 @@ class LakeWriter:
                 ],
                 schema=DEAD_LETTER_SCHEMA,
             )
-            size += self.store.put_parquet(f"{lake.dead_letter_dir(day)}/{name}", table)
+            size += self._put(lake.DEAD_LETTERS, f"{lake.dead_letter_dir(day)}/{name}", table,
+                              stats)
             files += 1
+        self._stats = (flush, stats)
         return files, size
 
 
@@ -217,10 +274,12 @@ class LakeSink:
         flush_seconds: float,
         commit: Callable[[int, int], Awaitable[None]],
         on_mark: Callable[[int, LakeMark], None],
+        max_bytes: int = 128 * 2**20,
     ) -> None:
         self.writer = writer
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
+        self.max_bytes = max_bytes
         self._commit = commit
         self._on_mark = on_mark
         self._marks: dict[int, LakeMark] = {}
@@ -257,22 +316,28 @@ class LakeSink:
         self._open.pop(partition, None)
         self._forced_last.pop(partition, None)
         self._sealed = deque(f for f in self._sealed if f.partition != partition)
+        self.writer.handed_over(partition)
 
     # ---- rows in -------------------------------------------------------------------
 
-    def add_rows(self, partition: int, offsets: list[int],
-                 rows: list[Event | DeadLetter]) -> None:
-        """A poll's rows of one partition, in offset order, into its open flush."""
+    def add_rows(self, partition: int, offsets: Sequence[int], events: pa.Table,
+                 dead: list[DeadLetter]) -> None:
+        """A poll's rows of one partition into its open flush: the offsets of all its
+        records in order, its events (`POLL_SCHEMA`) and its dead letters."""
         forced = self._forced_last.get(partition)
         if forced is not None and offsets and offsets[-1] > forced:
             cut = bisect.bisect_right(offsets, forced)
-            self._add(partition, offsets[:cut], rows[:cut])
+            before = pc.less_equal(events.column("kafka_offset"), forced)
+            self._add(partition, offsets[:cut], events.filter(before),
+                      [d for d in dead if d.offset <= forced])
             self._seal(partition, last=forced)
             del self._forced_last[partition]
-            offsets, rows = offsets[cut:], rows[cut:]
-        self._add(partition, offsets, rows)
+            offsets, events = offsets[cut:], events.filter(pc.invert(before))
+            dead = [d for d in dead if d.offset > forced]
+        self._add(partition, offsets, events, dead)
 
-    def _add(self, partition: int, offsets: list[int], rows: list[Event | DeadLetter]) -> None:
+    def _add(self, partition: int, offsets: Sequence[int], events: pa.Table,
+             dead: list[DeadLetter]) -> None:
         if not offsets:
             return
         flush = self._open[partition]
@@ -284,18 +349,10 @@ class LakeSink:
             flush.opened_at = time.monotonic()
         flush.rows += len(offsets)
         flush.last = offsets[-1]
-        events, dead = flush.events, flush.dead
-        for offset, row in zip(offsets, rows, strict=True):
-            if type(row) is Event:
-                key = (row.tenant_id, row.occurred_us // DAY_US)
-                folder = events.get(key)
-                if folder is None:
-                    folder = events[key] = FolderRows()
-                folder.events.append(row)
-                folder.offsets.append(offset)
-            else:
-                dead.setdefault(row.timestamp_us // DAY_US, []).append(row)
-        flush.pack()
+        flush.add_table(events)
+        for letter in dead:
+            flush.dead.setdefault(letter.timestamp_us // DAY_US, []).append(letter)
+            flush.bytes += len(letter.raw) + len(letter.error)
 
     def note_progress(self, partition: int, as_of_us: int) -> None:
         """Everything of `partition` produced before `as_of_us` is now in its open flush."""
@@ -332,9 +389,6 @@ class LakeSink:
         self._open[partition] = Flush(partition, last + 1, as_of_us=flush.as_of_us)
         self._idle.clear()
 
-    def is_open(self, partition: int) -> bool:
-        return partition in self._open
-
     def next_offset(self, partition: int) -> int | None:
         """The offset the open flush of `partition` expects next (None: not open)."""
         flush = self._open.get(partition)
@@ -343,14 +397,18 @@ class LakeSink:
         return flush.last + 1 if flush.rows else flush.first
 
     @property
-    def pending_rows(self) -> int:
-        rows = sum(f.rows for f in self._sealed) + sum(f.rows for f in self._open.values())
-        return rows + (self._writing.rows if self._writing else 0)
+    def pending_bytes(self) -> int:
+        """Memory held by rows not yet in the lake (what bounds reading ahead)."""
+        held = sum(f.bytes for f in self._sealed) + sum(f.bytes for f in self._open.values())
+        return held + (self._writing.bytes if self._writing else 0)
 
     # ---- flushing ------------------------------------------------------------------
 
     def seal_due(self, now: float | None = None, everything: bool = False) -> None:
+        """Seal the flushes that are full or old, and every one while the rows held
+        exceed `max_bytes` (the lake is then slower than reading: write what there is)."""
         now = time.monotonic() if now is None else now
+        everything = everything or self.pending_bytes > self.max_bytes
         for partition, flush in list(self._open.items()):
             if partition in self._forced_last or not flush.rows:
                 continue
@@ -366,7 +424,8 @@ class LakeSink:
         if iceberg is None:
             return await self._run(stopping)
         done = False
-        committing = asyncio.create_task(iceberg.run(lambda: done), name="iceberg-commit")
+        committing = asyncio.create_task(iceberg.run(lambda: done, self._iceberg_changed),
+                                         name="iceberg-commit")
         try:
             await self._run(stopping)
         finally:
@@ -428,9 +487,23 @@ class LakeSink:
             self._failures[partition] = self._failures.get(partition, 0) + 1
         mark = LakeMark(old.as_of_us if as_of_us is None else as_of_us,
                         old.flushed_at_us if flushed_at_us is None else flushed_at_us,
-                        self._failures.get(partition, 0), error)
+                        self._failures.get(partition, 0), error,
+                        *self.writer.iceberg_report(partition))
         self._marks[partition] = mark
         self._on_mark(partition, mark)
+
+    def _iceberg_changed(self) -> None:
+        """After each Iceberg commit attempt, its error (or none) and what still waits
+        go out with the marks of this worker's partitions, as lake write errors do."""
+        for partition in list(self._open):
+            old = self._marks.get(partition)
+            if old is None:
+                continue  # its first mark will carry them
+            waiting, error = self.writer.iceberg_report(partition)
+            if (old.iceberg_waiting, old.iceberg_error) != (waiting, error):
+                mark = msgspec.structs.replace(old, iceberg_waiting=waiting, iceberg_error=error)
+                self._marks[partition] = mark
+                self._on_mark(partition, mark)
 
     async def drain(self) -> None:
         """Seal everything open and wait until it is written (used at shutdown)."""
