@@ -123,6 +123,12 @@ class _JournalCollector:
         failing = GaugeMetricFamily("pulse_lake_write_failing",
                                     "1 while an input partition's lake writes fail",
                                     labels=["partition"])
+        iceberg_waiting = GaugeMetricFamily(
+            "pulse_iceberg_files_waiting", "lake files of an input partition not yet known "
+            "to be in the Iceberg tables", labels=["partition"])
+        iceberg_failing = GaugeMetricFamily(
+            "pulse_iceberg_commit_failing", "1 while the Iceberg commits of an input "
+            "partition's worker fail (the lake and the rollups go on)", labels=["partition"])
         marks: dict[int, LakeMark] = {}
         now = time.time()
         for q, info in self.store.partitions.items():
@@ -141,9 +147,13 @@ class _JournalCollector:
                 flush.add_metric([str(p)], mark.flushed_at_us / 1e6)
             failures.add_metric([str(p)], mark.failures)
             failing.add_metric([str(p)], 1.0 if mark.error else 0.0)
+            iceberg_waiting.add_metric([str(p)], mark.iceberg_waiting)
+            iceberg_failing.add_metric([str(p)], 1.0 if mark.iceberg_error else 0.0)
         yield flush
         yield failures
         yield failing
+        yield iceberg_waiting
+        yield iceberg_failing
         yield as_of
         yield behind
         yield from self._recovery(now)

@@ -79,6 +79,13 @@ async def status(request: Request) -> Response:
             },
             "writes_failing": sorted(str(p) for p, m in lake_marks.items() if m.error),
             "read_errors": ctx.metrics.lake_read_errors,
+            "iceberg": {  # a failing catalog delays these commits only, never the lake
+                "files_waiting": sum(m.iceberg_waiting for m in lake_marks.values()),
+                "commits_failing": sorted(str(p) for p, m in lake_marks.items()
+                                          if m.iceberg_error),
+                "errors": sorted({m.iceberg_error for m in lake_marks.values()
+                                  if m.iceberg_error}),
+            },
         },
         "lag": {
             "rollups_behind_seconds": None if not as_of
