@@ -29,7 +29,7 @@ from pulse.schemas.events import Event
 from . import funnel
 from .checkpoint import FORMAT, Body, Definitions, RunRef
 from .columns import BatchColumns, ColumnBatch, from_events
-from .dedup import SeenSet, entries_from_journal, journal_entries
+from .dedup import SeenSet, entries_from_journal, journal_entries, unique_digests
 from .journal import Delta, LakeMark
 from .metrics import EVENT_TYPES, Measures, fold_columns
 from .windows import DAY_US, HOUR_US, HOURS_PER_DAY
@@ -240,9 +240,7 @@ class PartitionState:
             return fresh
         hi, lo, contents = cols.hi[fresh], cols.lo[fresh], cols.contents[fresh]
         days = (occurred // DAY_US).astype(np.int32)
-        keys = np.empty(len(hi), [("hi", "<u8"), ("lo", "<u8")])
-        keys["hi"], keys["lo"] = hi, lo
-        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        first, inverse = unique_digests(hi, lo)
         found, stored = self.seen.lookup(hi[first], lo[first], days[first])
         counted = (np.arange(len(hi)) == first[inverse]) & ~found[inverse]
         reference = np.where(found[inverse], stored[inverse], contents[first[inverse]])

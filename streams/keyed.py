@@ -14,6 +14,7 @@ included: of every source, each message holds offsets before the next one's.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -62,14 +63,17 @@ class PollRouter:
             self._dead[source % self.partitions].append((source, offset, reason))
         if not events.num_rows:
             return
-        ids = np.frombuffer(digests, "V16")
-        sums = np.array(contents, np.uint32)
-        offsets = events.column("kafka_offset").to_numpy()
         targets = keyed_partitions(digests, self.partitions)
-        for q in np.unique(targets).tolist():
-            mine = np.flatnonzero(targets == q)
-            self._events[q].append(_Part(source, events.take(mine), offsets[mine], ids[mine],
-                                         sums[mine]))
+        # One take into partition order (stable: offsets stay in order), then slices.
+        order = np.argsort(targets, kind="stable")
+        rows, targets = events.take(order), targets[order]
+        ids = np.frombuffer(digests, "V16")[order]
+        sums = np.array(contents, np.uint32)[order]
+        offsets = events.column("kafka_offset").to_numpy()[order]
+        starts = [0, *(np.flatnonzero(targets[1:] != targets[:-1]) + 1).tolist(), len(order)]
+        for a, b in itertools.pairwise(starts):
+            self._events[int(targets[a])].append(_Part(source, rows.slice(a, b - a),
+                                                       offsets[a:b], ids[a:b], sums[a:b]))
 
     def has(self, q: int) -> bool:
         """Whether the poll holds anything for keyed partition `q`."""

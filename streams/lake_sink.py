@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import json
 import logging
 import time
@@ -135,9 +136,12 @@ def split_by_folder(events: pa.Table) -> list[tuple[tuple[str, int], pa.Table]]:
     names = tenants.dictionary.to_pylist()
     if keys.min() == keys.max():
         return [((names[codes[0]], int(days[0])), lake_columns)]
-    folders, first, group = np.unique(keys, return_index=True, return_inverse=True)
-    return [((names[codes[at]], int(days[at])), lake_columns.take(np.flatnonzero(group == g)))
-            for g, at in enumerate(first.tolist())]
+    # One take into folder order (stable: offsets stay in order), then slices of it.
+    order = np.argsort(keys, kind="stable")
+    ordered, keys = lake_columns.take(order), keys[order]
+    starts = [0, *(np.flatnonzero(keys[1:] != keys[:-1]) + 1).tolist(), len(keys)]
+    return [((names[codes[order[a]]], int(days[order[a]])), ordered.slice(a, b - a))
+            for a, b in itertools.pairwise(starts)]
 
 
 class LakeWriter:

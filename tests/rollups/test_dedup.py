@@ -14,6 +14,7 @@ from pulse.rollups.dedup import (
     halves,
     id_digest,
     keyed_partition,
+    unique_digests,
 )
 
 
@@ -103,3 +104,15 @@ def test_keyed_partitions_spread_one_tenant_evenly():
     counts = np.bincount([keyed_partition(id_digest("acme", f"ev-{i}"), 8)
                           for i in range(40_000)], minlength=8)
     assert counts.min() > 0.9 * 5_000 and counts.max() < 1.1 * 5_000
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), min_size=1, max_size=60))
+def test_unique_digests_is_numpys_unique_of_the_pairs(pairs):
+    hi = np.array([p[0] for p in pairs], np.uint64)
+    lo = np.array([p[1] for p in pairs], np.uint64)
+    keys = np.empty(len(pairs), [("hi", "<u8"), ("lo", "<u8")])
+    keys["hi"], keys["lo"] = hi, lo
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    got_first, got_inverse = unique_digests(hi, lo)
+    assert got_first.tolist() == first.tolist()
+    assert got_inverse.tolist() == inverse.ravel().tolist()
