@@ -309,9 +309,7 @@ class _Recovery:
             body = await self._newest_usable(consumer, start)
             state = self.owned.state
             if body is not None:
-                state.load(body, await asyncio.to_thread(
-                    self.owned.runs.load_filter, body.offset, body.session,
-                    [ref.run() for ref in body.runs]))
+                await asyncio.to_thread(self._load, body)
                 self.from_offset = body.offset
                 fold = journal.JournalFold(state, body.session, body.seq)
                 first = body.offset + 1
@@ -353,6 +351,13 @@ class _Recovery:
                         q, body.offset, why)
         return None
 
+    def _load(self, body: Body) -> None:
+        """Become `body`'s state, with the dedup filter saved with it if this disk has it.
+        Off the event loop: without that filter it is rebuilt from every digest (about
+        0.2 s per million), long enough to miss the group's heartbeats."""
+        self.owned.state.load(body, self.owned.runs.load_filter(
+            body.offset, body.session, [ref.run() for ref in body.runs]))
+
     def _adopt_runs(self, body: Body) -> int:
         """Make the runs `body` names usable here; how many had to come from the lake."""
         return sum(self.owned.runs.adopt(ref.run(), self.owned.checkpoints.fetch_run)
@@ -390,9 +395,7 @@ class _Recovery:
                 return False
             if body is not None:
                 await asyncio.to_thread(self._adopt_runs, body)
-                self.owned.state.load(body, await asyncio.to_thread(
-                    self.owned.runs.load_filter, offset, session,
-                    [ref.run() for ref in body.runs]))
+                await asyncio.to_thread(self._load, body)
                 return True
             if time.monotonic() > deadline:
                 return False
