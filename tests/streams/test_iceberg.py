@@ -10,6 +10,7 @@ tests/streams/test_s3_lake.py (one combined case)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -253,6 +254,45 @@ def test_commits_come_by_deadline_and_compact_merges_their_manifests(tmp_path: P
     assert sorted(table_paths(committer.tables)) == held == sorted(live_paths(root))
     assert iceberg.marks(events) == marks
     assert table_counts(committer.tables) == lake_counts(str(root))
+
+
+def test_while_commits_fail_the_queue_stops_growing_and_compact_registers_the_rest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(iceberg, "OUTAGE_MIN_SECONDS", 0.0)  # left out after 10 intervals
+    root = tmp_path / "lake"
+    synthetic_lake(root, "0a", tenants=2, days=1, flushes=2, per_flush=20, partitions=1)
+    store = LakeStore(str(root))
+    settings = Settings(lake=str(root))
+    catalog = tmp_path / "catalog"  # missing: the catalog cannot be opened
+    url = f"sqlite:///{catalog}/catalog.db"
+    committer = iceberg.Committer(iceberg.Tables(url, store, settings), 0.01)
+    files = []
+    for folder, entries in lake_dirs(store).items():
+        for rel in live(folder, entries):
+            parsed = lake.parse_name(rel.rpartition("/")[2])
+            assert parsed is not None
+            files.append(iceberg.TableFile(rel, folder.kind, folder.tenant_id, folder.day,
+                                           iceberg.source_key(parsed.epoch, parsed.partition),
+                                           parsed.last))
+    first = min(f.last for f in files)
+    committer.add(f for f in files if f.last == first)
+    asyncio.run(committer.run(stopping=lambda: True))  # one attempt: it fails
+    assert committer.failures == 1 and "OperationalError" in (committer.problem() or "")
+    time.sleep(0.2)
+    committer.add(f for f in files if f.last != first)  # the queue no longer grows
+    source = iceberg.source_key("0a", 0)
+    assert {f.last for f in committer.pending(source)} == {first}
+    assert "files left for pulse compact" in (committer.problem() or "")
+
+    catalog.mkdir()  # back: what was queued goes in; `pulse compact` registers the rest
+    asyncio.run(committer.run(stopping=lambda: True))
+    assert committer.problem() is None and committer.waiting(source) == 0
+    tables = iceberg.Tables(url, store, settings)
+    assert len(table_paths(tables)) == sum(f.last == first for f in files)
+    for kind, table in tables.get().items():
+        iceberg.register(table, store, [f for f in files if f.kind == kind])
+    paths = table_paths(tables)
+    assert sorted(paths) == sorted(live_paths(root)) and len(set(paths)) == len(paths)
 
 
 @pytest.mark.broker
