@@ -386,6 +386,8 @@ def test_one_tenant_spreads_over_partitions_and_workers_exact_across_kill9_of_ei
     workers["b"] = pulse.start_worker("state-b")
     producer.join()
     assert producer.error is None
+    for worker in workers.values():  # both back in the group, their partitions recovered
+        worker.wait_for_log("then folded", timeout=90)
     assert_exact(pulse, messages, valid, now_us)
     for name, worker in workers.items():
         log = worker.log()
