@@ -104,7 +104,7 @@ class EventColumns:
 
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 """Event types in the order of their codes in `EventColumns.kinds`."""
-_CALL, _CHAT, _INTENT, _USAGE = (EVENT_TYPES.index(t) for t in (
+_CALL_KIND, _CHAT_KIND, _INTENT_KIND, _USAGE_KIND = (EVENT_TYPES.index(t) for t in (
     "call_ended", "chat_ended", "intent_detected", "usage"))
 
 
@@ -126,7 +126,7 @@ def fold_columns(cols: EventColumns, rows: npt.NDArray[np.int64], engaged_second
     _, first, group = np.unique(key, return_index=True, return_inverse=True)
     n = len(first)
     kinds, values = cols.kinds[rows], cols.values[rows]
-    conversation = (kinds == _CALL) | (kinds == _CHAT)
+    conversation = (kinds == _CALL_KIND) | (kinds == _CHAT_KIND)
     chat = conversation & cols.chats[rows]
     engaged = conversation & (values >= engaged_seconds)
 
@@ -148,10 +148,10 @@ def fold_columns(cols: EventColumns, rows: npt.NDArray[np.int64], engaged_second
                cols.tenant[at].tolist(), cols.campaign[at].tolist(),
                (cols.occurred[at] // HOUR_US).tolist(), events, calls, chats, duration, engaged_n,
                chat_duration, chat_engaged, strict=True)]
-    intents = kinds == _INTENT
+    intents = kinds == _INTENT_KIND
     for g, label, n_intents in _pairs(group[intents], cols.label[rows][intents], None):
         out[g][3].intents[cols.labels[label]] = int(n_intents)
-    usage = kinds == _USAGE
+    usage = kinds == _USAGE_KIND
     for g, category, amount in _pairs(group[usage], cols.category[rows][usage], values[usage]):
         out[g][3].usage[cols.categories[category]] = float(amount)
     return out
