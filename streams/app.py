@@ -67,7 +67,7 @@ def create_app(settings: Settings, epoch: str) -> faust.App:
         broker_heartbeat_interval=2.0,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
-        consumer_max_fetch_size=16 * 1024 * 1024,
+        consumer_max_fetch_size=4 * 1024 * 1024,  # per partition: ten keyed messages
         producer_max_request_size=8 * 1024 * 1024,
         producer_acks=-1,
         table_standby_replicas=0,

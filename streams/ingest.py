@@ -55,8 +55,15 @@ log = logging.getLogger("pulse.ingest")
 _encode = msgspec.msgpack.Encoder().encode
 
 POLL_RECORDS = 20_000
-POLLS_IN_FLIGHT = 4
+POLLS_IN_FLIGHT = 2
 HEARTBEAT_SECONDS = 5.0
+FETCH_BYTES = 16 * 2**20
+"""Most bytes one fetch brings (aiokafka buffers a fetch ahead): 80 k messages of 200
+bytes, four polls' worth, so reading never waits for the broker, and memory is bounded
+by bytes whatever the message size."""
+BUFFERED_BYTES = 32 * 2**20
+"""Most bytes of decoded rows the lake sink holds before reading waits: about 400 k
+events, seconds of the fastest ingest, so flushes stay large."""
 
 
 @dataclass
@@ -95,6 +102,7 @@ class Ingest:
             settings.lake_flush_seconds,
             commit=self._commit,
             on_mark=self._lake_mark,
+            max_bytes=BUFFERED_BYTES,
         )
         self._reading: dict[int, int] = {}
         """Input partition -> the next offset this stage expects from the consumer."""
@@ -142,8 +150,8 @@ class Ingest:
             group_id=f"{self.settings.group}-ingest",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=FETCH_BYTES // 4,
+            fetch_max_bytes=FETCH_BYTES,
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             session_timeout_ms=6_000,
             heartbeat_interval_ms=2_000,

@@ -40,8 +40,21 @@ def die_with(parent: int) -> None:
         os._exit(1)
 
 
+def use_system_allocator() -> None:
+    """Give Arrow the C library's allocator rather than its default (mimalloc).
+
+    The worker's processes allocate and free Arrow buffers poll after poll; mimalloc
+    keeps the freed pages, so a process's resident memory settled about 45 MiB higher
+    at the same live data (measured: `pulse bench ingest` at 500 k), for no speed gain
+    here (7.96 vs 8.24 µs of CPU per message)."""
+    import pyarrow
+
+    pyarrow.set_memory_pool(pyarrow.system_memory_pool())
+
+
 def child_main(settings: Settings, epoch: str, parent: int) -> None:
     die_with(parent)
+    use_system_allocator()
     logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
                         format=_LOG_FORMAT, stream=sys.stderr)
     import uvloop

@@ -278,7 +278,7 @@ class LakeSink:
         flush_seconds: float,
         commit: Callable[[int, int], Awaitable[None]],
         on_mark: Callable[[int, LakeMark], None],
-        max_bytes: int = 128 * 2**20,
+        max_bytes: int,
     ) -> None:
         self.writer = writer
         self.flush_rows = flush_rows

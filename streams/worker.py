@@ -46,6 +46,9 @@ async def prepare(settings: Settings, broker_timeout: float = 300.0) -> str:
 
 
 def run_worker(settings: Settings) -> None:
+    from .ingest_process import use_system_allocator
+
+    use_system_allocator()
     os.makedirs(os.path.join(settings.state_dir, "faust"), exist_ok=True)
     # FINDINGS: uvloop helps only when its policy is set before faust is imported.
     import uvloop
