@@ -27,7 +27,7 @@ EVERY_SECONDS = 5.0
 class LagWatch:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        topics = Topics(settings.topic, settings.dlq_topic)
+        topics = Topics.of(settings)
         self.groups = {"ingest": (f"{settings.group}-ingest", topics.input),
                        "rollups": (settings.group, topics.keyed)}
         self.lag: dict[str, dict[int, dict[str, int]]] = {}

@@ -45,7 +45,7 @@ RESET_WAIT_SECONDS = 60.0
 class JournalReplica:
     def __init__(self, settings: Settings, store: RollupStore, lake: LakeStore) -> None:
         self.settings = settings
-        self.topics = Topics(settings.topic, settings.dlq_topic)
+        self.topics = Topics.of(settings)
         self.topic = self.topics.rollups
         self.store = store
         self.lake = lake

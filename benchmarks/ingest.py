@@ -115,7 +115,7 @@ class JournalWatch:
         self.consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
-        topic = Topics(self.settings.topic, self.settings.dlq_topic).rollups
+        topic = Topics.of(self.settings).rollups
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
                                          enable_auto_commit=False,
                                          max_partition_fetch_bytes=32 * 1024 * 1024,

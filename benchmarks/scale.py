@@ -52,7 +52,7 @@ async def _shares(settings: Settings, sessions: dict[str, int], n: int,
                   timeout: float) -> Counter[int]:
     """Events counted per worker, read from the journal once all `n` are counted (a
     session no worker's log names counts for worker -1)."""
-    topic = Topics(settings.topic, settings.dlq_topic).rollups
+    topic = Topics.of(settings).rollups
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
                                 enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
                                 max_partition_fetch_bytes=32 * 1024 * 1024, **CLIENT_DEFAULTS)

@@ -23,6 +23,7 @@ from .events import (
     RULES,
     Event,
     Rejected,
+    Rule,
     WireEvent,
 )
 
@@ -64,67 +65,30 @@ def decode_event(raw: bytes, now_us: int) -> Event | Rejected:
 
 def _normalize(wire: WireEvent, now_us: int) -> Event | Rejected:
     rule = RULES[wire.event_type]
-    if rule.customer and wire.customer_id is None:
-        return _missing("customer_id", wire.event_type)
-    if rule.label and wire.label is None:
-        return _missing("label", wire.event_type)
-    if rule.category and wire.category is None:
-        return _missing("category", wire.event_type)
+    missing = _missing_for(rule, wire)
+    if missing is not None:
+        return missing
     value = wire.value
-    if rule.value and value is None:
-        return _missing("value", wire.event_type)
     if rule.non_negative_value and value is not None and value < 0:
         return Rejected(
             RejectReason.BAD_VALUE,
             f"value is a duration in seconds and must be >= 0 for {wire.event_type}, "
             f"got {value!r} - at `$.value`",
         )
-
     occurred = wire.occurred_at
-    if isinstance(occurred, int):
-        if not _MIN_MS <= occurred <= _MAX_MS:
-            return Rejected(
-                RejectReason.BAD_TIMESTAMP,
-                f"occurred_at {occurred} is outside years 1-9999 as epoch milliseconds",
-            )
-        occurred_us = occurred * 1000
-    else:
-        if occurred.tzinfo is None:
-            return Rejected(
-                RejectReason.BAD_TIMESTAMP,
-                "occurred_at needs a UTC offset (`Z` or `+hh:mm`) - at `$.occurred_at`",
-            )
-        occurred_us = (occurred - _EPOCH) // _ONE_US
-        if not _MIN_US <= occurred_us < _END_US:  # the lake's folders are UTC dates
-            return Rejected(
-                RejectReason.BAD_TIMESTAMP,
-                f"occurred_at {occurred.isoformat()} is outside years 1-9999 in UTC",
-            )
+    occurred_us = occurred * 1000 if type(occurred) is int and (
+        _MIN_MS <= occurred <= _MAX_MS) else _occurred_us(occurred)
+    if isinstance(occurred_us, Rejected):
+        return occurred_us
     if occurred_us > now_us + MAX_FUTURE_US:
         return Rejected(
             RejectReason.FUTURE_TIMESTAMP,
             f"occurred_at is {(occurred_us - now_us) / 3.6e9:.2f} h ahead of the worker's "
             "clock; at most 1 h is accepted",
         )
-
-    metadata: str | None = None
-    if wire.metadata is not NO_METADATA and (metadata_raw := bytes(wire.metadata)) != _NULL:
-        if not metadata_raw.startswith(b"{"):
-            return Rejected(
-                RejectReason.WRONG_TYPE, "metadata must be a JSON object - at `$.metadata`"
-            )
-        if len(metadata_raw) > MAX_METADATA_BYTES:
-            return Rejected(
-                RejectReason.TOO_LARGE,
-                f"metadata is {len(metadata_raw)} bytes; the limit is {MAX_METADATA_BYTES}",
-            )
-        try:
-            metadata = metadata_raw.decode()
-        except UnicodeDecodeError as exc:  # the parser skips over raw values unchecked
-            return Rejected(
-                RejectReason.INVALID_JSON, f"metadata is not valid UTF-8: {exc} - at `$.metadata`"
-            )
-
+    metadata = None if wire.metadata is NO_METADATA else _metadata_text(wire.metadata)
+    if isinstance(metadata, Rejected):
+        return metadata
     return Event(
         wire.tenant_id,
         wire.id,
@@ -139,6 +103,63 @@ def _normalize(wire: WireEvent, now_us: int) -> Event | Rejected:
         metadata,
         wire.schema_version,
     )
+
+
+def _missing_for(rule: Rule, wire: WireEvent) -> Rejected | None:
+    """The first field the event type requires that the message lacks."""
+    if rule.customer and wire.customer_id is None:
+        return _missing("customer_id", wire.event_type)
+    if rule.label and wire.label is None:
+        return _missing("label", wire.event_type)
+    if rule.category and wire.category is None:
+        return _missing("category", wire.event_type)
+    if rule.value and wire.value is None:
+        return _missing("value", wire.event_type)
+    return None
+
+
+def _occurred_us(occurred: datetime | int) -> int | Rejected:
+    """`occurred_at` as UTC microseconds, inside years 1-9999 in both forms (`_normalize`
+    converts the common case, epoch milliseconds in range, itself)."""
+    if isinstance(occurred, int):
+        if not _MIN_MS <= occurred <= _MAX_MS:
+            return Rejected(
+                RejectReason.BAD_TIMESTAMP,
+                f"occurred_at {occurred} is outside years 1-9999 as epoch milliseconds",
+            )
+        return occurred * 1000
+    if occurred.tzinfo is None:
+        return Rejected(
+            RejectReason.BAD_TIMESTAMP,
+            "occurred_at needs a UTC offset (`Z` or `+hh:mm`) - at `$.occurred_at`",
+        )
+    occurred_us = (occurred - _EPOCH) // _ONE_US
+    if not _MIN_US <= occurred_us < _END_US:  # the lake's folders are UTC dates
+        return Rejected(
+            RejectReason.BAD_TIMESTAMP,
+            f"occurred_at {occurred.isoformat()} is outside years 1-9999 in UTC",
+        )
+    return occurred_us
+
+
+def _metadata_text(raw: msgspec.Raw) -> str | None | Rejected:
+    """`metadata` as JSON text (None when null): an object of at most
+    `MAX_METADATA_BYTES`, valid UTF-8 (the parser skips over raw values unchecked)."""
+    if (metadata_raw := bytes(raw)) == _NULL:
+        return None
+    if not metadata_raw.startswith(b"{"):
+        return Rejected(RejectReason.WRONG_TYPE, "metadata must be a JSON object - at `$.metadata`")
+    if len(metadata_raw) > MAX_METADATA_BYTES:
+        return Rejected(
+            RejectReason.TOO_LARGE,
+            f"metadata is {len(metadata_raw)} bytes; the limit is {MAX_METADATA_BYTES}",
+        )
+    try:
+        return metadata_raw.decode()
+    except UnicodeDecodeError as exc:
+        return Rejected(
+            RejectReason.INVALID_JSON, f"metadata is not valid UTF-8: {exc} - at `$.metadata`"
+        )
 
 
 def _nested_deeper_than(raw: bytes, limit: int) -> bool:

@@ -7,12 +7,27 @@ Kafka cluster with different `PULSE_TOPIC`s never share state.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
+
+
+class Named(Protocol):
+    """What names the topics: the input and dead-letter topics of the settings."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def dlq_topic(self) -> str: ...
 
 
 @dataclass(frozen=True)
 class Topics:
     input: str
     dlq: str
+
+    @classmethod
+    def of(cls, settings: Named) -> Topics:
+        """The topics of a deployment's settings (`PULSE_TOPIC`, `PULSE_DLQ_TOPIC`)."""
+        return cls(settings.topic, settings.dlq_topic)
 
     @property
     def keyed(self) -> str:

@@ -53,7 +53,7 @@ class PulseApp(faust.App):
 
 
 def create_app(settings: Settings, epoch: str) -> faust.App:
-    topics = Topics(settings.topic, settings.dlq_topic)
+    topics = Topics.of(settings)
     app = PulseApp(
         settings.group,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],

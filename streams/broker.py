@@ -69,7 +69,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     journal) keep `PULSE_JOURNAL_RETENTION_HOURS`: checkpoints cover what they drop, and
     a partition whose checkpoint they outlive is rebuilt from the lake. The meta topic's
     one record names the epoch and must stay."""
-    topics = Topics(settings.topic, settings.dlq_topic)
+    topics = Topics.of(settings)
     n = settings.partitions
     bounded = {"cleanup.policy": "delete",
                "retention.ms": str(settings.journal_retention_hours * 3600 * 1000)}

@@ -93,7 +93,7 @@ class Ingest:
 
     def __init__(self, settings: Settings, epoch: str) -> None:
         self.settings = settings
-        self.topics = Topics(settings.topic, settings.dlq_topic)
+        self.topics = Topics.of(settings)
         self.keyed_partitions = settings.partitions
         store = LakeStore.open(settings.lake, settings)
         self.sink = LakeSink(

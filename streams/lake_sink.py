@@ -41,13 +41,13 @@ import pyarrow.parquet as pq
 
 from pulse.lakefs import LakeStore
 from pulse.rollups.journal import LakeMark
+from pulse.rollups.windows import DAY_US
 from pulse.schemas import lake
 from pulse.schemas.arrow import DEAD_LETTER_SCHEMA, EVENT_SCHEMA, UTC_MICROS, events_to_table
 from pulse.schemas.events import Event
 
 from .iceberg import Committer, FileStats, TableFile, flush_files, source_key, writer_plan
 
-DAY_US = 86_400_000_000
 FOLDER_CHUNKS = 64
 """Poll tables one folder keeps before they are merged into one (fewer, larger buffers)."""
 IDLE_MARK_SECONDS = 5.0

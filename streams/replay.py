@@ -71,7 +71,7 @@ async def replay(settings: Settings, force: bool) -> int:
     started = time.monotonic()
     await wait_for_broker(settings.kafka_bootstrap, 60, "pulse replay")
     await ensure_topics(settings)
-    topics = Topics(settings.topic, settings.dlq_topic)
+    topics = Topics.of(settings)
     if not force:
         age = await _last_write(settings, topics.rollups)
         if age is not None and age < QUIET_SECONDS:

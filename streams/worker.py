@@ -42,7 +42,7 @@ async def prepare(settings: Settings, broker_timeout: float = 300.0) -> str:
     await wait_for_lake(settings)
     await wait_for_broker(settings.kafka_bootstrap, broker_timeout, "pulse worker")
     await ensure_topics(settings)
-    return await current_epoch(settings.kafka_bootstrap, Topics(settings.topic, settings.dlq_topic))
+    return await current_epoch(settings.kafka_bootstrap, Topics.of(settings))
 
 
 def run_worker(settings: Settings) -> None:

@@ -120,7 +120,7 @@ class Pulse:
 
     @property
     def topics(self) -> Topics:
-        return Topics(self.settings.topic, self.settings.dlq_topic)
+        return Topics.of(self.settings)
 
     def start(self, *args: str, name: str | None = None, **env: str) -> Proc:
         log = self.root / f"{name or args[0]}-{len(self.procs)}.log"
