@@ -60,8 +60,41 @@ async def hold(n: int) -> dict[str, float]:
                     "seconds": time.monotonic() - started}
 
 
+def journey_bytes(n: int) -> tuple[float, float]:
+    """(bytes of memory, bytes packed) per journey, for `n` journeys of one or two steps
+    each as a keyed partition keeps them (`PartitionState.journeys`: per (tenant,
+    campaign), customer -> packed step times), measured with tracemalloc."""
+    import random
+    import tracemalloc
+
+    from pulse.rollups import funnel
+
+    rnd = random.Random(7)
+    steps = 3
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    journeys: dict[tuple[str, str | None], dict[str, bytes]] = {}
+    packed = 0
+    for i in range(n):
+        journey = None
+        for step in range(rnd.randrange(1, 3)):
+            journey = funnel.apply_step(journey, steps, step, 1_800_000_000_000_000 + i)
+        assert journey is not None
+        group = journeys.setdefault(("acme", ("spring", "summer", None)[i % 3]), {})
+        group[f"customer-{i}"] = journey
+        packed += len(journey)
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return held / n, packed / n
+
+
 def run_memory(counts: list[int], quick: bool) -> int:
     summary = Summary("memory", quick)
+    per_journey, packed = journey_bytes(20_000 if quick else 1_000_000)
+    summary.numbers["journey_bytes"] = round(per_journey, 1)
+    summary.numbers["journey_packed_bytes"] = round(packed, 1)
+    say(f"  journeys: {per_journey:,.0f} B each in memory (customer id and dict entry "
+        f"included), {packed:,.0f} B packed")
     rows = []
     for n in counts:
         result = asyncio.run(hold(n))
@@ -81,5 +114,5 @@ def run_memory(counts: list[int], quick: bool) -> int:
     line = ("worker RSS per retained event: "
             + ", ".join(f"{n / 1e6:g} M: {b:,.1f} B ({a:,.1f} anonymous)" for n, b, a, _, _ in rows)
             + f"; digests on disk {rows[-1][3]:,.1f} B/event (an exact entry is 20); goal "
-            f"{GOAL} B")
+            f"{GOAL} B; a journey {per_journey:,.0f} B ({packed:,.0f} packed)")
     return summary.finish(line, largest <= FLOOR, f"{FLOOR} B/event")
