@@ -300,18 +300,20 @@ class Ingest:
         self.counts["forwarded_messages"] += len(futures)
         return futures
 
-    async def _commit(self, partition: int, next_offset: int) -> None:
+    async def _commit(self, partition: int, next_offset: int) -> bool:
+        """Commit `partition` up to `next_offset`; False if it moved to another worker
+        first (which reads on from the last commit and rewrites the same files)."""
         assert self.consumer is not None
         tp = TopicPartition(self.topics.input, partition)
         delay = 0.2
         while True:
             try:
                 await self.consumer.commit({tp: next_offset})
-                return
+                return True
             except CommitFailedError:
                 log.info("partition %d moved to another worker before its commit; it will "
                          "re-read from its last commit", partition)
-                return
+                return False
             except KafkaError as exc:
                 log.warning("offset commit for partition %d failed (%s); retrying", partition, exc)
                 await asyncio.sleep(delay)

@@ -276,7 +276,7 @@ class LakeSink:
         writer: LakeWriter,
         flush_rows: int,
         flush_seconds: float,
-        commit: Callable[[int, int], Awaitable[None]],
+        commit: Callable[[int, int], Awaitable[bool]],
         on_mark: Callable[[int, LakeMark], None],
         max_bytes: int,
     ) -> None:
@@ -471,7 +471,8 @@ class LakeSink:
         await asyncio.to_thread(self.writer.write_intent, flush)
         files, size = await asyncio.to_thread(self.writer.write, flush)
         # Step 3: only now may the offsets move past this flush.
-        await self._commit(flush.partition, flush.last + 1)
+        if not await self._commit(flush.partition, flush.last + 1):
+            return  # its new owner rewrites these files, and commits them to Iceberg
         self.writer.written(flush)
         self.stats.flushes += 1
         self.stats.files += files
