@@ -55,7 +55,7 @@ from pulse.schemas import lake
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
 
-from . import iceberg
+from . import iceberg, iceberg_files
 
 log = logging.getLogger("pulse.compact")
 
@@ -362,7 +362,7 @@ class TableSwap:
         self.store = store
         self.tables = tables
         self.held = iceberg.held_paths(tables)
-        self.swaps: dict[str, list[tuple[list[str], iceberg.TableFile]]] = {}
+        self.swaps: dict[str, list[tuple[list[str], iceberg_files.TableFile]]] = {}
 
     def register_final(self, found: dict[LakeDir, list[Entry]], rule: Rule) -> int:
         """Put the lake's final live files that the tables lack into them, before any
@@ -381,9 +381,9 @@ class TableSwap:
                         continue
                     entry = next(e for e in entries if e.name == parsed.name)
                     if rule.final(Source(parsed, entry.size, entry.mtime)):
-                        files.append(iceberg.TableFile(
+                        files.append(iceberg_files.TableFile(
                             rel, kind, folder.tenant_id, folder.day,
-                            iceberg.source_key(parsed.epoch, parsed.partition), parsed.last))
+                            iceberg_files.source_key(parsed.epoch, parsed.partition), parsed.last))
             if files:
                 added += iceberg.register(table, self.store, files, unreadable)
         self.held = iceberg.held_paths(self.tables)
@@ -401,8 +401,8 @@ class TableSwap:
 
     def queue(self, folder: LakeDir, inputs: list[Source], merged: lake.LakeFile) -> None:
         """Swap `merged` in for `inputs` with the others, at the end of the run."""
-        target = iceberg.TableFile(folder.file(merged.name), folder.kind, folder.tenant_id,
-                                   folder.day, iceberg.source_key(merged.epoch,
+        target = iceberg_files.TableFile(folder.file(merged.name), folder.kind, folder.tenant_id,
+                                   folder.day, iceberg_files.source_key(merged.epoch,
                                                                   merged.partition), merged.last)
         self.swaps.setdefault(folder.kind, []).append(
             ([folder.file(s.name) for s in inputs], target))

@@ -46,7 +46,8 @@ from pulse.schemas import lake
 from pulse.schemas.arrow import DEAD_LETTER_SCHEMA, EVENT_SCHEMA, UTC_MICROS, events_to_table
 from pulse.schemas.events import Event
 
-from .iceberg import Committer, FileStats, TableFile, flush_files, source_key, writer_plan
+from .iceberg import Committer
+from .iceberg_files import FileStats, TableFile, flush_files, source_key, writer_plan
 
 FOLDER_CHUNKS = 64
 """Poll tables one folder keeps before they are merged into one (fewer, larger buffers)."""

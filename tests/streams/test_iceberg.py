@@ -27,7 +27,7 @@ from pulse.lakefs import LakeStore, lake_dirs, live
 from pulse.rollups.metrics import PORTABLE_FIRST_COPIES_SQL
 from pulse.schemas import lake
 from pulse.settings import Settings
-from pulse.streams import iceberg
+from pulse.streams import iceberg, iceberg_files
 from pulse.streams.lake_sink import Flush, LakeWriter
 from tests import oracle
 from tests.faults.support import start_api
@@ -81,13 +81,13 @@ def test_racing_committers_and_a_repeated_commit_add_every_file_once(tmp_path: P
     settings = Settings(lake=str(root))
     url = iceberg.catalog_url(settings, store)
     assert url == f"sqlite:///{root}/catalog.db"
-    files: list[iceberg.TableFile] = []
+    files: list[iceberg_files.TableFile] = []
     for folder, entries in lake_dirs(store).items():
         for rel in live(folder, entries):
             parsed = lake.parse_name(rel.rpartition("/")[2])
             assert parsed is not None
-            files.append(iceberg.TableFile(rel, folder.kind, folder.tenant_id, folder.day,
-                                           iceberg.source_key(parsed.epoch, parsed.partition),
+            files.append(iceberg_files.TableFile(rel, folder.kind, folder.tenant_id, folder.day,
+                                           iceberg_files.source_key(parsed.epoch, parsed.partition),
                                            parsed.last))
     # Three "workers" commit overlapping halves at once; then one commits all again, as
     # a worker killed after its commit and before any local record of it would.
@@ -149,7 +149,7 @@ def test_commits_read_no_file_back_and_the_intent_keeps_what_they_need(tmp_path:
     committer = iceberg.committer(settings, store)
     assert committer is not None
     writer = written_lake(root, committer)
-    source = iceberg.source_key("0a", 0)
+    source = iceberg_files.source_key("0a", 0)
     files = committer.pending(source)
     assert len(files) > 6 and all(f.stats is not None for f in files)
     tables = committer.tables.get()
@@ -159,17 +159,17 @@ def test_commits_read_no_file_back_and_the_intent_keeps_what_they_need(tmp_path:
         table = tables[f.kind]
         from_footer = iceberg.Entries(table, store)(dataclasses.replace(f, stats=None))
         assert entry_fields(iceberg.Entries(table, store)(f)) == entry_fields(from_footer)
-        bounded = {table.schema().find_field(c).field_id for c in iceberg.BOUNDED[f.kind]}
+        bounded = {table.schema().find_field(c).field_id for c in iceberg_files.BOUNDED[f.kind]}
         offset = table.schema().find_field("kafka_offset").field_id
         assert offset in set(from_footer.lower_bounds) <= bounded  # all-null columns: none
 
     # The intent marker carries them too (the last flush's are not known before it is
     # written); a marker written before statistics were recorded still reads.
     intent = json.loads(store.get("_pulse/ingest/0a/p0000.json"))
-    recovered = {t.rel: t for t in map(iceberg.TableFile.from_json, intent["iceberg"])}
+    recovered = {t.rel: t for t in map(iceberg_files.TableFile.from_json, intent["iceberg"])}
     last = max(f.last for f in files)
     assert all(recovered[f.rel] == f for f in files if f.last < last)
-    old = [iceberg.TableFile.from_json(t[:6]) for t in intent["iceberg"]]
+    old = [iceberg_files.TableFile.from_json(t[:6]) for t in intent["iceberg"]]
     assert all(t.stats is None for t in old)
 
     # With every data file moved away, the commit still succeeds: it reads none.
@@ -198,7 +198,7 @@ def test_files_of_a_partition_handed_over_are_committed_from_their_footers(tmp_p
     for table in committer.tables.get().values():
         for task in table.scan().plan_files():
             rel = task.file.file_path.removeprefix(f"file://{store.arrow_path('')}")
-            now = iceberg.FileStats.read(store, rel, iceberg.table_plan(table))
+            now = iceberg_files.FileStats.read(store, rel, iceberg_files.table_plan(table))
             assert (task.file.lower_bounds, task.file.file_size_in_bytes) == (
                 now.entry()["lower_bounds"], now.size), rel
 
@@ -237,7 +237,7 @@ def test_commits_come_by_deadline_and_compact_merges_their_manifests(tmp_path: P
     now = time.monotonic()
     # Due when the oldest file would otherwise miss its 30 s, less what commits take.
     assert not writing.due(now) and writing.due(now + 30 - iceberg.COMMIT_MARGIN_SECONDS)
-    batches = writing.pending(iceberg.source_key("0a", 0))
+    batches = writing.pending(iceberg_files.source_key("0a", 0))
     committer = iceberg.Committer(writing.tables, 30.0)
     tables = committer.tables.get()
     for n in range(20):  # one fast append per commit: one manifest each
@@ -271,8 +271,8 @@ def test_while_commits_fail_the_queue_stops_growing_and_compact_registers_the_re
         for rel in live(folder, entries):
             parsed = lake.parse_name(rel.rpartition("/")[2])
             assert parsed is not None
-            files.append(iceberg.TableFile(rel, folder.kind, folder.tenant_id, folder.day,
-                                           iceberg.source_key(parsed.epoch, parsed.partition),
+            files.append(iceberg_files.TableFile(rel, folder.kind, folder.tenant_id, folder.day,
+                                           iceberg_files.source_key(parsed.epoch, parsed.partition),
                                            parsed.last))
     first = min(f.last for f in files)
     committer.add(f for f in files if f.last == first)
@@ -280,7 +280,7 @@ def test_while_commits_fail_the_queue_stops_growing_and_compact_registers_the_re
     assert committer.failures == 1 and "OperationalError" in (committer.problem() or "")
     time.sleep(0.2)
     committer.add(f for f in files if f.last != first)  # the queue no longer grows
-    source = iceberg.source_key("0a", 0)
+    source = iceberg_files.source_key("0a", 0)
     assert {f.last for f in committer.pending(source)} == {first}
     assert "files left for pulse compact" in (committer.problem() or "")
 
