@@ -200,7 +200,15 @@ class RollupStore:
         self._folds: dict[int, JournalFold[Delta]] = {}
         self._horizon: int | None = None
         self.version = 0
-        """Moves with every change an answer could read (what conditional answers key on)."""
+        """Moves with every change of the store: any tenant's sums, any partition's
+        progress, watermarks or lake marks (so what is derived from those alone may be
+        kept until it moves)."""
+        self.epoch = 0
+        """Moves when every tenant's answers may change at once: a partition loaded or
+        forgotten, the retention horizon moved, or a partition folded for the first time
+        (the rollups become complete, so answers move from the lake to them)."""
+        self._changed: dict[str, int] = {}
+        """Per tenant, `version` at the last change of its sums."""
 
     # ---- folding -------------------------------------------------------------------
 
@@ -232,6 +240,13 @@ class RollupStore:
         self.version += 1
         self._resum()
 
+    def tenant_version(self, tenant_id: str) -> tuple[int, int]:
+        """Changes whenever anything a rollup-backed answer about `tenant_id` reads from
+        the sums can, and only then: another tenant's records leave it as it is, so a
+        dashboard's conditional poll stays a 304 while other tenants' events flow. Never
+        repeats (both parts only grow)."""
+        return self.epoch, self._changed.get(tenant_id, 0)
+
     def ready(self, partitions: int) -> bool:
         """Whether every one of the `partitions` journal partitions has been folded from
         its start or a checkpoint: only then are a tenant's rollups complete."""
@@ -254,6 +269,7 @@ class RollupStore:
                   old: Measures | None, new: Measures, m: Measures) -> None:
         if self._horizon is not None and hour < self._horizon:
             return
+        self._changed[tenant_id] = self.version
         tenant = self._tenants.get(tenant_id)
         if tenant is None:
             tenant = self._tenants[tenant_id] = _Tenant()
@@ -265,6 +281,7 @@ class RollupStore:
 
     def _resum(self) -> None:
         """Rebuild the sums from every partition's buckets (after a partition reset)."""
+        self.epoch += 1
         self._tenants = {}
         self._horizon = self._max_horizon()
         for info in self.partitions.values():
@@ -282,6 +299,7 @@ class RollupStore:
             del partition.buckets[key]
         store_horizon = self._max_horizon()
         if store_horizon is not None and store_horizon != self._horizon:
+            self.epoch += 1
             self._horizon = store_horizon
             for tenant in self._tenants.values():
                 tenant.everything.expire(store_horizon)
@@ -355,6 +373,8 @@ class _PartitionTarget:
 
     def apply_delta(self, delta: Delta) -> None:
         info = self.store.partitions[self.partition]
+        if not info.records:
+            self.store.epoch += 1
         info.records += 1
         self.store.version += 1
         for tenant, campaign, hour, m in delta.buckets:
