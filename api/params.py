@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
 from pulse.rollups import breakdown, reach, zones
@@ -67,11 +68,42 @@ _ZONED_FIRST_US = (datetime(1, 1, 3, tzinfo=UTC) - _EPOCH) // _ONE_US
 _ZONED_LAST_US = (datetime(9999, 12, 29, tzinfo=UTC) - _EPOCH) // _ONE_US
 
 
+KEPT = 4096
+"""Entries each cache below keeps (then it starts again): dashboards send the same few
+query strings and ranges over and over, and parsing or formatting one costs about as
+much as sending an answer kept from the poll before (`api.etag`)."""
+_QUERIES: dict[bytes, QueryParams] = {}
+_RANGES: dict[tuple[str | None, str | None, str | None], Range] = {}
+_ISO: dict[tuple[int, str | None], str] = {}
+
+
+def query(request: Request) -> QueryParams:
+    """The request's query parameters, parsed once per distinct query string."""
+    raw = request.scope["query_string"]
+    found = _QUERIES.get(raw)
+    if found is None:
+        if len(_QUERIES) >= KEPT:
+            _QUERIES.clear()
+        found = _QUERIES[raw] = QueryParams(raw)
+    return found
+
+
 def parse_range(request: Request, zone: ZoneInfo | None = None) -> Range:
     """`from` and `to`; dates are local midnights in `zone` (UTC if None)."""
-    q = request.query_params
-    from_us = parse_time("from", q.get("from"), zone)
-    to_us = parse_time("to", q.get("to"), zone)
+    q = query(request)
+    raw = (q.get("from"), q.get("to"), None if zone is None else zone.key)
+    found = _RANGES.get(raw)
+    if found is None:
+        found = _parse_range(raw[0], raw[1], zone)
+        if len(_RANGES) >= KEPT:
+            _RANGES.clear()
+        _RANGES[raw] = found
+    return found
+
+
+def _parse_range(frm: str | None, to: str | None, zone: ZoneInfo | None) -> Range:
+    from_us = parse_time("from", frm, zone)
+    to_us = parse_time("to", to, zone)
     if from_us >= to_us:
         raise ApiError(400, ErrorCode.BAD_RANGE,
                        "`from` must be before `to` (ranges are [from, to))")
@@ -86,11 +118,9 @@ def parse_range(request: Request, zone: ZoneInfo | None = None) -> Range:
     return Range(from_us, to_us)
 
 
-
-
 def parse_compare(request: Request, r: Range) -> Range | None:
     """The previous period `[from - (to - from), from)` with `compare=previous`, else None."""
-    compare = request.query_params.get("compare") or None
+    compare = query(request).get("compare") or None
     if compare is None:
         return None
     if compare != "previous":
@@ -103,7 +133,7 @@ def parse_compare(request: Request, r: Range) -> Range | None:
 
 
 def parse_campaign(request: Request, name: str = "campaign") -> str | None:
-    value = request.query_params.get(name)
+    value = query(request).get(name)
     if value is None or value == "":
         return None
     return check_id(name, value)
@@ -118,7 +148,7 @@ def check_id(name: str, value: str) -> str:
 
 def parse_funnel_options(request: Request) -> reach.FunnelOptions:
     """`order` (any or sequence) and `window` (seconds) of every answer holding a funnel."""
-    q = request.query_params
+    q = query(request)
     order = q.get("order") or "any"
     if order not in reach.ORDERS:
         raise ApiError(400, ErrorCode.BAD_ORDER, "`order` must be `any` or `sequence`")
@@ -135,7 +165,7 @@ def parse_funnel_options(request: Request) -> reach.FunnelOptions:
 
 def _whole(request: Request, name: str, low: int, high: int, code: ErrorCode,
            what: str, default: int | None = None) -> int:
-    raw = request.query_params.get(name) or None
+    raw = query(request).get(name) or None
     if raw is None:
         if default is not None:
             return default
@@ -151,7 +181,7 @@ def parse_step(request: Request, n_steps: int) -> int:
 
 
 def parse_outcome(request: Request, step: int) -> str:
-    outcome = request.query_params.get("outcome") or None
+    outcome = query(request).get("outcome") or None
     if outcome is None:
         raise ApiError(400, ErrorCode.MISSING_PARAMETER,
                        "`outcome` is required: `reached` or `dropped`")
@@ -169,7 +199,7 @@ def parse_limit(request: Request, maximum: int, default: int) -> int:
 
 
 def parse_by(request: Request) -> str:
-    by = request.query_params.get("by") or None
+    by = query(request).get("by") or None
     if by is None:
         raise ApiError(400, ErrorCode.MISSING_PARAMETER,
                        "`by` is required: channel, campaign or metadata.<key>")
@@ -183,7 +213,7 @@ def parse_by(request: Request) -> str:
 
 
 def parse_format(request: Request) -> str:
-    fmt = request.query_params.get("format") or "json"
+    fmt = query(request).get("format") or "json"
     if fmt not in ("json", "csv"):
         raise ApiError(400, ErrorCode.BAD_FORMAT, "`format` must be `json` or `csv`")
     return fmt
@@ -191,14 +221,14 @@ def parse_format(request: Request) -> str:
 
 def parse_tz(request: Request) -> ZoneInfo:
     try:
-        return zones.zone(request.query_params.get("tz") or zones.UTC_NAME)
+        return zones.zone(query(request).get("tz") or zones.UTC_NAME)
     except zones.UnknownZone:
         raise ApiError(400, ErrorCode.BAD_TZ, "`tz` must be an IANA time zone name, such as "
                        "Europe/Berlin, America/New_York, Asia/Kolkata or UTC") from None
 
 
 def parse_interval(request: Request) -> str:
-    interval = request.query_params.get("interval", "hour")
+    interval = query(request).get("interval", "hour")
     if interval not in INTERVALS:
         raise ApiError(400, ErrorCode.BAD_INTERVAL, "`interval` must be `hour` or `day`")
     return interval
@@ -217,6 +247,13 @@ def check_points(interval: str, r: Range) -> None:
 
 def iso(us: int, zone: ZoneInfo | None = None) -> str:
     """RFC 3339: in UTC with `Z`, or in `zone` with its offset at that instant."""
-    if zone is None or zone.key == zones.UTC_NAME:
-        return us_to_datetime(us).isoformat().replace("+00:00", "Z")
-    return us_to_datetime(us).astimezone(zone).isoformat()
+    name = None if zone is None or zone.key == zones.UTC_NAME else zone.key
+    found = _ISO.get((us, name))
+    if found is None:
+        instant = us_to_datetime(us)
+        found = (instant.isoformat().replace("+00:00", "Z") if zone is None or name is None
+                 else instant.astimezone(zone).isoformat())
+        if len(_ISO) >= KEPT:
+            _ISO.clear()
+        _ISO[us, name] = found
+    return found
