@@ -13,6 +13,7 @@ from pulse.rollups import report
 
 from .. import models, params
 from ..cursor import Page, query_digest
+from ..etag import answered
 from .reports import common, common_tz, respond
 
 CUSTOMERS_MAX = 1000
@@ -26,7 +27,7 @@ async def time_to_convert(request: Request) -> Response:
     campaign = params.parse_campaign(request)
     options = params.parse_funnel_options(request)
     answer = await ctx.query.time_to_convert(tenant, campaign, r, options)
-    return respond(ctx, models.TimeToConvert, tenant, r, campaign, answer,
+    return respond(request, models.TimeToConvert, tenant, r, campaign, answer,
                    report.time_to_convert(answer.value, ctx.settings.funnel_steps))
 
 
@@ -43,12 +44,13 @@ async def funnel_customers(request: Request) -> Response:
     # Checked in both forms, so a mistyped one is a 400 rather than silently dropped;
     # the CSV then holds the whole list whatever they say.
     limit = params.parse_limit(request, CUSTOMERS_MAX, CUSTOMERS_DEFAULT)
-    cursor = request.query_params.get("cursor") or None
+    cursor = params.query(request).get("cursor") or None
     page = None if cursor is None else ctx.cursors.read(tenant, query, cursor)
     if as_csv:
         answer = await ctx.query.customers(tenant, campaign, r, options, outcome, step, None,
                                            None)
         ctx.metrics.answers.labels(answer.source).inc()
+        answered(request, answer.source, answer.as_of)
         name = f"customers-step{step}-{outcome}.csv"
         rows = [report.Customer(None if c is None else spreadsheet_text(c),
                                 spreadsheet_text(u), params.iso(t1), k)
@@ -65,7 +67,7 @@ async def funnel_customers(request: Request) -> Response:
         campaign_id, customer_id, t1_us, _ = rows[limit - 1]
         next_cursor = ctx.cursors.issue(tenant, query, Page(t1_us, campaign_id, customer_id,
                                                             snapshot, answer.as_of))
-    return respond(ctx, models.Customers, tenant, r, campaign, answer, report.CustomersNumbers(
+    return respond(request, models.Customers, tenant, r, campaign, answer, report.CustomersNumbers(
         step=step, outcome=outcome, customers=customers, next_cursor=next_cursor))
 
 
@@ -86,7 +88,7 @@ async def heatmap(request: Request) -> Response:
     ctx, tenant, r, zone = common_tz(request)
     campaign = params.parse_campaign(request)
     answer = await ctx.query.heatmap(tenant, campaign, r, zone)
-    return respond(ctx, models.Heatmap, tenant, r, campaign, answer,
+    return respond(request, models.Heatmap, tenant, r, campaign, answer,
                    report.heatmap(*answer.value, zone.key))
 
 
@@ -96,5 +98,5 @@ async def breakdown(request: Request) -> Response:
     by = params.parse_by(request)
     limit = params.parse_limit(request, GROUPS_MAX, GROUPS_DEFAULT)
     answer = await ctx.query.breakdown(tenant, campaign, r, by)
-    return respond(ctx, models.Breakdown, tenant, r, campaign, answer,
+    return respond(request, models.Breakdown, tenant, r, campaign, answer,
                    report.breakdown(answer.value, by, limit))

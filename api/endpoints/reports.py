@@ -18,24 +18,28 @@ from pulse.rollups import report, zones
 from pulse.rollups.metrics import Measures
 
 from .. import models, params
-from ..auth import tenant_for
+from ..auth import request_tenant
 from ..context import Context, context
 from ..errors import ApiError, ErrorCode
+from ..etag import answered
 from ..query import Answer, combine
+
+_encode = msgspec.json.Encoder().encode
 
 
 def json(body: Any) -> Response:
-    return Response(msgspec.json.encode(body), media_type="application/json")
+    return Response(_encode(body), media_type="application/json")
 
 
-def respond(ctx: Context, model: type[models.Report], tenant: str, r: params.Range,
+def respond(request: Request, model: type[models.Report], tenant: str, r: params.Range,
             campaign: str | None, answer: Answer, numbers: msgspec.Struct,
             previous: tuple[params.Range, Answer, msgspec.Struct] | None = None) -> Response:
     """The answer `model`: its envelope (which `answer` says the sources of), numbers, and
     the previous period's (range, answer, numbers) when it was asked for."""
     parts = [answer] if previous is None else [answer, previous[1]]
     whole = combine(parts, lambda values: None)
-    ctx.metrics.answers.labels(whole.source).inc()
+    context(request).metrics.answers.labels(whole.source).inc()
+    answered(request, whole.source, whole.as_of)
     envelope = {"tenant_id": tenant, "from_": params.iso(r.from_us), "to": params.iso(r.to_us),
                 "campaign_id": campaign, "source": whole.source,
                 "as_of": None if whole.as_of is None else params.iso(whole.as_of)}
@@ -62,14 +66,13 @@ def shaped(before: tuple[params.Range, Answer] | None, shape: Callable[[Any], ms
 def common(request: Request) -> tuple[Context, str, params.Range]:
     """The context, the tenant asked about (the key checked first), and the range."""
     ctx = context(request)
-    tenant = tenant_for(ctx.keys.scope(request), request)
-    return ctx, tenant, params.parse_range(request)
+    return ctx, request_tenant(ctx.keys, request), params.parse_range(request)
 
 
 def common_tz(request: Request) -> tuple[Context, str, params.Range, ZoneInfo]:
     """`common` for answers that take `tz`: dates in `from`/`to` are local midnights."""
     ctx = context(request)
-    tenant = tenant_for(ctx.keys.scope(request), request)
+    tenant = request_tenant(ctx.keys, request)
     zone = params.parse_tz(request)
     return ctx, tenant, params.parse_range(request, zone), zone
 
@@ -80,7 +83,7 @@ async def _overview(request: Request, campaign: str | None) -> Response:
     steps = ctx.settings.funnel_steps
     answer, before = await with_previous(request, r, lambda span: ctx.query.total(
         tenant, campaign, span, options=options))
-    return respond(ctx, models.Overview, tenant, r, campaign, answer,
+    return respond(request, models.Overview, tenant, r, campaign, answer,
                    report.overview(answer.value, steps),
                    shaped(before, lambda m: report.overview(m, steps)))
 
@@ -99,8 +102,8 @@ async def intents(request: Request) -> Response:
     campaign = params.parse_campaign(request)
     answer, before = await with_previous(request, r, lambda span: ctx.query.total(
         tenant, campaign, span, funnel=False))
-    return respond(ctx, models.Intents, tenant, r, campaign, answer, report.intents(answer.value),
-                   shaped(before, report.intents))
+    return respond(request, models.Intents, tenant, r, campaign, answer,
+                   report.intents(answer.value), shaped(before, report.intents))
 
 
 async def funnel(request: Request) -> Response:
@@ -108,14 +111,14 @@ async def funnel(request: Request) -> Response:
     campaign = params.parse_campaign(request)
     options = params.parse_funnel_options(request)
     answer = await ctx.query.total(tenant, campaign, r, measures=False, options=options)
-    return respond(ctx, models.Funnel, tenant, r, campaign, answer, report.FunnelNumbers(
+    return respond(request, models.Funnel, tenant, r, campaign, answer, report.FunnelNumbers(
         steps=report.funnel(answer.value, ctx.settings.funnel_steps)))
 
 
 async def timeseries(request: Request) -> Response:
     ctx, tenant, r, zone = common_tz(request)
     campaign = params.parse_campaign(request)
-    metric = request.query_params.get("metric", "")
+    metric = params.query(request).get("metric", "")
     try:
         label = report.metric_label(metric)
     except ValueError:
@@ -131,7 +134,7 @@ async def timeseries(request: Request) -> Response:
     answer = await ctx.query.series(tenant, campaign, r, buckets, report.metric_part(metric))
     points = [report.Point(params.iso(start, zone), report.metric_value(metric, m))
               for start, m in answer.value.items()]
-    return respond(ctx, models.Timeseries, tenant, r, campaign, answer,
+    return respond(request, models.Timeseries, tenant, r, campaign, answer,
                    report.TimeseriesNumbers(metric=metric, interval=interval, tz=zone.key,
                                             points=points))
 
@@ -140,7 +143,7 @@ async def campaigns(request: Request) -> Response:
     ctx, tenant, r = common(request)
     answer = await ctx.query.campaigns(tenant, r)
     items = [report.CampaignItem(c, m.conversations) for c, m in sorted(answer.value.items())]
-    return respond(ctx, models.Campaigns, tenant, r, None, answer,
+    return respond(request, models.Campaigns, tenant, r, None, answer,
                    report.CampaignsNumbers(campaigns=items))
 
 
@@ -148,7 +151,7 @@ async def usage(request: Request) -> Response:
     ctx, tenant, r = common(request)
     answer, before = await with_previous(request, r, lambda span: ctx.query.total(
         tenant, None, span, funnel=False))
-    return respond(ctx, models.Usage, tenant, r, None, answer, _usage(answer.value),
+    return respond(request, models.Usage, tenant, r, None, answer, _usage(answer.value),
                    shaped(before, _usage))
 
 
