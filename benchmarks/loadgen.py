@@ -4,9 +4,11 @@
 `seconds` and timing every request from the first byte written to the last body byte
 read. Hand-written on asyncio streams (uvloop when installed), because a full HTTP
 client costs more CPU per request than the servers measured here. It runs in its own
-process and prints one JSON object: requests, errors, seconds, latency percentiles.
+process and prints one JSON object: requests, errors, seconds, latency percentiles. A
+request is an error unless it answers `--expect` (200 unless said; 304 for conditional
+requests).
 
-    python -m pulse.benchmarks.loadgen URL CLIENTS SECONDS [HEADER: VALUE ...]
+    python -m pulse.benchmarks.loadgen URL CLIENTS SECONDS [--expect STATUS] [HEADER: VALUE ...]
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ async def read_response(reader: asyncio.StreamReader) -> int:
     """Read one whole response; returns its status."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
+    if status in (204, 304):
+        return status  # no body, by definition
     lowered = head.lower()
     at = lowered.find(b"\r\ncontent-length:")
     if at < 0:
@@ -44,7 +48,7 @@ async def read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def client(host: str, port: int, request: bytes, until: float,
+async def client(host: str, port: int, request: bytes, until: float, expect: int,
                  latencies: list[int], errors: list[int]) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     clock = time.perf_counter_ns
@@ -54,20 +58,21 @@ async def client(host: str, port: int, request: bytes, until: float,
             writer.write(request)
             status = await read_response(reader)
             latencies.append(clock() - started)
-            if status != 200:
+            if status != expect:
                 errors.append(status)
     finally:
         writer.close()
 
 
-async def run(url: str, clients: int, seconds: float, headers: list[str]) -> dict[str, object]:
+async def run(url: str, clients: int, seconds: float, headers: list[str],
+              expect: int = 200) -> dict[str, object]:
     host, port, request = request_bytes(url, headers)
     latencies: list[int] = []
     errors: list[int] = []
     cpu_before = _cpu()
     started = time.monotonic()
-    await asyncio.gather(*(client(host, port, request, started + seconds, latencies, errors)
-                           for _ in range(clients)))
+    await asyncio.gather(*(client(host, port, request, started + seconds, expect, latencies,
+                                  errors) for _ in range(clients)))
     elapsed = time.monotonic() - started
     cpu = (_cpu() - cpu_before) / elapsed
     latencies.sort()
@@ -88,7 +93,10 @@ def _cpu() -> float:
 
 def main() -> None:
     url, clients, seconds, *headers = sys.argv[1:]
-    work = run(url, int(clients), float(seconds), headers)
+    expect = 200
+    if headers[:1] == ["--expect"]:
+        expect, headers = int(headers[1]), headers[2:]
+    work = run(url, int(clients), float(seconds), headers, expect)
     try:
         import uvloop
     except ImportError:
