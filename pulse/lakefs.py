@@ -582,3 +582,39 @@ def live_event_files(store: LakeStore, tenant_id: str,
     return [rel for folder, entries in lake_dirs(store, lake.tenant_dir(tenant_id)).items()
             if days is None or days[0] <= folder.day <= days[1]
             for rel in live(folder, entries)]
+
+
+@dataclass(frozen=True)
+class SummaryFolder:
+    """A tenant's `summaries/` folder as one walk found it (`rollups.summaries`)."""
+
+    entries: dict[str, Entry]
+    """Every file under it, by path relative to the lake root."""
+    complete: list[int]
+    """The generations holding a manifest, newest first."""
+    latest: int
+    """The highest generation number, complete or not (0: none)."""
+
+    def manifest(self, store: LakeStore, tenant_id: str) -> tuple[int, bytes] | None:
+        """The newest manifest still there: (its generation, its bytes)."""
+        for generation in self.complete:
+            try:
+                return generation, store.get(
+                    f"{lake.generation_dir(tenant_id, generation)}/{lake.MANIFEST}")
+            except FileNotFoundError:  # deleted since the walk: an older one stays
+                continue
+        return None
+
+
+def summary_folder(store: LakeStore, tenant_id: str) -> SummaryFolder:
+    """One walk of the tenant's summaries (on S3 one paged listing)."""
+    entries: dict[str, Entry] = {}
+    complete, latest = [], 0
+    for folder, found in store.walk(lake.summary_dir(tenant_id)).items():
+        entries.update((f"{folder}/{e.name}", e) for e in found)
+        generation = lake.parse_generation(folder.rpartition("/")[2])
+        if generation is not None:
+            latest = max(latest, generation)
+            if any(e.name == lake.MANIFEST for e in found):
+                complete.append(generation)
+    return SummaryFolder(entries, sorted(complete, reverse=True), latest)

@@ -13,7 +13,7 @@ a brute-force oracle.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import get_args
+from typing import Any, get_args
 
 import msgspec
 import numpy as np
@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from pulse.schemas.events import EventType
 
-from .windows import HOUR_US
+from .windows import DAY_US, HOUR_US
 
 
 class Measures(msgspec.Struct, array_like=True, gc=False):
@@ -265,3 +265,151 @@ def usage_sql(group: str, where: str) -> str:
 SELECT {group} AS g, category, {exact_sum('TRUE')} AS amount
 FROM events WHERE event_type = 'usage' AND {where}
 GROUP BY g, category"""
+
+
+# ---- summaries: the same measures, summed ahead of time ----------------------------
+# `pulse compact` sums each day's deduplicated events per (hour, campaign) into rows of
+# `SUMMED_NAMES` (`summary_rows_sql`); the API adds such rows to the events it still
+# reads raw, in one statement (`combined_sql`). Sums of `value` stay exact across both:
+# the part below 1e18 is summed as DECIMAL(38, 9) and turned into a double only at the
+# very end, as `exact_sum` does, so an answer has the same bits whichever rows were
+# summed ahead of time.
+
+KIND_SCALARS, KIND_INTENT, KIND_USAGE = 0, 1, 2
+"""What a summed row holds: the scalar measures, one intent label's count (`events`)
+or one usage category's amount (`amount_exact`, `amount_large`)."""
+
+HOUR_START_SQL = (f"(epoch_us(occurred_at) - ((epoch_us(occurred_at) % {HOUR_US}) + {HOUR_US}) "
+                  f"% {HOUR_US})")
+"""The start (µs) of the UTC hour holding `occurred_at`, also before 1970."""
+_EXACT = "CAST(CASE WHEN abs(value) < 1e18 THEN value ELSE 0 END AS DECIMAL(38, 9))"
+_LARGE = "CASE WHEN abs(value) >= 1e18 THEN value ELSE 0.0 END"
+_CHAT = f"{CONVERSATION_SQL} AND {CHANNEL_SQL} = 'chat'"
+
+SUMMED: tuple[tuple[str, str, str], ...] = (
+    ("events", "1", "BIGINT"),
+    ("calls", f"({CONVERSATION_SQL} AND {CHANNEL_SQL} <> 'chat')::BIGINT", "BIGINT"),
+    ("chats", f"({_CHAT})::BIGINT", "BIGINT"),
+    ("duration_exact", f"CASE WHEN {CONVERSATION_SQL} THEN {_EXACT} END", "DECIMAL(38, 9)"),
+    ("duration_large", f"CASE WHEN {CONVERSATION_SQL} THEN {_LARGE} END", "DOUBLE"),
+    ("engaged", f"({CONVERSATION_SQL} AND value >= $engaged)::BIGINT", "BIGINT"),
+    ("chat_duration_exact", f"CASE WHEN {_CHAT} THEN {_EXACT} END", "DECIMAL(38, 9)"),
+    ("chat_duration_large", f"CASE WHEN {_CHAT} THEN {_LARGE} END", "DOUBLE"),
+    ("chat_engaged", f"({_CHAT} AND value >= $engaged)::BIGINT", "BIGINT"),
+    ("amount_exact", "NULL", "DECIMAL(38, 9)"),
+    ("amount_large", "NULL", "DOUBLE"),
+)
+"""(column, one event's part of it as a scalar row, SQL type): the additive columns of a
+summed row. An intent row counts in `events`; a usage row sums in `amount_*`."""
+
+SUMMED_NAMES = tuple(name for name, _, _ in SUMMED)
+
+
+def _part_row(keys: str, kind: int, key: str, where: str,
+              parts: dict[str, str]) -> str:
+    columns = ", ".join(f"CAST({parts.get(name, '0' if kind else sql)} AS {sql_type}) AS {name}"
+                        for name, sql, sql_type in SUMMED)
+    return (f"SELECT {keys}, {kind} AS kind, CAST({key} AS VARCHAR) AS key, {columns} "
+            f"FROM events WHERE {where}")
+
+
+def contributions_sql(keys: str, where: str) -> str:
+    """One row per event of `events` matching `where` (and one more per intent or usage
+    event): the select list `keys`, `kind`, `key` and its part of each `SUMMED` column."""
+    intent = {"events": "1"}
+    usage = {"events": "1", "amount_exact": _EXACT, "amount_large": _LARGE}
+    return "\nUNION ALL ".join([
+        _part_row(keys, KIND_SCALARS, "NULL", where, {}),
+        _part_row(keys, KIND_INTENT, "label", f"event_type = 'intent_detected' AND {where}",
+                  intent),
+        _part_row(keys, KIND_USAGE, "category", f"event_type = 'usage' AND {where}", usage),
+    ])
+
+
+SUMMED_TOTALS = ", ".join(
+    f"sum({name})::BIGINT AS {name}" if sql_type == "BIGINT" else
+    f"sum({name}) AS {name}" for name, _, sql_type in SUMMED)
+"""The sums of summed rows, still summable (a day's rows are summed again later)."""
+
+
+def summary_rows_sql() -> str:
+    """A day's summed rows from `events` (that day's events, deduplicated): per hour (µs
+    of its start), campaign, kind and key."""
+    return f"""
+SELECT hour, campaign_id, kind, key, {SUMMED_TOTALS}
+FROM ({contributions_sql(f"{HOUR_START_SQL} AS hour, campaign_id", "TRUE")})
+GROUP BY hour, campaign_id, kind, key"""
+
+
+SUMMED_CONVERSATIONS_SQL = f"kind = {KIND_SCALARS} AND calls + chats > 0"
+"""The summed rows of conversations: those the events matching `CONVERSATION_SQL` give."""
+
+
+def daily_rows_sql(hourly: str) -> str:
+    """The summed rows of relation `hourly` summed again per UTC day (`hour`: the day's
+    start)."""
+    day = f"(hour - (((hour % {DAY_US}) + {DAY_US}) % {DAY_US}))"
+    return f"""
+SELECT {day} AS hour, campaign_id, kind, key, {SUMMED_TOTALS}
+FROM {hourly} GROUP BY ALL"""
+
+
+def _final(exact: str, large: str) -> str:
+    return f"coalesce(sum({exact}), 0)::DOUBLE + coalesce(sum({large}), 0.0)"
+
+
+FINAL_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("events", "coalesce(sum(events), 0)::BIGINT"),
+    ("calls", "coalesce(sum(calls), 0)::BIGINT"),
+    ("chats", "coalesce(sum(chats), 0)::BIGINT"),
+    ("duration_s", _final("duration_exact", "duration_large")),
+    ("engaged", "coalesce(sum(engaged), 0)::BIGINT"),
+    ("chat_duration_s", _final("chat_duration_exact", "chat_duration_large")),
+    ("chat_engaged", "coalesce(sum(chat_engaged), 0)::BIGINT"),
+)
+"""`MEASURE_NAMES` from summed rows: the same numbers `MEASURE_COLUMNS` give from the
+events themselves."""
+
+
+def combined_sql(raw_group: str | None, raw_where: str, summary_group: str | None,
+                 summary_where: str, summary: str) -> str:
+    """Per `g`, `kind` and `key`: `FINAL_COLUMNS`, then an intent's count and a usage
+    category's amount; from the events of `events` matching `raw_where` (grouped by
+    `raw_group`) and the summed rows of relation `summary` matching `summary_where`
+    (grouped by `summary_group`, an expression of their columns). A None group leaves
+    that side out."""
+    parts = []
+    if raw_group is not None:
+        parts.append(contributions_sql(f"{raw_group} AS g", raw_where))
+    if summary_group is not None:
+        parts.append(f"SELECT {summary_group} AS g, kind, key, {', '.join(SUMMED_NAMES)} "
+                     f"FROM {summary} WHERE {summary_where}")
+    finals = ", ".join(f"{sql} AS {name}" for name, sql in FINAL_COLUMNS)
+    return f"""
+SELECT g, kind, key, {finals}, {_final("amount_exact", "amount_large")} AS amount
+FROM ({" UNION ALL ".join(parts)})
+GROUP BY g, kind, key"""
+
+
+def set_combined(out: dict[Any, Measures], row: tuple[Any, ...],
+                 names: tuple[str, ...] = MEASURE_NAMES) -> None:
+    """Add a row of `combined_sql` to `out` (by its group), setting only `names`."""
+    g, kind, key, *values = row
+    m = out.setdefault(g, Measures())
+    if kind == KIND_SCALARS:
+        scalars = dict(zip(MEASURE_NAMES, values[:-1], strict=True))
+        set_scalars(m, tuple(scalars[name] for name in names), names)
+    elif kind == KIND_INTENT:
+        m.intents[key] = int(values[0])
+    else:
+        m.usage[key] = float(values[-1])
+
+
+SPREAD_SQL = f"""
+SELECT count(*) FROM (
+    SELECT id FROM day_rows GROUP BY id
+    HAVING count(DISTINCT ({HOUR_START_SQL}, campaign_id, event_type)) > 1)"""
+"""How many ids of one day's rows (relation `day_rows`, every copy) have copies in
+different hours, campaigns or event types. Such a day is never answered from its
+summed rows: a range's filter may keep one copy and drop another (the raw answer then
+counts the copy it keeps), which rows summed after deduplication cannot know."""

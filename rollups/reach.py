@@ -117,26 +117,60 @@ def summarize(durations_us: Iterable[int]) -> Durations:
 # `journeys_sql` reads the relation `events` (one tenant's funnel_step events of all time,
 # deduplicated, filtered by campaign if asked) and returns one row per journey with S1:
 # campaign_id, customer_id, t1 (timestamp), reached, and d2..dn, the microseconds from t1
-# to reach(k) when the journey reached step k (NULL otherwise).
+# to reach(k) when the journey reached step k (NULL otherwise). It runs in two stages, so
+# that `pulse compact` can keep the first one's rows (`streams.summaries`): per journey
+# its step times (`step_times_sql`), then what they reached (`reached_sql`).
 
 
 def _step_params(steps: tuple[str, ...]) -> dict[str, str]:
     return {f"s{i + 1}": step for i, step in enumerate(steps)}
 
 
-def journeys_sql(steps: tuple[str, ...], options: FunnelOptions) -> tuple[str, dict[str, object]]:
+def step_times_sql(steps: tuple[str, ...], lists: bool, source: str = "events") -> str:
+    """Per journey of relation `source` (with campaign_id, customer_id, event_type, label,
+    occurred_at): t1, the earliest time of S1 (NULL without one); e2..en, the earliest
+    time (µs) of each later step; with `lists` also s2..sn, all of its times, ascending
+    (what `order=sequence` needs). Every journey with any step, t1 or not: a later event
+    may bring its S1 (`merge_step_times_sql`). Takes the step labels as $s1..$sn."""
     n = len(steps)
-    params: dict[str, object] = dict(_step_params(steps))
     labels = ", ".join(f"$s{k}" for k in range(1, n + 1))
+    columns = ["min(occurred_at) FILTER (WHERE label = $s1) AS t1"]
+    columns += [f"min(us) FILTER (WHERE label = $s{k}) AS e{k}" for k in range(2, n + 1)]
+    if lists:
+        columns += [f"list(us ORDER BY us) FILTER (WHERE label = $s{k}) AS s{k}"
+                    for k in range(2, n + 1)]
+    return f"""
+SELECT campaign_id, customer_id, {", ".join(columns)}
+FROM (SELECT campaign_id, customer_id, label, occurred_at, epoch_us(occurred_at) AS us
+      FROM {source} WHERE event_type = 'funnel_step' AND label IN ({labels}))
+GROUP BY campaign_id, customer_id"""
+
+
+def merge_step_times_sql(n_steps: int, source: str, lists: bool) -> str:
+    """`step_times_sql`'s rows of relation `source`, one per journey: several rows of a
+    journey (its times from different events) become the row of all of them."""
+    columns = ["min(t1) AS t1", *(f"min(e{k}) AS e{k}" for k in range(2, n_steps + 1))]
+    if lists:
+        columns += [f"list_sort(flatten(list(s{k}) FILTER (WHERE s{k} IS NOT NULL))) AS s{k}"
+                    for k in range(2, n_steps + 1)]
+    return f"""
+SELECT campaign_id, customer_id, {", ".join(columns)}
+FROM {source} GROUP BY campaign_id, customer_id"""
+
+
+def reached_sql(n_steps: int, options: FunnelOptions, source: str
+                ) -> tuple[str, dict[str, object]]:
+    """The journeys with S1 among the step times of relation `source` (`step_times_sql`'s
+    columns; s2..sn needed under `order=sequence`): campaign_id, customer_id, t1,
+    reached, d2..dn."""
+    n = n_steps
+    params: dict[str, object] = {}
     if options.order == "any":
-        per_step = [f"min(us) FILTER (WHERE label = $s{k}) AS e{k}" for k in range(2, n + 1)]
         chain = [f"CASE WHEN e{k} IS NULL OR r{k - 1} IS NULL THEN NULL "
                  f"ELSE greatest(r{k - 1}, e{k}) END AS r{k}"
                  for k in range(2, n + 1)]
     else:
-        per_step = [f"list(us ORDER BY us) FILTER (WHERE label = $s{k}) AS e{k}"
-                    for k in range(2, n + 1)]
-        chain = [f"list_filter(e{k}, lambda x: x >= r{k - 1})[1] AS r{k}"
+        chain = [f"list_filter(s{k}, lambda x: x >= r{k - 1})[1] AS r{k}"
                  for k in range(2, n + 1)]
     within = "TRUE"
     if options.window_us is not None:
@@ -146,21 +180,25 @@ def journeys_sql(steps: tuple[str, ...], options: FunnelOptions) -> tuple[str, d
                                   for k in range(2, n + 1)])
     durations = "".join(f", CASE WHEN reached >= {k} THEN r{k} - r1 END AS d{k}"
                         for k in range(2, n + 1))
-    grouped = ", ".join(["min(occurred_at) FILTER (WHERE label = $s1) AS t1",
-                         "min(us) FILTER (WHERE label = $s1) AS r1", *per_step])
     sql = f"""
 SELECT campaign_id, customer_id, t1, reached{durations}
 FROM (
-    SELECT *, {", ".join([*chain, f"{reached} AS reached"])}
-    FROM (
-        SELECT campaign_id, customer_id, {grouped}
-        FROM (SELECT campaign_id, customer_id, label, occurred_at, epoch_us(occurred_at) AS us
-              FROM events WHERE event_type = 'funnel_step' AND label IN ({labels}))
-        GROUP BY campaign_id, customer_id
-    )
-    WHERE r1 IS NOT NULL
+    SELECT *, {", ".join(["epoch_us(t1) AS r1", *chain, f"{reached} AS reached"])}
+    FROM {source} WHERE t1 IS NOT NULL
 )"""
     return sql, params
+
+
+def journeys_sql(steps: tuple[str, ...], options: FunnelOptions) -> tuple[str, dict[str, object]]:
+    """Every journey with S1 of relation `events`, from its funnel_step events."""
+    times = step_times_sql(steps, lists=options.order == "sequence")
+    sql, params = reached_sql(len(steps), options, f"({times})")
+    return sql, {**_step_params(steps), **params}
+
+
+def step_params(steps: tuple[str, ...]) -> dict[str, object]:
+    """The parameters `step_times_sql` takes."""
+    return dict(_step_params(steps))
 
 
 def time_to_convert_sql(n_steps: int, journeys: str) -> str:

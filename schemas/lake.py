@@ -3,11 +3,17 @@
     <lake>/events/tenant_id=<tenant>/date=<YYYY-MM-DD>/<epoch>-p<partition>-<first>-<last>[-c].parquet
     <lake>/dead_letters/date=<YYYY-MM-DD>/<epoch>-p<partition>-<first>-<last>.parquet
 
+    <lake>/summaries/tenant_id=<tenant>/date=<YYYY-MM-DD>/<digest>.parquet
+    <lake>/summaries/tenant_id=<tenant>/gen=<generation>/{manifest.json,measures.parquet,...}
+
 `first`..`last` is the range of input offsets the writing flush covered, so replaying
 those offsets rewrites the same names. `pulse compact` merges the files of one epoch
 and partition in a folder into one `-c` file whose range covers theirs; a file whose
 range lies inside another's of the same epoch and partition is superseded, and readers
 skip it, so a merge and the deletes after it are never counted twice.
+
+`summaries/` holds what `pulse compact` sums ahead of time from a tenant's events
+(`rollups.summaries`): derived data, never events, rewritten from them at will.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from datetime import UTC, date, datetime, timedelta
 
 EVENTS = "events"
 DEAD_LETTERS = "dead_letters"
+SUMMARIES = "summaries"
+MANIFEST = "manifest.json"
 _EPOCH_DAY = date(1970, 1, 1)
 _NAME = re.compile(r"^([0-9a-f]{1,32})-p(\d{4,})-(\d{12,})-(\d{12,})(-c)?\.parquet$")
 
@@ -91,3 +99,22 @@ def dead_letter_dir(day: int) -> str:
 
 def us_to_datetime(us: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+
+
+def summary_dir(tenant_id: str) -> str:
+    return f"{SUMMARIES}/tenant_id={tenant_id}"
+
+
+def summary_day_file(tenant_id: str, day: int, digest: str) -> str:
+    """One day's keys (`rollups.summaries`), named by what it was computed from."""
+    return f"{summary_dir(tenant_id)}/date={day_to_date(day)}/{digest}.parquet"
+
+
+def generation_dir(tenant_id: str, generation: int) -> str:
+    return f"{summary_dir(tenant_id)}/gen={generation:012d}"
+
+
+def parse_generation(folder: str) -> int | None:
+    """The generation a folder name `gen=<n>` holds, None for any other name."""
+    text = folder[len("gen="):]
+    return int(text) if folder.startswith("gen=") and text.isdigit() else None
