@@ -55,7 +55,7 @@ from pulse.schemas import lake
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
 
-from . import iceberg, iceberg_files
+from . import iceberg, iceberg_files, summaries
 
 log = logging.getLogger("pulse.compact")
 
@@ -201,7 +201,7 @@ def plan_folder(folder: LakeDir, listing: list[tuple[str, int, float]], rule: Ru
 async def _ingest_position(settings: Settings) -> tuple[str, dict[int, int]]:
     """(current epoch, next offset the ingest group will read, per input partition)."""
     epoch = await current_epoch(settings.kafka_bootstrap,
-                                Topics(settings.topic, settings.dlq_topic))
+                                Topics.of(settings))
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
                                 group_id=f"{settings.group}-ingest", enable_auto_commit=False,
                                 **CLIENT_DEFAULTS)
@@ -525,7 +525,7 @@ def _run(settings: Settings, store: LakeStore, min_age: float, dry_run: bool) ->
         if tables is False:
             return 1
         unreadable = tables.register_final(listed, rule) if isinstance(tables, TableSwap) else 0
-        return _compact(store, found, rule, temp_min_age,
+        return _compact(settings, store, found, rule, temp_min_age,
                         tables if isinstance(tables, TableSwap) else None, unreadable)
 
 
@@ -559,8 +559,8 @@ def _dry_run(store: LakeStore, found: list[LakeDir], rule: Rule, temp_min_age: f
     return 0
 
 
-def _compact(store: LakeStore, found: list[LakeDir], rule: Rule, temp_min_age: float,
-             tables: TableSwap | None, unreadable: int = 0) -> int:
+def _compact(settings: Settings, store: LakeStore, found: list[LakeDir], rule: Rule,
+             temp_min_age: float, tables: TableSwap | None, unreadable: int = 0) -> int:
     started = time.monotonic()
     totals = Totals(folders=len(found), errors=unreadable)
     progress = Progress(len(found))
@@ -570,6 +570,9 @@ def _compact(store: LakeStore, found: list[LakeDir], rule: Rule, temp_min_age: f
         compact_folder(store, plan, totals, deleter, tables)
         deleter.run()
         progress.update(done, totals.merged, force=done == len(found))
+    summed = summaries.summarize(store, settings,
+                                 lambda f, e: rule.final(Source(f, e.size, e.mtime)),
+                                 deleter.later)
     if tables is not None:
         deleter.later(tables.commit())
     deleter.run(wait=True)
@@ -582,7 +585,13 @@ def _compact(store: LakeStore, found: list[LakeDir], rule: Rule, temp_min_age: f
     print(f"pulse compact: {totals.folders} folders, {totals.files_before} -> "
           f"{totals.files_after} files, {_size(totals.bytes_before)} -> "
           f"{_size(totals.bytes_after)}, {time.monotonic() - started:.1f} s")
+    print(f"pulse compact: summaries of {summed.tenants} tenants: {summed.days_read} days "
+          f"summarized, {summed.days_kept} kept, {summed.generations} new generations",
+          file=sys.stderr)
     if totals.errors:
         print(f"pulse compact: {totals.errors} runs were not merged (see above)",
               file=sys.stderr)
-    return 1 if totals.errors else 0
+    if summed.errors:
+        print(f"pulse compact: the summaries of {summed.errors} tenants were not updated "
+              "(see above)", file=sys.stderr)
+    return 1 if totals.errors or summed.errors else 0
