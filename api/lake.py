@@ -20,36 +20,47 @@ reports a flush only after its files are in the lake, and an answer's `as_of` on
 claims flushes reported before it was read, all of which a listing taken after their
 report holds; files a compaction deleted since are found vanished, and the tenant is
 listed again (`pulse.lakefs.retry_vanished`).
+
+Long ranges and funnels read what `pulse compact` summed ahead of time wherever that
+gives the very answer the events give (`api.summaries`; `rollups.summaries` says why it
+does): a tenant's rows summed per day and hour, and its journeys' step times, taken
+with each listing and merged in one statement with the events still read raw (a
+range's partial hours, days changed since, files newer than the summaries).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from pulse import lakecache, lakefs
 from pulse.lakecache import LakeCache, Local
 from pulse.lakefs import LakeStore
-from pulse.rollups import breakdown, metrics, reach, zones
+from pulse.rollups import breakdown, metrics, reach
 from pulse.rollups.metrics import Measures
 from pulse.rollups.store import RollupStore
-from pulse.rollups.windows import DAY_US
+from pulse.rollups.summaries import days_of
 from pulse.schemas import lake
 from pulse.schemas.arrow import EVENT_SCHEMA
 from pulse.settings import TENANT_ID_PATTERN
 
+from . import summaries
 from .cursor import Page, Snapshot
-from .errors import ApiError, ErrorCode, LakeBusy, LakeTimeout, LakeUnreadable
+from .errors import LakeTimeout, LakeUnreadable
+from .groups import Group
+from .slots import TenantSlots
+from .snapshots import snapshot, snapshot_files, snapshot_filter
+from .summaries import Listing
 
 log = logging.getLogger("pulse.lake")
 
@@ -60,107 +71,28 @@ _JOURNEY = "campaign_id, customer_id, event_type, label, occurred_at"
 """What the funnel reads of each event."""
 LISTING_SECONDS = 30.0
 """Longest time a tenant's cached file listing is used."""
-SOURCE = "lake_files"
+SOURCE = summaries.SOURCE
 """The relation every statement reads its files from (set up per statement)."""
+SUMMARY, SUMMARY_DAYS = "summary_hours", "summary_days"
+"""The relations of a tenant's summed rows, per hour and per day (registered per
+statement)."""
 Keep = Callable[[list[str]], list[str]]
-"""Which of a listing's files a statement reads (a page's snapshot, `_snapshot_files`)."""
+"""Which of a listing's files a statement reads (a page's snapshot, `snapshot_files`)."""
+HOUR_TS = "make_timestamp(hour)"
+"""A summed row's hour as a timestamp, for the groups' SQL."""
 
 
-class TenantSlots:
-    """At most `per_tenant` lake queries per tenant at once, so none can starve others.
+@dataclass
+class Prepared:
+    """What one run reads and does, decided from a listing: event files (the relation
+    `SOURCE`), tables registered by name, and statements."""
 
-    The thread pool bounds the total; this bounds each tenant's part of it. A short
-    queue behind the running queries absorbs one dashboard's burst (a page load asks
-    for several parts at once); past it the API says no at once (429) rather than
-    queueing behind a flood.
-    """
-
-    def __init__(self, per_tenant: int, queue: int = 16) -> None:
-        self.per_tenant = per_tenant
-        self.queue = queue
-        self._waiting: dict[str, int] = {}
-        self._gates: dict[str, asyncio.Semaphore] = {}
-
-    def __call__(self, tenant_id: str) -> _Slot:
-        return _Slot(self, tenant_id)
-
-    def _gate(self, tenant_id: str) -> asyncio.Semaphore:
-        gate = self._gates.get(tenant_id)
-        if gate is None:
-            gate = self._gates[tenant_id] = asyncio.Semaphore(self.per_tenant)
-        return gate
+    files: list[str]
+    statements: list[tuple[str, dict[str, Any]]]
+    tables: dict[str, pa.Table] = field(default_factory=dict)
 
 
-class _Slot:
-    def __init__(self, slots: TenantSlots, tenant_id: str) -> None:
-        self.slots, self.tenant_id = slots, tenant_id
-
-    async def __aenter__(self) -> None:
-        slots, tenant = self.slots, self.tenant_id
-        gate = slots._gate(tenant)
-        if not gate.locked():
-            await gate.acquire()
-            return
-        waiting = slots._waiting.get(tenant, 0)
-        if slots.per_tenant <= 0 or waiting >= slots.queue:
-            raise LakeBusy(tenant)
-        slots._waiting[tenant] = waiting + 1
-        try:
-            await gate.acquire()
-        finally:
-            slots._waiting[tenant] -= 1
-            if not slots._waiting[tenant]:
-                del slots._waiting[tenant]
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.slots._gate(self.tenant_id).release()
-
-
-@dataclass(frozen=True)
-class Group:
-    """How an answer is split: one total, per campaign, per local time bucket, per
-    weekday-hour cell of local time, or per JSON value of a metadata key."""
-
-    kind: str
-    buckets: zones.Buckets | None = None
-    segments: tuple[zones.Segment, ...] = ()
-    """The zone's offsets over the range, for cells."""
-    metadata_key: str | None = None
-
-    @property
-    def params(self) -> dict[str, Any]:
-        if self.metadata_key is None:
-            return {}
-        return {"metadata_key": breakdown.json_pointer(self.metadata_key)}
-
-    def sql(self, column: str) -> str:
-        if self.kind == "total":
-            return "NULL"
-        if self.kind == "campaign":
-            return "campaign_id"
-        if self.kind == "metadata":
-            return breakdown.METADATA_GROUP_SQL
-        if self.kind == "cell":
-            return zones.weekday_hour_sql(zones.local_sql(column, list(self.segments)))
-        assert self.buckets is not None
-        return self.buckets.sql(column)
-
-
-TOTAL = Group("total")
-BY_CAMPAIGN = Group("campaign")
-
-
-def by_bucket(buckets: zones.Buckets) -> Group:
-    return Group("bucket", buckets=buckets)
-
-
-def by_metadata(key: str) -> Group:
-    return Group("metadata", metadata_key=key)
-
-
-def by_cell(segments: list[zones.Segment]) -> Group:
-    """weekday * 24 + hour of local time (Monday = 0)."""
-    return Group("cell", segments=tuple(segments))
+Prepare = Callable[[Listing], Prepared | None]
 
 
 def flushes_reported(store: RollupStore) -> Hashable:
@@ -173,10 +105,12 @@ class LakeReader:
     def __init__(self, store: LakeStore, engaged_seconds: float, steps: tuple[str, ...],
                  threads: int = 4, timeout: float = 30.0, per_tenant: int = 2,
                  flushes: Callable[[], Hashable] | None = None,
-                 cache: LakeCache | None = None) -> None:
+                 cache: LakeCache | None = None, use_summaries: bool = True) -> None:
         """`flushes()` (see `flushes_reported`) lets listings be cached; None: list every
         time. `cache` keeps local copies of an object store's files (see
-        `pulse.lakecache`); without it they are read from the store each time."""
+        `pulse.lakecache`); without it they are read from the store each time.
+        `use_summaries`: answer from what `pulse compact` summed (`api.summaries`)
+        where it can; off, every answer reads the events (benchmarks compare both)."""
         self.store = store
         self.cache = cache
         self.engaged_seconds = engaged_seconds
@@ -186,10 +120,9 @@ class LakeReader:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="lake")
         self.slots = TenantSlots(per_tenant)
         self._flushes = flushes
-        self._listed: dict[str, tuple[Hashable, float, list[tuple[int, str]]]] = {}
-        self._entries: dict[str, dict[str, lakefs.Entry]] = {}
-        """Per tenant, rel -> its entry in the last listing: the store need not be asked
-        a file's size again, and the cache knows which copy is that file's."""
+        self._listed: dict[str, tuple[Hashable, float, Listing]] = {}
+        self.use_summaries = use_summaries
+        self.loaded = summaries.Loaded(store, self._db.cursor)
         self.listings = 0
         """Listings made (for tests and metrics: the cache's misses)."""
 
@@ -205,6 +138,13 @@ class LakeReader:
               fresh: bool = False) -> list[str]:
         """Live event files of one tenant, in date folders days[0]..days[1] (all if None),
         relative to the lake root; `fresh` lists again whatever the cache holds."""
+        listing = self.listing(tenant_id, fresh)
+        return listing.files(None if days is None else set(range(days[0], days[1] + 1)))
+
+    def listing(self, tenant_id: str, fresh: bool = False) -> Listing:
+        """The tenant's live event files by day, each file's listing entry (the store
+        need not be asked a size again, and the cache knows which copy is that file's),
+        and its summaries; `fresh` lists again whatever the cache holds."""
         if not _TENANT.fullmatch(tenant_id):
             raise ValueError(f"not a tenant id: {tenant_id!r}")
         token = self._flushes() if self._flushes is not None else None
@@ -213,16 +153,23 @@ class LakeReader:
         if (fresh or token is None or cached is None or cached[0] != token
                 or now - cached[1] > LISTING_SECONDS):
             self.listings += 1
-            listing, found = [], {}
+            by_day: dict[int, list[str]] = {}
+            found: dict[str, lakefs.Entry] = {}
             for folder, entries in lakefs.lake_dirs(self.store,
                                                     lake.tenant_dir(tenant_id)).items():
                 found.update((folder.file(e.name), e) for e in entries)
-                listing += [(folder.day, rel) for rel in lakefs.live(folder, entries)]
-            self._entries[tenant_id] = found
-            cached = (token, now, listing)
+                by_day.setdefault(folder.day, []).extend(lakefs.live(folder, entries))
+            summary = None
+            if self.use_summaries:
+                summary = summaries.read(self.store, tenant_id, self.engaged_seconds,
+                                         self.steps)
+                if summary is not None:
+                    found.update(summary.entries)
+            cached = (token, now, Listing(by_day, found, summary))
+            self.loaded.keep(tenant_id, cached[2])
             if token is not None:
                 self._listed[tenant_id] = cached
-        return [rel for day, rel in cached[2] if days is None or days[0] <= day <= days[1]]
+        return cached[2]
 
     def tenants(self) -> list[str]:
         return lakefs.tenants(self.store)
@@ -235,29 +182,63 @@ class LakeReader:
 
         `campaign` None means every event of the tenant, campaign or not.
         """
+        return await self._measured(tenant_id, campaign, ranges, group, "TRUE", _MEASURED,
+                                    metrics.MEASURE_NAMES, "TRUE")
+
+    async def _measured(self, tenant_id: str, campaign: str | None,
+                        ranges: list[tuple[int, int]], group: Group, where: str,
+                        columns: str, names: tuple[str, ...], summed_where: str
+                        ) -> dict[Any, Measures]:
+        """The measures `names` of the events in `ranges` matching `where` (columns
+        `columns` read), split by `group`: one statement, adding the summed rows matching
+        `summed_where` (the same events) for the whole days and hours they may answer
+        (`api.summaries`) to the events read for the rest."""
         if not ranges:
             return {}
-        where, params = _event_filter(ranges, campaign)
-        g = group.sql("occurred_at")
-        # One statement, so the files are read and deduplicated once for all three parts.
-        scalars = ", ".join(metrics.MEASURE_NAMES)
-        blanks = ", ".join("NULL" for _ in metrics.MEASURE_NAMES)
-        sql = _events_cte(where, _MEASURED, materialized=True) + f"""
-SELECT 0 AS part, g, NULL AS key, NULL AS amount, {scalars}
-FROM ({metrics.measures_sql(g, "TRUE")})
-UNION ALL SELECT 1, g, label, n, {blanks} FROM ({metrics.intents_sql(g, "TRUE")})
-UNION ALL SELECT 2, g, category, amount, {blanks} FROM ({metrics.usage_sql(g, "TRUE")})"""
-        results = await self._run(tenant_id, _days(ranges), [
-            (sql, {**params, **group.params, "engaged": self.engaged_seconds})])
-        out: dict[Any, Measures] = {}
-        for part, g_value, key, amount, *values in results[0] if results else []:
-            m = out.setdefault(g_value, Measures())
-            if part == 0:
-                metrics.set_scalars(m, values)
-            elif part == 1:
-                m.intents[key] = int(amount)
+
+        def prepare(listing: Listing) -> Prepared | None:
+            if self.use_summaries and group.by_hour:
+                plan = summaries.plan_measures(listing, ranges, self.loaded)
             else:
-                m.usage[key] = float(amount)
+                plan = summaries.MeasuresPlan([], [], ranges, listing.files(days_of(ranges)),
+                                              None, None)
+            params: dict[str, Any] = {**group.params, "engaged": self.engaged_seconds,
+                                      "campaign": campaign}
+            sql, raw_group, summed = "", None, None
+            tables: dict[str, pa.Table] = {}
+            if plan.files and plan.rest:
+                raw_where, time_params = _event_filter(plan.rest, campaign)
+                params.update(time_params)
+                sql = _events_cte(f"{raw_where} AND {where}", columns, materialized=True)
+                raw_group = group.sql("occurred_at")
+            if plan.rows is not None and plan.daily is not None:
+                # Whole days from daily rows when the group needs no finer time.
+                daily = plan.days if group.kind in ("total", "campaign") else []
+                hourly = plan.hours if daily else sorted(plan.days + plan.hours)
+                parts = []
+                for name, table, spans, prefix in ((SUMMARY_DAYS, plan.daily, daily, "d"),
+                                                   (SUMMARY, plan.rows, hourly, "h")):
+                    if spans:
+                        span_where, span_params = _time_filter(spans, "hour", prefix)
+                        params.update(span_params)
+                        parts.append(f"SELECT * FROM {name} WHERE {span_where}")
+                        tables[name] = table
+                summed = f"({' UNION ALL '.join(parts)})"
+            if raw_group is None and summed is None:
+                return None
+            summary_where = summed_where
+            if campaign is not None:
+                summary_where += " AND campaign_id = $campaign"
+            sql += metrics.combined_sql(raw_group, "TRUE",
+                                        None if summed is None else group.sql(HOUR_TS),
+                                        summary_where, summed or "")
+            return Prepared(plan.files if raw_group is not None else [],
+                            [(sql, summaries.bound(sql, params))], tables)
+
+        results = await self._run_prepared(tenant_id, prepare)
+        out: dict[Any, Measures] = {}
+        for row in results[0] if results else []:
+            metrics.set_combined(out, row, names)
         return out
 
     async def funnel(self, tenant_id: str, campaign: str | None,
@@ -270,13 +251,15 @@ UNION ALL SELECT 2, g, category, amount, {blanks} FROM ({metrics.usage_sql(g, "T
         if not ranges:
             return {}
         t1_where, time_params = _time_filter(ranges, "t1")
-        journeys, step_params = reach.journeys_sql(self.steps, options)
-        sql = f"""
+
+        def sql(journeys: str) -> str:
+            return f"""
 SELECT {group.sql("t1")} AS g, reached, count(*) AS n
 FROM ({journeys}) AS journeys
 WHERE {t1_where}
 GROUP BY g, reached"""
-        results = await self._journeys(tenant_id, campaign, sql, {**time_params, **step_params})
+
+        results = await self._journeys(tenant_id, campaign, options, sql, time_params)
         out: dict[Any, dict[int, int]] = {}
         for g_value, reached, n in results:
             out.setdefault(g_value, {})[reached - 1] = n
@@ -289,45 +272,54 @@ GROUP BY g, reached"""
                    keep: Keep | None = None) -> list[list[tuple]] | None:
         """Run `statements` over the tenant's files of `days` (of each listing, those
         `keep` keeps); None when there are none."""
-        async with self.slots(tenant_id):
-            return await self._run_listed(tenant_id, days, statements, keep)
+        def prepare(listing: Listing) -> Prepared | None:
+            span = None if days is None else set(range(days[0], days[1] + 1))
+            files = listing.files(span)
+            if keep is not None:
+                files = keep(files)
+            return Prepared(files, statements) if files else None
 
-    async def _run_listed(self, tenant_id: str, days: tuple[int, int] | None,
-                          statements: list[tuple[str, dict[str, Any]]],
-                          keep: Keep | None = None) -> list[list[tuple]] | None:
-        """List (from the cache, then afresh if a file vanished) and run, off the loop."""
+        return await self._run_prepared(tenant_id, prepare)
+
+    async def _run_prepared(self, tenant_id: str, prepare: Prepare
+                            ) -> list[list[tuple]] | None:
+        """Run what `prepare` makes of the tenant's listing (from the cache, then afresh
+        if a file vanished), off the loop; None when it makes nothing."""
         attempts = iter((False, True))
 
         def attempt() -> list[list[tuple]] | None:
-            files = self.files(tenant_id, days, fresh=next(attempts))
-            if keep is not None:
-                files = keep(files)
-            entries = self._entries.get(tenant_id, {})
-            return self._execute(files, statements, entries) if files else None
+            listing = self.listing(tenant_id, fresh=next(attempts))
+            prepared = prepare(listing)
+            return self._execute(prepared, listing.entries) if prepared is not None else None
 
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self._pool, lambda: lakefs.retry_vanished(2, attempt))
-        except (duckdb.IOException, duckdb.InvalidInputException, OSError) as exc:
-            # e.g. a corrupt or truncated file, or a file gone twice in a row
-            log.warning("lake read failed: %s", exc)
-            raise LakeUnreadable(str(exc)) from None
+        async with self.slots(tenant_id):
+            loop = asyncio.get_running_loop()
+            try:
+                return await loop.run_in_executor(
+                    self._pool, lambda: lakefs.retry_vanished(2, attempt))
+            except (duckdb.IOException, duckdb.InvalidInputException, OSError,
+                    pa.ArrowException) as exc:
+                # e.g. a corrupt or truncated file, or a file gone twice in a row
+                log.warning("lake read failed: %s", exc)
+                raise LakeUnreadable(str(exc)) from None
 
-    def _execute(self, files: list[str], statements: list[tuple[str, dict[str, Any]]],
-                 entries: dict[str, lakefs.Entry]) -> list[list[tuple]]:
+    def _execute(self, prepared: Prepared, entries: dict[str, lakefs.Entry]
+                 ) -> list[list[tuple]]:
         started = time.monotonic()
         try:
-            with lakecache.reading(self.store, self.cache, files, entries,
+            with lakecache.reading(self.store, self.cache, prepared.files, entries,
                                    self.timeout) as local:
                 cursor = self._db.cursor()
                 timer = threading.Timer(self.timeout - (time.monotonic() - started),
                                         cursor.interrupt)
                 timer.start()
                 try:
-                    self._source(cursor, local, entries)
+                    if prepared.files:
+                        self._source(cursor, local, entries)
+                    for name, table in prepared.tables.items():
+                        cursor.register(name, table)
                     return [cursor.execute(sql, params).fetchall()
-                            for sql, params in statements]
+                            for sql, params in prepared.statements]
                 finally:
                     timer.cancel()
                     cursor.close()
@@ -352,15 +344,35 @@ GROUP BY g, reached"""
 
     # ---- journeys (funnel options, time to convert, customers) ----------------------
 
-    async def _journeys(self, tenant_id: str, campaign: str | None, sql: str,
+    async def _journeys(self, tenant_id: str, campaign: str | None,
+                        options: reach.FunnelOptions, sql: Callable[[str], str],
                         params: dict[str, Any]) -> list[tuple]:
-        """Run `sql` over the relation `events`: the tenant's funnel steps of all time."""
-        where = "event_type = 'funnel_step'"
-        if campaign is not None:
-            where += " AND campaign_id = $campaign"
-            params = {**params, "campaign": campaign}
-        results = await self._run(tenant_id, None, [(_events_cte(where, _JOURNEY) + sql,
-                                                     params)])
+        """Run `sql(journeys)` (it may go on the WITH clause with `, name AS ...`) where
+        `journeys` is every journey of the tenant with S1 (`reach.journeys_sql`): from the
+        stored journeys and the funnel steps since (`api.summaries`), or else from the
+        tenant's funnel steps of all time."""
+        params = {**params, "campaign": campaign}
+
+        def prepare(listing: Listing) -> Prepared | None:
+            plan = (summaries.plan_journeys(listing, self.loaded)
+                    if self.use_summaries else None)
+            if plan is None:
+                files = listing.files()
+                where = "event_type = 'funnel_step'"
+                if campaign is not None:
+                    where += " AND campaign_id = $campaign"
+                journeys, step_params = reach.journeys_sql(self.steps, options)
+                text = _events_cte(where, _JOURNEY) + sql(journeys)
+                return Prepared(files, [(text, summaries.bound(text, {**params, **step_params}))]
+                                ) if files else None
+            prefix, journeys, step_params = summaries.journeys_sql(
+                plan, self.steps, options, campaign is not None)
+            text = prefix + sql(journeys)
+            tables = {summaries.JOURNEYS: plan.journeys, summaries.CONFLICTS: plan.conflicts}
+            return Prepared(plan.files, [(text, summaries.bound(text, {**params, **step_params}))],
+                            tables)
+
+        results = await self._run_prepared(tenant_id, prepare)
         return results[0] if results else []
 
     async def time_to_convert(self, tenant_id: str, campaign: str | None,
@@ -368,11 +380,13 @@ GROUP BY g, reached"""
                               options: reach.FunnelOptions) -> list[reach.Durations]:
         """Steps 2..n: durations from t1 of the journeys with t1 in `ranges` that reached them."""
         t1_where, time_params = _time_filter(ranges, "t1")
-        journeys, step_params = reach.journeys_sql(self.steps, options)
-        sql = f""",
+
+        def sql(journeys: str) -> str:
+            return f""",
 counted AS MATERIALIZED (SELECT * FROM ({journeys}) WHERE {t1_where})
 {reach.time_to_convert_sql(len(self.steps), "counted")}"""
-        rows = await self._journeys(tenant_id, campaign, sql, {**time_params, **step_params})
+
+        rows = await self._journeys(tenant_id, campaign, options, sql, time_params)
         found = {step: reach.Durations(n, int(total), median, p90)
                  for step, n, total, median, p90 in rows}
         return [found.get(k, reach.Durations(0, 0, None, None))
@@ -399,12 +413,12 @@ counted AS MATERIALIZED (SELECT * FROM ({journeys}) WHERE {t1_where})
         def keep(files: list[str]) -> list[str]:
             nonlocal read
             if page is not None:
-                return _snapshot_files(page.snapshot, files)
+                return snapshot_files(page.snapshot, files)
             read = snapshot(files)
             return files
 
         if page is not None:
-            where += " AND " + _snapshot_filter(page.snapshot, params)
+            where += " AND " + snapshot_filter(page.snapshot, params)
         if campaign is not None:
             where += " AND campaign_id = $campaign"
             params["campaign"] = campaign
@@ -429,34 +443,18 @@ ORDER BY {reach.ORDER_SQL}"""
                             ) -> dict[Any, Measures]:
         """Like `measures`, for conversations only and only the measures `names`: what
         heatmaps, breakdowns and conversation series show."""
-        if not ranges:
-            return {}
-        where, params = _event_filter(ranges, campaign)
-        where += f" AND {metrics.CONVERSATION_SQL}"
         columns = _MEASURED
         if group.kind == "metadata":
             columns += ", " + breakdown.METADATA_VALUE_COLUMN
-        sql = _events_cte(where, columns) + metrics.measures_sql(group.sql("occurred_at"),
-                                                                  "TRUE", names)
-        params.update(group.params)
-        if "$engaged" in sql:
-            params["engaged"] = self.engaged_seconds
-        results = await self._run(tenant_id, _days(ranges), [(sql, params)])
-        out: dict[Any, Measures] = {}
-        for g_value, *values in results[0] if results else []:
-            metrics.set_scalars(out.setdefault(g_value, Measures()), tuple(values), names)
-        return out
+        return await self._measured(tenant_id, campaign, ranges, group,
+                                    metrics.CONVERSATION_SQL, columns, names,
+                                    metrics.SUMMED_CONVERSATIONS_SQL)
 
 def _events_cte(where: str, columns: str, materialized: bool = False) -> str:
     """The relation `events`: one tenant's events of `$files`, one row per event id."""
     body = metrics.first_copies_sql(SOURCE, columns, where, key="id")
     return f"""
 WITH events AS {"MATERIALIZED " if materialized else ""}({body})"""
-
-
-def _days(ranges: list[tuple[int, int]]) -> tuple[int, int]:
-    """The first and last date folder `ranges` touch."""
-    return min(a for a, _ in ranges) // DAY_US, (max(b for _, b in ranges) - 1) // DAY_US
 
 
 def _event_filter(ranges: list[tuple[int, int]],
@@ -469,78 +467,16 @@ def _event_filter(ranges: list[tuple[int, int]],
     return where, params
 
 
-def _time_filter(ranges: Iterable[tuple[int, int]], column: str) -> tuple[str, dict[str, Any]]:
+def _time_filter(ranges: Iterable[tuple[int, int]], column: str,
+                 us: str = "") -> tuple[str, dict[str, Any]]:
+    """`column` in one of `ranges`; with `us` (a prefix for the parameters' names),
+    `column` is microseconds (a summed row's hour), not a timestamp."""
     parts, params = [], {}
     for i, (a, b) in enumerate(ranges):
-        parts.append(f"({column} >= $f{i} AND {column} < $t{i})")
-        params[f"f{i}"], params[f"t{i}"] = lake.us_to_datetime(a), lake.us_to_datetime(b)
+        low, high = f"{us}f{i}", f"{us}t{i}"
+        parts.append(f"({column} >= ${low} AND {column} < ${high})")
+        if us:
+            params[low], params[high] = a, b
+        else:
+            params[low], params[high] = lake.us_to_datetime(a), lake.us_to_datetime(b)
     return "(" + " OR ".join(parts) + ")", params
-
-
-def snapshot(files: list[str]) -> Snapshot:
-    """The highest input offset `files` cover, per epoch and partition: what a list read
-    from them holds, for its later pages to keep to (`_snapshot_files`,
-    `_snapshot_filter`).
-
-    Within an epoch an input partition's flushes are written one after another, each
-    starting past the last, so a row that lands later has a higher offset (or is a
-    rewrite of the same row). After a broker restart offsets start again at 0 under a
-    new epoch (`pulse.epoch`): an offset means something only with its epoch.
-    """
-    out: Snapshot = {}
-    for rel in files:
-        name = lake.parse_name(os.path.basename(rel))
-        if name is not None:
-            limits = out.setdefault(name.epoch, {})
-            limits[name.partition] = max(name.last, limits.get(name.partition, -1))
-    return {epoch: dict(sorted(limits.items())) for epoch, limits in sorted(out.items())}
-
-
-def _snapshot_files(snapshot: Snapshot, files: list[str]) -> list[str]:
-    """Those of `files` that hold rows of `snapshot`: of an epoch and partition it names,
-    starting at or before its offset there (files of a new epoch, after a broker
-    restart, hold none, whatever their offsets).
-
-    Rows carry no epoch, so the rows a kept file holds past the snapshot (a compaction or
-    a redone flush that spans its offset) are cut by offset alone (`_snapshot_filter`,
-    the highest offset of any epoch of the partition). When another epoch of the same
-    partition reaches higher, that cut cannot be made: the list is refused, to be asked
-    for again from its first page.
-    """
-    ceiling = _ceilings(snapshot)
-    kept = []
-    for rel in files:
-        name = lake.parse_name(os.path.basename(rel))
-        last = None if name is None else snapshot.get(name.epoch, {}).get(name.partition)
-        if name is None or last is None or name.first > last:
-            continue
-        if name.last > last and ceiling[name.partition] > last:
-            raise ApiError(400, ErrorCode.BAD_CURSOR, RENUMBERED)
-        kept.append(rel)
-    return kept
-
-
-def _ceilings(snapshot: Snapshot) -> dict[int, int]:
-    """Per partition, the highest offset of any epoch in `snapshot`."""
-    out: dict[int, int] = {}
-    for limits in snapshot.values():
-        for partition, last in limits.items():
-            out[partition] = max(last, out.get(partition, -1))
-    return out
-
-
-RENUMBERED = ("`cursor`: since its first page the lake was renumbered (the broker restarted) "
-              "and rewritten across the cursor's position; ask for the first page again "
-              "without it")
-
-
-def _snapshot_filter(snapshot: Snapshot, params: dict[str, Any]) -> str:
-    """Rows of `snapshot` among those of the files `_snapshot_files` keeps: offsets up to
-    the highest of any epoch, per partition."""
-    cases = []
-    for i, (partition, offset) in enumerate(sorted(_ceilings(snapshot).items())):
-        params[f"sp{i}"], params[f"so{i}"] = partition, offset
-        cases.append(f"WHEN $sp{i} THEN $so{i}")
-    if not cases:
-        return "FALSE"
-    return f"kafka_offset <= CASE kafka_partition {' '.join(cases)} ELSE -1 END"

@@ -19,7 +19,8 @@ from pulse.rollups.store import ALL, PartitionInfo, RollupStore
 from pulse.rollups.windows import HOUR_US
 
 from .cursor import Page
-from .lake import BY_CAMPAIGN, TOTAL, LakeReader, by_bucket, by_cell, by_metadata
+from .groups import BY_CAMPAIGN, TOTAL, by_bucket, by_cell, by_metadata
+from .lake import LakeReader
 from .params import Range
 
 

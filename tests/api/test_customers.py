@@ -27,8 +27,8 @@ from pulse.api import cursor
 from pulse.api.app import create_app
 from pulse.api.cursor import query_digest
 from pulse.api.errors import ApiError
-from pulse.api.lake import _snapshot_files, _snapshot_filter, snapshot
 from pulse.api.params import iso
+from pulse.api.snapshots import snapshot, snapshot_files, snapshot_filter
 from pulse.lakefs import LakeStore
 from pulse.rollups.journal import Claim, Delta, LakeMark
 from pulse.rollups.reach import ORDERS
@@ -224,20 +224,20 @@ def test_a_snapshot_reads_its_own_epochs_files_and_refuses_a_cut_it_cannot_make(
     taken = snapshot(files)
     assert taken == {"e0": {0: 19, 1: 4}}
     later = [lake_file("e0", 0, 20, 29), lake_file("e1", 0, 0, 3), lake_file("e0", 2, 0, 1)]
-    assert _snapshot_files(taken, files + later) == files
+    assert snapshot_files(taken, files + later) == files
     merged = [lake_file("e0", 0, 0, 29, compacted=True), lake_file("e0", 1, 0, 4)]
-    assert _snapshot_files(taken, merged) == merged  # one epoch: its rows are cut by offset
+    assert snapshot_files(taken, merged) == merged  # one epoch: its rows are cut by offset
     params: dict = {}
-    assert _snapshot_filter(taken, params).startswith("kafka_offset <= CASE kafka_partition")
+    assert snapshot_filter(taken, params).startswith("kafka_offset <= CASE kafka_partition")
     assert params == {"sp0": 0, "so0": 19, "sp1": 1, "so1": 4}
 
     restarted = snapshot([lake_file("e0", 0, 0, 99), lake_file("e1", 0, 0, 9)])
     assert restarted == {"e0": {0: 99}, "e1": {0: 9}}
-    assert _snapshot_files(restarted, [lake_file("e0", 0, 0, 99), lake_file("e1", 0, 0, 9),
+    assert snapshot_files(restarted, [lake_file("e0", 0, 0, 99), lake_file("e1", 0, 0, 9),
                                        lake_file("e1", 0, 10, 20)]) == [
         lake_file("e0", 0, 0, 99), lake_file("e1", 0, 0, 9)]
     with pytest.raises(ApiError, match="ask for the first page again"):  # e1's 10..20 would
-        _snapshot_files(restarted, [lake_file("e0", 0, 0, 99),  # pass an offset cut at 99
+        snapshot_files(restarted, [lake_file("e0", 0, 0, 99),  # pass an offset cut at 99
                                     lake_file("e1", 0, 0, 20, compacted=True)])
 
 

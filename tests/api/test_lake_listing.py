@@ -8,7 +8,8 @@ import asyncio
 import time
 from pathlib import Path
 
-from pulse.api.lake import TOTAL, LakeReader, flushes_reported
+from pulse.api.groups import TOTAL
+from pulse.api.lake import LakeReader, flushes_reported
 from pulse.lakecache import LakeCache
 from pulse.lakefs import LakeStore
 from pulse.rollups.journal import Claim, Delta, LakeMark

@@ -10,7 +10,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from pulse.api.app import create_app
-from pulse.api.lake import LakeBusy, TenantSlots
+from pulse.api.errors import LakeBusy
+from pulse.api.slots import TenantSlots
 from pulse.settings import Settings
 
 KEY = "tenant-key-001"

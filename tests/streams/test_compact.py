@@ -7,6 +7,7 @@ flushes), beside a worker and a reader that keep going, and under kill -9.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
@@ -25,8 +26,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pulse.api.groups import TOTAL
+from pulse.api.lake import LakeReader
 from pulse.api.sql import Lake
-from pulse.lakefs import LakeStore
+from pulse.lakefs import LakeStore, tenants
 from pulse.schemas import lake
 from pulse.schemas.arrow import DEAD_LETTER_SCHEMA, EVENT_SCHEMA
 from pulse.schemas.decode import decode_event
@@ -35,7 +38,7 @@ from pulse.streams.compact import Rule, Source, plan_merges
 from pulse.streams.lake_sink import DeadLetter, Flush, LakeWriter
 from tests.helpers import Pulse, free_port
 from tests.streams.test_faults import READY, Producer
-from tests.streams.test_pipeline import make_stream
+from tests.streams.test_pipeline import STEPS, make_stream
 
 
 @pytest.fixture(autouse=True)
@@ -56,11 +59,13 @@ def compact(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 
 
 def files(root: str) -> dict[str, tuple[int, int]]:
-    """Every Parquet file of the lake: relative path -> (size, mtime_ns)."""
+    """Every Parquet file of the lake's events and dead letters (not its summaries):
+    relative path -> (size, mtime_ns)."""
     out = {}
     for folder, _, names in os.walk(root):
         for name in names:
-            if name.endswith(".parquet"):
+            if name.endswith(".parquet") and not os.path.relpath(folder, root).startswith(
+                    lake.SUMMARIES):
                 stat = os.stat(os.path.join(folder, name))
                 out[os.path.relpath(os.path.join(folder, name), root)] = (
                     stat.st_size, stat.st_mtime_ns)
@@ -129,6 +134,40 @@ def assert_compacted(root: str) -> None:
             assert meta.row_group(0).column(0).compression == "ZSTD", rel
     counts = per_source(files(root))
     assert set(counts.values()) == {1}, counts.most_common(3)
+
+
+def summary_files(root: str) -> dict[str, tuple[int, int]]:
+    """Every file of the lake's summaries: relative path -> (size, mtime_ns)."""
+    out = {}
+    for folder, _, names in os.walk(os.path.join(root, lake.SUMMARIES)):
+        for name in names:
+            stat = os.stat(os.path.join(folder, name))
+            out[os.path.relpath(os.path.join(folder, name), root)] = (
+                stat.st_size, stat.st_mtime_ns)
+    return out
+
+
+def lake_answers_agree(root: str) -> int:
+    """The API's lake answers (overview and funnel of all time) with summaries equal
+    those read from the events alone; returns how many tenants have summaries."""
+    store = LakeStore(root)
+    readers = [LakeReader(store, 30.0, STEPS, use_summaries=use) for use in (True, False)]
+    summarized = 0
+    try:
+        for tenant in tenants(store):
+            got, want = (asyncio.run(_overview(reader, tenant)) for reader in readers)
+            assert got == want, tenant
+            summarized += readers[0].listing(tenant).summary is not None
+    finally:
+        for reader in readers:
+            reader.close()
+    return summarized
+
+
+async def _overview(reader: LakeReader, tenant: str) -> tuple:
+    everything = [(0, 4_000_000_000_000_000)]  # 1970 to 2096
+    return (await reader.measures(tenant, None, everything, TOTAL),
+            await reader.funnel(tenant, None, everything, TOTAL))
 
 
 def summary(result: subprocess.CompletedProcess[str]) -> tuple[int, int, int]:
@@ -359,12 +398,13 @@ def test_compaction_keeps_every_answer_and_a_second_run_changes_nothing(pulse: P
     print(f"\ncompaction of a worker's lake: {first.stdout.strip()}")
     assert sql_answers(pulse.env) == want
     assert_compacted(root)
+    assert lake_answers_agree(root) > 0  # summaries written, and they agree
 
-    after = files(root)
+    after, summed = files(root), summary_files(root)
     second = compact(pulse.env)
     assert second.returncode == 0, second.stderr
     assert summary(second) == (folders, n_after, n_after)
-    assert files(root) == after
+    assert files(root) == after and summary_files(root) == summed
     assert sql_answers(pulse.env) == want
 
 
@@ -451,6 +491,7 @@ def test_kill9_during_a_large_compaction_leaves_the_answers_and_a_rerun_finishes
         assert proc.alive(), "the compaction finished before it was killed; make it larger"
         proc.kill9()
         assert answers(str(root)) == want, f"after kill {attempt + 1}"
+        lake_answers_agree(str(root))
         merged_files.append(sum(1 for r in files(str(root)) if r.endswith("-c.parquet")))
     assert merged_files[-1] > 0
 
@@ -468,3 +509,4 @@ def test_kill9_during_a_large_compaction_leaves_the_answers_and_a_rerun_finishes
     again = compact(pulse.env)
     assert summary(again)[1:] == (n_after, n_after)
     assert answers(str(root)) == want
+    assert lake_answers_agree(str(root)) == 20
