@@ -62,6 +62,9 @@ KEEP_ENTRIES = 4096
 KEEP_BYTES = 32 * 2**20
 """Most bytes of answers kept; an answer over `KEEP_BODY` keeps only its tag."""
 KEEP_BODY = 2**20
+_NOT_TAKEN = b""
+"""The listing of an answer that read the lake while none was taken before it: matches
+no digest, so the next ask takes one and runs the handler."""
 _ROLLUPS = Plan((0, HOUR_US))
 _LAKE = Plan(None, [(0, HOUR_US)])
 
@@ -89,7 +92,8 @@ def matches(tag: str, if_none_match: str | None) -> bool:
 class _Kept:
     state: _State
     listing: bytes | None
-    """Digest of the tenant's lake listing the answer read; None: the rollups alone."""
+    """Digest of the tenant's lake listing the answer read (`_NOT_TAKEN` if unknown);
+    None: the rollups alone."""
     tag: str
     source: str
     headers: list[tuple[bytes, bytes]]
@@ -160,12 +164,14 @@ class Answers:
         reader had made `listings` (so if it listed again since, which listing the answer
         read is unknown)."""
         source, as_of = request.scope.get(ANSWERED, (None, None))
+        known = source is not None and self.state(key[0]) == state
         if source == "rollups":
             listing = None
         elif listing is None or listings < 0 or self.ctx.lake.listings != listings:
-            source = None
-            self._forget(key)  # so that next time the listing is taken first
-        if source is None or self.state(key[0]) != state:
+            known = False
+            if source is not None:  # it reads the lake: next time, list before the answer
+                self._keep(key, _Kept(state, _NOT_TAKEN, "", source, [], None))
+        if not known or source is None:
             tag = f'W/"x{secrets.token_hex(12)}"'  # never sent back
             response.raw_headers += [(b"etag", tag.encode()), *_RAW_HEADERS]
             return tag
@@ -219,7 +225,7 @@ def conditional(handler: Handler, answers: Answers) -> Handler:
         state = answers.state(tenant)
         kept = answers.get(key)
         listing, listings = None, -1
-        if kept is None or kept.listing is not None:  # the answer may read the lake
+        if kept is not None and kept.listing is not None:  # the answer reads the lake
             try:
                 listing, listings = await answers.listing(tenant)
             except Exception:  # the lake failing: the answer says how, if it reads it
