@@ -73,9 +73,8 @@ LISTING_SECONDS = 30.0
 """Longest time a tenant's cached file listing is used."""
 SOURCE = summaries.SOURCE
 """The relation every statement reads its files from (set up per statement)."""
-SUMMARY, SUMMARY_DAYS = "summary_hours", "summary_days"
-"""The relations of a tenant's summed rows, per hour and per day (registered per
-statement)."""
+SUMMARY = "summed_rows"
+"""The relation of the summed rows a statement adds (registered per statement)."""
 Keep = Callable[[list[str]], list[str]]
 """Which of a listing's files a statement reads (a page's snapshot, `snapshot_files`)."""
 HOUR_TS = "make_timestamp(hour)"
@@ -198,42 +197,39 @@ class LakeReader:
 
         def prepare(listing: Listing) -> Prepared | None:
             if self.use_summaries and group.by_hour:
-                plan = summaries.plan_measures(listing, ranges, self.loaded)
+                plan = summaries.plan_measures(listing, ranges, self.loaded,
+                                               group.kind in ("total", "campaign"))
             else:
-                plan = summaries.MeasuresPlan([], [], ranges, listing.files(days_of(ranges)),
-                                              None, None)
+                plan = summaries.MeasuresPlan(ranges, listing.files(days_of(ranges)))
             params: dict[str, Any] = {**group.params, "engaged": self.engaged_seconds,
                                       "campaign": campaign}
-            sql, raw_group, summed = "", None, None
+            sql, raw_group, summed_group = "", None, None
             tables: dict[str, pa.Table] = {}
-            if plan.files and plan.rest:
+            if plan.files or plan.edges is not None:
                 raw_where, time_params = _event_filter(plan.rest, campaign)
                 params.update(time_params)
-                sql = _events_cte(f"{raw_where} AND {where}", columns, materialized=True)
-                raw_group = group.sql("occurred_at")
-            if plan.rows is not None and plan.daily is not None:
-                # Whole days from daily rows when the group needs no finer time.
-                daily = plan.days if group.kind in ("total", "campaign") else []
-                hourly = plan.hours if daily else sorted(plan.days + plan.hours)
                 parts = []
-                for name, table, spans, prefix in ((SUMMARY_DAYS, plan.daily, daily, "d"),
-                                                   (SUMMARY, plan.rows, hourly, "h")):
-                    if spans:
-                        span_where, span_params = _time_filter(spans, "hour", prefix)
-                        params.update(span_params)
-                        parts.append(f"SELECT * FROM {name} WHERE {span_where}")
-                        tables[name] = table
-                summed = f"({' UNION ALL '.join(parts)})"
-            if raw_group is None and summed is None:
+                if plan.files:
+                    parts.append(metrics.first_copies_sql(SOURCE, columns,
+                                                          f"{raw_where} AND {where}", key="id"))
+                if plan.edges is not None:
+                    parts.append(f"SELECT {columns} FROM {summaries.EDGES} "
+                                 f"WHERE {raw_where} AND {where}")
+                    tables[summaries.EDGES] = plan.edges
+                # files are read and deduplicated once for the three parts of the answer
+                materialized = "MATERIALIZED " if plan.files else ""
+                sql = f"WITH events AS {materialized}({' UNION ALL '.join(parts)})"
+                raw_group = group.sql("occurred_at")
+            if plan.summed is not None:
+                summed_group = group.sql(HOUR_TS)
+                tables[SUMMARY] = plan.summed
+            if raw_group is None and summed_group is None:
                 return None
             summary_where = summed_where
             if campaign is not None:
                 summary_where += " AND campaign_id = $campaign"
-            sql += metrics.combined_sql(raw_group, "TRUE",
-                                        None if summed is None else group.sql(HOUR_TS),
-                                        summary_where, summed or "")
-            return Prepared(plan.files if raw_group is not None else [],
-                            [(sql, summaries.bound(sql, params))], tables)
+            sql += metrics.combined_sql(raw_group, "TRUE", summed_group, summary_where, SUMMARY)
+            return Prepared(plan.files, [(sql, summaries.bound(sql, params))], tables)
 
         results = await self._run_prepared(tenant_id, prepare)
         out: dict[Any, Measures] = {}
@@ -259,7 +255,7 @@ FROM ({journeys}) AS journeys
 WHERE {t1_where}
 GROUP BY g, reached"""
 
-        results = await self._journeys(tenant_id, campaign, options, sql, time_params)
+        results = await self._journeys(tenant_id, campaign, options, sql, time_params, ranges)
         out: dict[Any, dict[int, int]] = {}
         for g_value, reached, n in results:
             out.setdefault(g_value, {})[reached - 1] = n
@@ -314,10 +310,10 @@ GROUP BY g, reached"""
                                         cursor.interrupt)
                 timer.start()
                 try:
-                    if prepared.files:
-                        self._source(cursor, local, entries)
                     for name, table in prepared.tables.items():
                         cursor.register(name, table)
+                    if prepared.files:
+                        self._source(cursor, local, entries)
                     return [cursor.execute(sql, params).fetchall()
                             for sql, params in prepared.statements]
                 finally:
@@ -346,15 +342,16 @@ GROUP BY g, reached"""
 
     async def _journeys(self, tenant_id: str, campaign: str | None,
                         options: reach.FunnelOptions, sql: Callable[[str], str],
-                        params: dict[str, Any]) -> list[tuple]:
+                        params: dict[str, Any], ranges: list[tuple[int, int]]) -> list[tuple]:
         """Run `sql(journeys)` (it may go on the WITH clause with `, name AS ...`) where
-        `journeys` is every journey of the tenant with S1 (`reach.journeys_sql`): from the
-        stored journeys and the funnel steps since (`api.summaries`), or else from the
-        tenant's funnel steps of all time."""
+        `journeys` is every journey of the tenant with S1 (`reach.journeys_sql`; `sql`
+        reads those with t1 in `ranges`): from the stored journeys and the funnel steps
+        since (`api.summaries`), or else from the tenant's funnel steps of all time."""
         params = {**params, "campaign": campaign}
+        t1 = (min(a for a, _ in ranges), max(b for _, b in ranges)) if ranges else None
 
         def prepare(listing: Listing) -> Prepared | None:
-            plan = (summaries.plan_journeys(listing, self.loaded)
+            plan = (summaries.plan_journeys(listing, self.loaded, campaign, t1)
                     if self.use_summaries else None)
             if plan is None:
                 files = listing.files()
@@ -386,7 +383,7 @@ GROUP BY g, reached"""
 counted AS MATERIALIZED (SELECT * FROM ({journeys}) WHERE {t1_where})
 {reach.time_to_convert_sql(len(self.steps), "counted")}"""
 
-        rows = await self._journeys(tenant_id, campaign, options, sql, time_params)
+        rows = await self._journeys(tenant_id, campaign, options, sql, time_params, ranges)
         found = {step: reach.Durations(n, int(total), median, p90)
                  for step, n, total, median, p90 in rows}
         return [found.get(k, reach.Durations(0, 0, None, None))
@@ -450,11 +447,12 @@ ORDER BY {reach.ORDER_SQL}"""
                                     metrics.CONVERSATION_SQL, columns, names,
                                     metrics.SUMMED_CONVERSATIONS_SQL)
 
-def _events_cte(where: str, columns: str, materialized: bool = False) -> str:
+
+def _events_cte(where: str, columns: str) -> str:
     """The relation `events`: one tenant's events of `$files`, one row per event id."""
     body = metrics.first_copies_sql(SOURCE, columns, where, key="id")
     return f"""
-WITH events AS {"MATERIALIZED " if materialized else ""}({body})"""
+WITH events AS ({body})"""
 
 
 def _event_filter(ranges: list[tuple[int, int]],

@@ -284,46 +284,47 @@ HOUR_START_SQL = (f"(epoch_us(occurred_at) - ((epoch_us(occurred_at) % {HOUR_US}
 """The start (µs) of the UTC hour holding `occurred_at`, also before 1970."""
 _EXACT = "CAST(CASE WHEN abs(value) < 1e18 THEN value ELSE 0 END AS DECIMAL(38, 9))"
 _LARGE = "CASE WHEN abs(value) >= 1e18 THEN value ELSE 0.0 END"
-_CHAT = f"{CONVERSATION_SQL} AND {CHANNEL_SQL} = 'chat'"
+_FLAGS = (f"{CONVERSATION_SQL} AS conversation, "
+          f"{CONVERSATION_SQL} AND {CHANNEL_SQL} = 'chat' AS chat, {_EXACT} AS exact, "
+          f"{_LARGE} AS large")
+"""What an event's parts are made of, computed once per event."""
 
 SUMMED: tuple[tuple[str, str, str], ...] = (
     ("events", "1", "BIGINT"),
-    ("calls", f"({CONVERSATION_SQL} AND {CHANNEL_SQL} <> 'chat')::BIGINT", "BIGINT"),
-    ("chats", f"({_CHAT})::BIGINT", "BIGINT"),
-    ("duration_exact", f"CASE WHEN {CONVERSATION_SQL} THEN {_EXACT} END", "DECIMAL(38, 9)"),
-    ("duration_large", f"CASE WHEN {CONVERSATION_SQL} THEN {_LARGE} END", "DOUBLE"),
-    ("engaged", f"({CONVERSATION_SQL} AND value >= $engaged)::BIGINT", "BIGINT"),
-    ("chat_duration_exact", f"CASE WHEN {_CHAT} THEN {_EXACT} END", "DECIMAL(38, 9)"),
-    ("chat_duration_large", f"CASE WHEN {_CHAT} THEN {_LARGE} END", "DOUBLE"),
-    ("chat_engaged", f"({_CHAT} AND value >= $engaged)::BIGINT", "BIGINT"),
+    ("calls", "(conversation AND NOT chat)::BIGINT", "BIGINT"),
+    ("chats", "chat::BIGINT", "BIGINT"),
+    ("duration_exact", "CASE WHEN conversation THEN exact END", "DECIMAL(38, 9)"),
+    ("duration_large", "CASE WHEN conversation THEN large END", "DOUBLE"),
+    ("engaged", "(conversation AND value >= $engaged)::BIGINT", "BIGINT"),
+    ("chat_duration_exact", "CASE WHEN chat THEN exact END", "DECIMAL(38, 9)"),
+    ("chat_duration_large", "CASE WHEN chat THEN large END", "DOUBLE"),
+    ("chat_engaged", "(chat AND value >= $engaged)::BIGINT", "BIGINT"),
     ("amount_exact", "NULL", "DECIMAL(38, 9)"),
     ("amount_large", "NULL", "DOUBLE"),
 )
-"""(column, one event's part of it as a scalar row, SQL type): the additive columns of a
-summed row. An intent row counts in `events`; a usage row sums in `amount_*`."""
+"""(column, one event's part of it in a scalar row, from `_FLAGS`; SQL type): the
+additive columns of a summed row, the same sums as `MEASURE_COLUMNS` (a conversation's
+channel is never null, so `NOT chat` is `CHANNEL_SQL <> 'chat'`). An intent row counts
+in `events`; a usage row sums in `amount_*`."""
 
 SUMMED_NAMES = tuple(name for name, _, _ in SUMMED)
 
 
-def _part_row(keys: str, kind: int, key: str, where: str,
-              parts: dict[str, str]) -> str:
-    columns = ", ".join(f"CAST({parts.get(name, '0' if kind else sql)} AS {sql_type}) AS {name}"
-                        for name, sql, sql_type in SUMMED)
-    return (f"SELECT {keys}, {kind} AS kind, CAST({key} AS VARCHAR) AS key, {columns} "
-            f"FROM events WHERE {where}")
-
-
 def contributions_sql(keys: str, where: str) -> str:
     """One row per event of `events` matching `where` (and one more per intent or usage
-    event): the select list `keys`, `kind`, `key` and its part of each `SUMMED` column."""
-    intent = {"events": "1"}
-    usage = {"events": "1", "amount_exact": _EXACT, "amount_large": _LARGE}
-    return "\nUNION ALL ".join([
-        _part_row(keys, KIND_SCALARS, "NULL", where, {}),
-        _part_row(keys, KIND_INTENT, "label", f"event_type = 'intent_detected' AND {where}",
-                  intent),
-        _part_row(keys, KIND_USAGE, "category", f"event_type = 'usage' AND {where}", usage),
-    ])
+    event): the select list `keys`, `kind`, `key` and its part of each `SUMMED` column
+    (missing: null)."""
+    scalars = ", ".join(f"CAST({sql} AS {sql_type}) AS {name}" for name, sql, sql_type in SUMMED)
+    return f"""
+SELECT {keys}, {KIND_SCALARS} AS kind, NULL::VARCHAR AS key, {scalars}
+FROM (SELECT *, {_FLAGS} FROM events WHERE {where})
+UNION ALL BY NAME
+SELECT {keys}, {KIND_INTENT} AS kind, label AS key, 1::BIGINT AS events
+FROM events WHERE event_type = 'intent_detected' AND {where}
+UNION ALL BY NAME
+SELECT {keys}, {KIND_USAGE} AS kind, category AS key, 1::BIGINT AS events,
+       {_EXACT} AS amount_exact, {_LARGE}::DOUBLE AS amount_large
+FROM events WHERE event_type = 'usage' AND {where}"""
 
 
 SUMMED_TOTALS = ", ".join(
@@ -380,14 +381,14 @@ def combined_sql(raw_group: str | None, raw_where: str, summary_group: str | Non
     that side out."""
     parts = []
     if raw_group is not None:
-        parts.append(contributions_sql(f"{raw_group} AS g", raw_where))
+        parts.append(f"SELECT * FROM ({contributions_sql(f'{raw_group} AS g', raw_where)})")
     if summary_group is not None:
         parts.append(f"SELECT {summary_group} AS g, kind, key, {', '.join(SUMMED_NAMES)} "
                      f"FROM {summary} WHERE {summary_where}")
     finals = ", ".join(f"{sql} AS {name}" for name, sql in FINAL_COLUMNS)
     return f"""
 SELECT g, kind, key, {finals}, {_final("amount_exact", "amount_large")} AS amount
-FROM ({" UNION ALL ".join(parts)})
+FROM ({" UNION ALL BY NAME ".join(parts)})
 GROUP BY g, kind, key"""
 
 
@@ -405,11 +406,13 @@ def set_combined(out: dict[Any, Measures], row: tuple[Any, ...],
         m.usage[key] = float(values[-1])
 
 
-SPREAD_SQL = f"""
+SPREAD_SQL = """
 SELECT count(*) FROM (
     SELECT id FROM day_rows GROUP BY id
-    HAVING count(DISTINCT ({HOUR_START_SQL}, campaign_id, event_type)) > 1)"""
-"""How many ids of one day's rows (relation `day_rows`, every copy) have copies in
-different hours, campaigns or event types. Such a day is never answered from its
-summed rows: a range's filter may keep one copy and drop another (the raw answer then
-counts the copy it keeps), which rows summed after deduplication cannot know."""
+    HAVING count(DISTINCT (occurred_at, campaign_id, event_type)) > 1)"""
+"""How many ids of one day's rows (relation `day_rows`, every copy) have copies at
+different times, or of different campaigns or event types. Such a day is never
+answered from its summed rows: a range's filter may keep one copy and drop another
+(the raw answer then counts the copy it keeps), which rows summed after deduplication
+cannot know. In any other day a filter keeps all copies of an id or none, so the day's
+first copies stand for it (`api.summaries` holds them for a range's partial hours)."""

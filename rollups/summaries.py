@@ -17,9 +17,10 @@ The API answers from them exactly as it would from the raw events (`api.summarie
   manifest names (a late event, a replay or a merge since makes it raw again).
 - The raw path deduplicates the copies its filter keeps (time range, campaign, event
   type). Summed rows were deduplicated per day without a filter, so a day is *clean*,
-  and its rows used, only if no id of it has copies in different hours, campaigns or
-  event types (`metrics.SPREAD_SQL`), nor in another day (`crossing`): then a filter
-  keeps all copies of an id or none, and either way counts the same one.
+  and its rows used, only if no id of it has copies at different times, or of
+  different campaigns or event types (`metrics.SPREAD_SQL`), nor in another day
+  (`crossing`): then a filter keeps all copies of an id or none, and either way counts
+  the same one, the day's first.
 - Files written after the generation (`fresh`) are read raw. An id of theirs may have
   a copy in a summarized day: that day (for measures) or the whole funnel is then
   answered raw. The keys files say which ids each day holds.
@@ -60,7 +61,8 @@ class SummaryDay(msgspec.Struct, frozen=True):
     digest: str
     """Names its keys file (`schemas.lake.summary_day_file`)."""
     spread: bool
-    """Some id of the day has copies in different hours, campaigns or event types."""
+    """Some id of the day has copies at different times, or of different campaigns or
+    event types (`metrics.SPREAD_SQL`)."""
     crossing: bool
     """Some id of the day has a copy in another day too."""
 

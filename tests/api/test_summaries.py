@@ -1,6 +1,6 @@
 """Answers from `pulse compact`'s summaries equal the raw lake's, and the oracle's.
 
-Random streams (exact copies, and copies that disagree: another hour, day, campaign,
+Random streams (exact copies, and copies that disagree: another time, campaign,
 event type or value) are written to a lake and summarized; then more events land (new
 ones, late ones in summarized days, copies of summarized ids, exact or not), and the
 lake is summarized again. At each stage, for random ranges, every lake-backed question
@@ -141,12 +141,14 @@ def matches_oracle(lake: Lake, answers: dict) -> None:
 
 @st.composite
 def disagreeing(draw: st.DrawFn, originals: list[Event]) -> list[Event]:
-    """Copies of some of `originals` that differ from them (a producer error)."""
+    """Copies of some of `originals` that differ from them (a producer error): at another
+    time (a minute, an hour or a day off), of another campaign or type, or value."""
     out = []
     for e in draw(st.lists(st.sampled_from(originals), max_size=4)) if originals else []:
-        change = draw(st.sampled_from(["hour", "day", "campaign", "type", "value"]))
-        if change in ("hour", "day"):
-            shift = draw(st.sampled_from([-1, 1])) * (HOUR if change == "hour" else DAY)
+        change = draw(st.sampled_from(["minute", "hour", "day", "campaign", "type", "value"]))
+        if change in ("minute", "hour", "day"):
+            width = {"minute": HOUR // 60, "hour": HOUR, "day": DAY}[change]
+            shift = draw(st.sampled_from([-1, 1])) * width
             e = msgspec.structs.replace(e, occurred_us=e.occurred_us + shift)
         elif change == "campaign":
             e = msgspec.structs.replace(e, campaign_id="winter" if e.campaign_id else None)
@@ -225,10 +227,10 @@ def test_summaries_answer_until_something_lands_that_they_cannot_know(tmp_path):
     try:
         def plan() -> tuple[list[int], bool]:
             listing = reader.listing("acme", fresh=True)
-            measures = plans.plan_measures(listing, WEEK[0], reader.loaded)
-            days = [day - BASE_US // DAY for a, b in measures.days
-                    for day in range(a // DAY, b // DAY)]
-            return days, plans.plan_journeys(listing, reader.loaded) is not None
+            measures = plans.plan_measures(listing, WEEK[0], reader.loaded, by_day=True)
+            summed = measures.summed.column("hour").to_pylist() if measures.summed else []
+            days = sorted({hour // DAY - BASE_US // DAY for hour in summed})
+            return days, plans.plan_journeys(listing, reader.loaded, None, None) is not None
 
         assert plan() == ([0, 1, 2, 3, 4], True)
         lake.write([event(1000, 2)])  # a late event in day 2: read raw, the journeys merge it
