@@ -222,7 +222,8 @@ def sql(query: str | None, fmt: str, output: str | None, **flags: Any) -> None:
               help="only merge files older than this many seconds")
 @click.option("--dry-run", is_flag=True, help="say what would be merged, change nothing")
 def compact(min_age: float, dry_run: bool, **flags: Any) -> None:
-    """Merge small lake files, per folder and input partition, safely under readers."""
+    """Merge small lake files, per folder and input partition, safely under readers; then
+    summarize each tenant's final days, which long ranges and funnels read."""
     settings = load_settings(**flags)
     setup_logging(settings.log_level)
     from pulse.streams.compact import run_compact
@@ -267,7 +268,7 @@ def bench_ingest(n: int, lake: str, quick: bool) -> None:
 
 @bench.command("query")
 @click.option("--events", "n", default=10_000_000, show_default=True,
-              help="events in the generated lake (60 days, 3 tenants)")
+              help="events in the generated lake (100 days, 3 tenants)")
 @click.option("--runs", default=20, show_default=True, help="timed runs of each query")
 @click.option("--lake", type=LAKE_KINDS, default="folder", show_default=True,
               help="s3: Pulse over the same files in an s3:// lake (a local moto_server) "
@@ -275,7 +276,7 @@ def bench_ingest(n: int, lake: str, quick: bool) -> None:
 @click.option("--quick", is_flag=True, help="a small run that checks it works (CI)")
 def bench_query(n: int, runs: int, lake: str, quick: bool) -> None:
     """Lake-backed reports vs hand-written DuckDB over the same files, before and after
-    compaction."""
+    compaction; then 90-day answers at 1 and 4 clients, with and without summaries."""
     from pulse.benchmarks.query import run_query
 
     sys.exit(run_query(200_000 if quick else n, 3 if quick else runs, quick, lake))

@@ -38,6 +38,11 @@ def test_bench_query_quick(tmp_path: Path) -> None:
 
     for prefix in ("before", "after", *(case.name for case in CASES)):
         assert result[f"{prefix}_pulse_median_ms"] > 0 and result[f"{prefix}_hand_median_ms"] > 0
+    assert "90 days at 4 clients" in line
+    for case in ("overview", "funnel"):  # the summaries' way and the events' way, 1 and 4
+        for way in ("summaries", "events"):
+            assert result[f"long_{case}_{way}_4c_requests"] >= 8
+            assert result[f"long_{case}_{way}_1c_p99_ms"] > 0
 
 
 @pytest.mark.broker
