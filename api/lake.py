@@ -61,6 +61,7 @@ from .groups import Group
 from .slots import TenantSlots
 from .snapshots import snapshot, snapshot_files, snapshot_filter
 from .summaries import Listing
+from .summary_cache import Loaded
 
 log = logging.getLogger("pulse.lake")
 
@@ -121,7 +122,7 @@ class LakeReader:
         self._flushes = flushes
         self._listed: dict[str, tuple[Hashable, float, Listing]] = {}
         self.use_summaries = use_summaries
-        self.loaded = summaries.Loaded(store, self._db.cursor)
+        self.loaded = Loaded(store, self._db.cursor)
         self.listings = 0
         """Listings made (for tests and metrics: the cache's misses)."""
 
