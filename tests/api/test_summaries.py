@@ -91,6 +91,7 @@ async def ask(reader: LakeReader, tenant: str, ranges: list[tuple[int, int]],
     out["berlin days"] = await reader.measures(tenant, "winter", [(a, b)], berlin_days)
     out["cells"] = await reader.conversations(tenant, None, [(a, b)],
                                               by_cell(zones.segments(BERLIN, a, b)))
+    out["entries"] = await reader.funnel(tenant, None, [(a, b)], berlin_days)
     sequence = reach.FunnelOptions("sequence", 3600)
     out["sequence"] = await reader.funnel(tenant, "spring", ranges, TOTAL, sequence)
     out["ttc"] = await reader.time_to_convert(tenant, None, ranges, sequence)
