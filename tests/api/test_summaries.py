@@ -35,6 +35,7 @@ from pulse.settings import Settings
 from pulse.streams import summaries
 from pulse.streams.lake_sink import Flush, LakeWriter
 from tests import oracle
+from tests.s3 import S3Server
 from tests.strategies import BASE_US, HOUR, STEPS, TENANTS, streams
 
 DAY = 24 * HOUR
@@ -46,8 +47,8 @@ BERLIN = ZoneInfo("Europe/Berlin")
 class Lake:
     """A lake written as a worker would: events spread over partitions, a few flushes."""
 
-    def __init__(self, root: str) -> None:
-        self.store = LakeStore(root)
+    def __init__(self, store: LakeStore) -> None:
+        self.store = store
         self.writer = LakeWriter(self.store, "e0", "events")
         self.next: dict[int, int] = defaultdict(int)
         self.arrived: list[Event] = []
@@ -189,7 +190,7 @@ def test_answers_from_summaries_equal_the_raw_lake_after_late_events_and_copies(
     asked = [to_ranges(data.draw(ranges))]
     asked.append([(BASE_US - 100 * HOUR + 7, BASE_US + 100 * HOUR - 7)])  # all of it
     with tempfile.TemporaryDirectory() as root:
-        lake = Lake(root)
+        lake = Lake(LakeStore(root))
         lake.write(random.Random(len(first)).sample(first, len(first)))
         lake.summarize()
         answers = same_answers(lake, asked)
@@ -211,8 +212,8 @@ def event(n: int, day: int, kind: str = "call_ended", **fields: Any) -> Event:
     return msgspec.structs.replace(base, **fields)
 
 
-def fixed_lake(root: str) -> Lake:
-    lake = Lake(root)
+def fixed_lake(store: LakeStore) -> Lake:
+    lake = Lake(store)
     lake.write([event(n, n % 5, "funnel_step" if n % 3 == 0 else "call_ended")
                 for n in range(200)])
     return lake
@@ -222,7 +223,7 @@ WEEK = [[(BASE_US - HOUR + 11, BASE_US + 6 * DAY + 13)]]
 
 
 def test_summaries_answer_until_something_lands_that_they_cannot_know(tmp_path):
-    lake = fixed_lake(str(tmp_path))
+    lake = fixed_lake(LakeStore(str(tmp_path)))
     assert lake.summarize().generations == 1
     reader = lake.reader(True)
     try:
@@ -267,7 +268,7 @@ class DiesAt(LakeStore):
 
 
 def test_a_summary_run_killed_at_any_write_leaves_the_same_answers(tmp_path):
-    lake = fixed_lake(str(tmp_path))
+    lake = fixed_lake(LakeStore(str(tmp_path)))
     lake.summarize()
     lake.write([event(n, n % 6, "funnel_step" if n % 2 else "usage", category="sms")
                 for n in range(500, 560)])
@@ -283,3 +284,14 @@ def test_a_summary_run_killed_at_any_write_leaves_the_same_answers(tmp_path):
         pytest.fail("the run never finished")
     assert n > 3 and same_answers(lake, WEEK, every=False) == want
     assert lake.summarize().generations == 0
+
+
+def test_summaries_on_an_s3_lake(s3: S3Server):
+    settings = s3.settings(SETTINGS, s3.new_lake())
+    lake = fixed_lake(LakeStore.open(settings.lake, settings))
+    assert lake.summarize().generations == 1
+    want = same_answers(lake, WEEK, every=False)
+    lake.write([event(2000, 1), event(4, 3, "funnel_step")])  # a late event, and a copy
+    assert same_answers(lake, WEEK, every=False) != want
+    assert lake.summarize().generations == 1
+    same_answers(lake, WEEK, every=False)
