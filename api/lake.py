@@ -470,7 +470,8 @@ def _time_filter(ranges: Iterable[tuple[int, int]], column: str,
                  us: str = "") -> tuple[str, dict[str, Any]]:
     """`column` in one of `ranges`; with `us` (a prefix for the parameters' names),
     `column` is microseconds (a summed row's hour), not a timestamp."""
-    parts, params = [], {}
+    parts: list[str] = []
+    params: dict[str, Any] = {}
     for i, (a, b) in enumerate(ranges):
         low, high = f"{us}f{i}", f"{us}t{i}"
         parts.append(f"({column} >= ${low} AND {column} < ${high})")

@@ -20,7 +20,6 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pulse.lakefs import LakeStore
 from pulse.rollups import metrics, summaries
@@ -279,13 +278,14 @@ class Journeys:
 
     @staticmethod
     def of(table: pa.Table) -> Journeys:
-        t1 = pc.fill_null(table.column("t1").cast(pa.int64()), np.iinfo(np.int64).max)
+        never = pa.scalar(np.iinfo(np.int64).max, pa.int64())
+        t1 = table.column("t1").cast(pa.int64()).fill_null(never).to_numpy()
         campaigns = table.column("campaign_id").to_pylist()
         blocks: dict[str | None, tuple[int, int]] = {}
         for i, campaign in enumerate(campaigns):
             start, _ = blocks.get(campaign, (i, i))
             blocks[campaign] = (start, i + 1)
-        return Journeys(table, t1.to_numpy(), blocks)
+        return Journeys(table, t1, blocks)
 
     def rows(self, campaign: str | None, t1: Span | None) -> pa.Table:
         """The journeys of `campaign` (every one's if None) with t1 in `t1` (any t1 and

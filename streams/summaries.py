@@ -129,13 +129,13 @@ def _tenant(store: LakeStore, db: duckdb.DuckDBPyConnection, tenant: str,
     totals.days_kept += len(kept)
     all_days = sorted([*kept.values(), *fresh_days], key=lambda d: d.day)
     generation = now.latest + 1
-    folder = lake.generation_dir(tenant, generation)
-    crossing = _write_journeys(store, db, tenant, all_days, steps, folder)
+    written = lake.generation_dir(tenant, generation)
+    crossing = _write_journeys(store, db, tenant, all_days, steps, written)
     measures = _measures(store, tenant, previous, set(kept), fresh_rows)
-    store.put_parquet(f"{folder}/{MEASURES}", measures)
+    store.put_parquet(f"{written}/{MEASURES}", measures)
     manifest = Manifest(summaries.FORMAT, generation, engaged, steps, tuple(
         msgspec.structs.replace(d, crossing=d.day in crossing) for d in all_days))
-    store.put(f"{folder}/{lake.MANIFEST}", summaries.encode(manifest))
+    store.put(f"{written}/{lake.MANIFEST}", summaries.encode(manifest))
     totals.generations += 1
     _delete_unnamed(current(store, tenant), manifest, tenant, delete_later)
 
@@ -185,7 +185,8 @@ def _write_journeys(store: LakeStore, db: duckdb.DuckDBPyConnection, tenant: str
 def _arrow(cursor: duckdb.DuckDBPyConnection, sql: str,
            params: dict[str, object] | None = None) -> pa.Table:
     """The rows of `sql` as Arrow (through a relation: a DB-API result copies them)."""
-    return cursor.sql(sql, params=params).to_arrow_table()
+    table: pa.Table = cursor.sql(sql, params=params).to_arrow_table()
+    return table
 
 
 def _with_day(table: pa.Table, day: int) -> pa.Table:
