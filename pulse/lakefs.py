@@ -61,7 +61,10 @@ class Entry:
 def vanished(exc: BaseException) -> bool:
     """True when `exc` says a file listed a moment ago is gone (a compaction deleted it),
     so listing again and retrying is the answer. DuckDB says it of local files, pyarrow
-    (inside DuckDB's scan of a dataset, or alone) of S3 objects."""
+    (inside DuckDB's scan of a dataset, or alone) of S3 objects; pyarrow reading a local
+    file names only its path."""
+    if isinstance(exc, FileNotFoundError):
+        return True
     text = str(exc)
     return any(t in text for t in ("No files found", "No such file", "Path does not exist",
                                    "NoSuchKey", "HTTP status 404"))

@@ -249,6 +249,23 @@ def test_summaries_answer_until_something_lands_that_they_cannot_know(tmp_path):
         reader.close()
 
 
+def test_a_reader_whose_generation_was_replaced_lists_again(tmp_path):
+    """A listing is kept until a flush is reported, so a reader may still hold the
+    generation a compaction has just replaced and deleted: it lists again."""
+    lake = fixed_lake(LakeStore(str(tmp_path)))
+    lake.summarize()
+    cached = LakeReader(lake.store, SETTINGS.engaged_seconds, STEPS, flushes=lambda: "same")
+    try:
+        asyncio.run(cached.measures("acme", None, WEEK[0], TOTAL))  # holds generation 1
+        lake.write([event(3000, 2, "funnel_step")])
+        lake.summarize()  # generation 2; generation 1 deleted
+        got = asyncio.run(cached.funnel("acme", None, WEEK[0], TOTAL))  # needs its journeys
+        assert cached.listings == 2
+        assert got == same_answers(lake, WEEK, every=False)["acme", tuple(WEEK[0])]["funnel"]
+    finally:
+        cached.close()
+
+
 class Killed(Exception):
     pass
 
