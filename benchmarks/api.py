@@ -55,7 +55,8 @@ from pulse.schemas.topics import Topics
 from pulse.settings import Settings
 from pulse.streams.broker import ensure_topics
 
-from .common import HOUR_MS, Summary, bench_settings, broker, events, free_port, say, spawn
+from .harness import Summary, bench_settings, broker, free_port, say, spawn
+from .workload import HOUR_MS, events
 
 GOAL_P99_MS = 5.0
 GOAL_RATIO = 0.5

@@ -23,7 +23,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS
 
-from .common import Summary, bench_settings, broker, events, free_port, say, spawn
+from .harness import Summary, bench_settings, broker, free_port, say, spawn
+from .workload import events
 
 GOAL_S, FLOOR_S = 1.0, 2.0
 PROBES_PER_SECOND = 10

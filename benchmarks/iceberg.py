@@ -30,8 +30,9 @@ from pulse.rollups.metrics import PORTABLE_FIRST_COPIES_SQL
 from pulse.schemas import lake
 from pulse.streams import iceberg
 
-from .common import Summary, bench_settings, broker, events, produce, say, spawn
+from .harness import Summary, bench_settings, broker, say, spawn
 from .query import percentile
+from .workload import events, produce
 
 SLACK_SECONDS = 5.0
 

@@ -38,19 +38,18 @@ from pulse.schemas.events import Event
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
 
-from .common import (
+from .harness import (
     Summary,
     bench_settings,
     broker,
     cpu_seconds,
-    events,
     ingest_child,
     listener_pid,
-    produce,
     rss_mb,
     say,
     spawn,
 )
+from .workload import events, produce
 
 FLOOR = 0.3
 GOAL = 0.5

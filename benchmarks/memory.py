@@ -19,8 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import Summary, bench_settings, broker, events, ingest_child, produce, rss_mb, say
+from .harness import Summary, bench_settings, broker, ingest_child, rss_mb, say
 from .ingest import running_worker
+from .workload import events, produce
 
 GOAL, FLOOR = 12, 40
 """Bytes of worker RSS per retained event at the largest size (goal, and exit 1 above)."""

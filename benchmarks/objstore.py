@@ -22,7 +22,7 @@ import pyarrow.fs as pafs
 
 from pulse.settings import Settings
 
-from .common import free_port
+from .harness import free_port
 
 REGION = "us-east-1"
 

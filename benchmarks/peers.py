@@ -60,10 +60,11 @@ from pulse.settings import Settings
 from pulse.streams.broker import TOPIC_EXISTS, ensure_topics
 from pulse.streams.ingest_process import die_with
 
-from .common import Summary, bench_settings, broker, events, produce, rss_mb, say
+from .harness import Summary, bench_settings, broker, rss_mb, say
 from .ingest import count
 from .peers_answer import Answer, Outcome, compare, counts, oracle, rounded
 from .peers_pulse import run_pulse
+from .workload import events, produce
 
 FLOOR = 0.5
 GOAL = 1.0

@@ -20,7 +20,7 @@ from typing import Any
 
 from pulse.settings import Settings
 
-from .common import rss_mb, say
+from .harness import rss_mb, say
 from .ingest import JournalWatch, run_worker
 from .peers_answer import Answer, Outcome, compare
 

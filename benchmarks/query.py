@@ -58,8 +58,9 @@ from pulse.settings import Settings
 from pulse.streams.compact import run_compact
 
 from . import lakegen
-from .common import HOUR_MS, Summary, free_port, say
+from .harness import Summary, free_port, say
 from .objstore import S3Server, start_s3
+from .workload import HOUR_MS
 
 GOAL = 1.2
 FLOOR = 1.5

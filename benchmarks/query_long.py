@@ -27,7 +27,7 @@ from pulse.lakefs import LakeStore
 from pulse.settings import Settings
 
 from . import lakegen
-from .common import say
+from .harness import say
 from .query import (
     CAMPAIGN,
     DAY_US,

@@ -20,17 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import (
-    Summary,
-    bench_settings,
-    broker,
-    events,
-    free_port,
-    produce,
-    say,
-    spawn,
-)
+from .harness import Summary, bench_settings, broker, free_port, say, spawn
 from .ingest import JournalWatch, running_worker
+from .workload import events, produce
 
 GOAL_RATIO, GOAL_WORKER_S, GOAL_API_S = 1.2, 10.0, 3.0
 FLOOR_S = 30.0

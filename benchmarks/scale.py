@@ -30,7 +30,8 @@ from pulse.rollups import journal
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
 
-from .common import Summary, bench_settings, broker, events, produce, say, spawn
+from .harness import Summary, bench_settings, broker, say, spawn
+from .workload import events, produce
 
 GOAL = 0.2
 READY = b"ingest reads input partitions"

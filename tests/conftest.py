@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Pulse, free_port
+from pulse.benchmarks.harness import free_port
+from tests.deployment import Pulse
 from tests.s3 import S3Server, start_s3
 
 

@@ -8,7 +8,7 @@ import struct
 import threading
 import time
 
-from tests.helpers import free_port
+from pulse.benchmarks.harness import free_port
 
 
 class Proxy:

@@ -81,7 +81,7 @@ def test_wrk_output_is_read() -> None:
 def test_python_load_generator_against_hello(tmp_path: Path) -> None:
     """The generator used when wrk is not installed (whether or not it is here)."""
     from pulse.benchmarks.api import start_hello, stop, wait_for
-    from pulse.benchmarks.common import free_port
+    from pulse.benchmarks.harness import free_port
 
     port = free_port()
     log = tmp_path / "hello.log"

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from pulse.benchmarks.harness import free_port
 from pulse.settings import Settings, SettingsError
-from tests.helpers import Pulse, free_port
+from tests.deployment import Pulse
 
 SHORT_KEY = {"PULSE_API_KEYS": "short=acme", "PULSE_API_KEYS_FILE": "/nonexistent/keys"}
 SHORT_SECRET = {"PULSE_CURSOR_SECRET": "short"}

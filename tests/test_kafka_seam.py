@@ -11,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from pulse.kafka import FETCH_MAX_WAIT_MS, raw_records
-from tests.helpers import Pulse
+from tests.deployment import Pulse
 
 pytestmark = pytest.mark.broker
 

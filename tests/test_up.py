@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from pulse.benchmarks.harness import free_port
 from pulse.settings import Settings
 from pulse.supervisor import Supervisor
-from tests.helpers import free_port
 
 
 def processes_with(marker: str) -> list[int]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..common import rss_mb
+from ..harness import rss_mb
 
 HOUR_MS = 3_600_000
 INTENT = "intent_detected"

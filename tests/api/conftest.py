@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from pulse.benchmarks.harness import free_port
 from pulse.schemas.events import Event
-from tests.helpers import Pulse, free_port, read_all
+from tests.deployment import Pulse, read_all
 from tests.streams.test_pipeline import make_stream
 
 KEYS = {"admin-key-0001": "*", "acme-key-00001": "acme", "globex-key-001": "globex"}

@@ -35,7 +35,7 @@ from pulse.schemas.events import Event
 from pulse.settings import Settings
 from pulse.streams.lake_sink import DeadLetter, Flush, LakeWriter
 from tests import oracle
-from tests.helpers import Pulse
+from tests.deployment import Pulse
 from tests.s3 import S3Server
 from tests.streams.test_pipeline import make_stream
 from tests.test_lakecache import log_size, requests_to

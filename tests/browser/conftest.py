@@ -25,9 +25,10 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
+from pulse.benchmarks.harness import free_port
 from pulse.schemas.decode import decode_event
 from pulse.schemas.events import Event
-from tests.helpers import Proc, Pulse, free_port
+from tests.deployment import Proc, Pulse
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"

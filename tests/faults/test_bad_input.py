@@ -40,8 +40,8 @@ from pulse.rollups.store import ALL, RollupStore
 from pulse.schemas.decode import decode_event
 from pulse.schemas.events import MAX_MESSAGE_BYTES, Event
 from tests import oracle
-from tests.faults.support import start_api
-from tests.helpers import Proc, Pulse, counters, read_all
+from tests.api_process import start_api
+from tests.deployment import Proc, Pulse, counters, read_all
 from tests.streams.test_faults import READY
 from tests.streams.test_pipeline import HOUR, STEPS
 

@@ -38,8 +38,8 @@ import pytest
 from pulse.schemas.decode import decode_event
 from pulse.schemas.events import Event
 from tests import oracle
-from tests.faults.support import overview_differences, start_api
-from tests.helpers import Pulse
+from tests.api_process import overview_differences, start_api
+from tests.deployment import Pulse
 from tests.streams.test_faults import READY, assert_exact
 from tests.streams.test_pipeline import HOUR, make_stream
 

@@ -2,7 +2,7 @@
 
 Fault injected: after a short steady phase (`STEADY_RATE` events/s), the rest of
 `PULSE_BURST_EVENTS` messages (default 200 000; the full run is 2 000 000) of
-`pulse.benchmarks.common.events` (5 % exact duplicates, 0.1 % invalid, seven days of
+`pulse.benchmarks.workload.events` (5 % exact duplicates, 0.1 % invalid, seven days of
 event time) is produced as fast as the broker takes it, at least 10x the steady rate,
 so one worker faces a large backlog. Meanwhile a `pulse api` process is asked for
 `/analytics/overview` in a loop, for every tenant, over a whole-hour range and a ragged
@@ -31,13 +31,13 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
-from pulse.benchmarks.common import TENANTS, events, produce
+from pulse.benchmarks.workload import TENANTS, events, produce
 from pulse.rollups import report
 from pulse.rollups.store import ALL
 from pulse.schemas.decode import decode_event
 from pulse.schemas.events import Event
 from tests import oracle
-from tests.faults.support import (
+from tests.api_process import (
     OVERVIEW_KEYS,
     Api,
     iso,
@@ -45,7 +45,7 @@ from tests.faults.support import (
     peak_rss_mib,
     start_api,
 )
-from tests.helpers import Pulse, counters, read_all
+from tests.deployment import Pulse, counters, read_all
 from tests.streams.test_faults import READY
 from tests.streams.test_pipeline import HOUR, STEPS
 

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from pulse.benchmarks.harness import free_port
 from pulse.schemas.decode import decode_event
 from pulse.schemas.events import Event
 from pulse.streams.broker import broker_binary
-from tests.helpers import Proc, Pulse, free_port, read_all
+from tests.deployment import Proc, Pulse, read_all
 from tests.streams.test_faults import READY, Producer, assert_exact
 from tests.streams.test_pipeline import make_stream
 

@@ -36,8 +36,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pulse.kafka import FETCH_MAX_WAIT_MS
 from pulse.rollups import checkpoint, journal
 from pulse.schemas.events import Event
-from tests.faults.support import overview_differences, start_api
-from tests.helpers import Proc, Pulse, counters, read_all
+from tests.api_process import overview_differences, start_api
+from tests.deployment import Proc, Pulse, counters, read_all
 from tests.streams.test_faults import READY, Producer, assert_exact
 from tests.streams.test_pipeline import HOUR, make_stream
 

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from pulse.api.groups import TOTAL
 from pulse.api.lake import LakeReader
 from pulse.api.sql import Lake
+from pulse.benchmarks.harness import free_port
 from pulse.lakefs import LakeStore, tenants
 from pulse.schemas import lake
 from pulse.schemas.arrow import DEAD_LETTER_SCHEMA, EVENT_SCHEMA
@@ -36,7 +37,7 @@ from pulse.schemas.decode import decode_event
 from pulse.schemas.events import Event
 from pulse.streams.compact import Rule, Source, plan_merges
 from pulse.streams.lake_sink import DeadLetter, Flush, LakeWriter
-from tests.helpers import Pulse, free_port
+from tests.deployment import Pulse
 from tests.streams.test_faults import READY, Producer
 from tests.streams.test_pipeline import STEPS, make_stream
 

@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError
 from pulse.rollups import report
 from pulse.rollups.store import ALL
 from tests import oracle
-from tests.helpers import Pulse, counters, read_all
+from tests.deployment import Pulse, counters, read_all
 from tests.streams.test_pipeline import HOUR, STEPS, make_stream
 
 pytestmark = pytest.mark.broker

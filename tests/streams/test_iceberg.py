@@ -30,8 +30,8 @@ from pulse.settings import Settings
 from pulse.streams import iceberg, iceberg_files
 from pulse.streams.lake_sink import Flush, LakeWriter
 from tests import oracle
-from tests.faults.support import start_api
-from tests.helpers import Pulse
+from tests.api_process import start_api
+from tests.deployment import Pulse
 from tests.streams.test_compact import _add, synthetic_lake
 from tests.streams.test_lake_failures import assert_exact, two_batches, wait_status
 

@@ -22,10 +22,11 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from pulse.benchmarks.harness import free_port
 from pulse.schemas.events import Event
 from tests import oracle
-from tests.faults.support import Api, start_api
-from tests.helpers import Pulse, counters, free_port, read_all
+from tests.api_process import Api, start_api
+from tests.deployment import Pulse, counters, read_all
 from tests.proxy import Proxy
 from tests.s3 import S3Server, start_s3
 from tests.streams.test_pipeline import make_stream

@@ -14,7 +14,7 @@ from pulse.rollups.store import ALL
 from pulse.schemas.decode import decode_event
 from pulse.schemas.events import Event
 from tests import oracle
-from tests.helpers import Pulse, counters, event_rows, read_all
+from tests.deployment import Pulse, counters, event_rows, read_all
 
 HOUR = 3_600_000_000
 STEPS = ("picked_up", "interested", "qualified")

@@ -12,7 +12,7 @@ from pulse.rollups.store import ALL, RollupStore
 from pulse.schemas.decode import decode_event
 from pulse.schemas.events import Event
 from tests import oracle
-from tests.helpers import Pulse, counters, read_all
+from tests.deployment import Pulse, counters, read_all
 from tests.streams.test_pipeline import HOUR, STEPS, make_stream
 
 pytestmark = pytest.mark.broker
@@ -84,7 +84,7 @@ ENDPOINTS = ("/analytics/overview", "/analytics/campaign/spring", "/analytics/in
 def test_after_a_replay_every_answer_says_how_complete_it_is(pulse: Pulse):
     """No traffic after the replay: the rebuild knows how far the lake is complete, so
     `as_of` is a time from the first answer on, on every endpoint, tenant and range."""
-    from tests.faults.support import iso, start_api
+    from tests.api_process import iso, start_api
 
     now_us = time.time_ns() // 1000
     messages, valid, _ = make_stream(seed=23, n=1500, now_us=now_us)

@@ -27,8 +27,8 @@ from pulse import lakefs
 from pulse.lakefs import LakeStore
 from pulse.streams import iceberg
 from tests import oracle
-from tests.faults.support import overview_differences, start_api
-from tests.helpers import Pulse, counters, read_all
+from tests.api_process import overview_differences, start_api
+from tests.deployment import Pulse, counters, read_all
 from tests.proxy import Proxy
 from tests.s3 import S3Server
 from tests.streams.test_iceberg import table_counts, table_paths

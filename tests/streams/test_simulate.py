@@ -34,7 +34,7 @@ from pulse.streams.traffic import (
     plan_options,
 )
 from tests import oracle
-from tests.helpers import Pulse, counters, event_rows, read_all
+from tests.deployment import Pulse, counters, event_rows, read_all
 
 HOUR = 3_600_000_000
 STEPS = ("picked_up", "interested", "qualified")
@@ -345,7 +345,7 @@ def test_usage_adds_up_to_each_tenants_conversations():
 
 
 def test_no_broker_is_a_clear_error_naming_the_variable(capsys: pytest.CaptureFixture[str]):
-    from tests.helpers import free_port
+    from pulse.benchmarks.harness import free_port
 
     settings = Settings.from_env({"PULSE_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
     code = run_simulate(settings, tenants=1, campaigns=1, customers=1, rate=0, duration=None,

@@ -1,11 +1,11 @@
-"""Processes, producing, and reading back what Pulse wrote, for the broker-backed tests."""
+"""A Pulse deployment under test (`Pulse`): its processes, started as users start them,
+what it is fed, and reading back what it wrote, for the broker-backed tests."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,12 +26,6 @@ from pulse.rollups.store import RollupStore
 from pulse.schemas.events import Event
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""What the fault tests share: an API process to ask, the oracle's overview, memory peaks."""
+"""An API process started as users start it (`start_api`), its answers held against the
+oracle (`overview_differences`), and the memory peaks of a process tree."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
+from pulse.benchmarks.harness import free_port
 from pulse.schemas.events import Event
 from pulse.schemas.lake import us_to_datetime
 from tests import oracle
-from tests.helpers import Proc, Pulse, free_port
+from tests.deployment import Proc, Pulse
 from tests.streams.test_pipeline import STEPS
 
 ADMIN_KEY = "fault-admin-key-0001"

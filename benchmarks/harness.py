@@ -1,4 +1,5 @@
-"""What every benchmark needs: a fresh broker, a synthetic workload, a summary line.
+"""What every benchmark runs on: a fresh broker, its own settings, processes started as
+users start them, their CPU and memory read from /proc, and a summary line.
 
 Machines here are shared and noisy, so each benchmark runs its baseline in the same
 run and reports the ratio; `Summary.finish` prints one line and, at full size, exits
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import random
 import subprocess
 import sys
 import time
@@ -21,18 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-
-from pulse.kafka import CLIENT_DEFAULTS
 from pulse.settings import Settings
 
 RESULTS = Path("benchmarks/results")
-HOUR_MS = 3_600_000
-TENANTS = ("acme", "globex", "initech")
-TYPES = ("call_ended", "chat_ended", "intent_detected", "funnel_step", "funnel_step",
-         "tag_changed", "usage")
-INTENTS = ("buy", "cancel", "question", "callback", "complaint")
-STEPS = ("picked_up", "interested", "qualified", "voicemail")
 
 
 def say(text: str) -> None:
@@ -65,74 +56,6 @@ def bench_settings(bootstrap: str, root: Path, **changes: Any) -> Settings:
     name = f"bench{uuid.uuid4().hex[:8]}"
     return Settings(kafka_bootstrap=bootstrap, topic=name, dlq_topic=f"{name}-dlq", group=name,
                     lake=str(root / "lake"), state_dir=str(root / "state")).replace(**changes)
-
-
-def events(n: int, seed: int = 1, duplicates: float = 0.05, invalid: float = 0.001,
-           days: int = 7, now_ms: int | None = None,
-           tenants: int = 3) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) of `n` messages: realistic events, exact duplicates, a few invalid.
-
-    Written with string formatting rather than a JSON encoder: the producer should not
-    be what a benchmark measures.
-    """
-    rnd = random.Random(seed)
-    now_ms = now_ms or int(time.time() * 1000)
-    recent: list[tuple[bytes, bytes]] = []
-    for i in range(n):
-        r = rnd.random()
-        if r < duplicates and recent:
-            yield recent[rnd.randrange(len(recent))]
-            continue
-        if r < duplicates + invalid:
-            yield b"bad", b'{"id": "broken-%d", "tenant_id": "acme"' % i
-            continue
-        tenant = TENANTS[i % tenants] if tenants <= len(TENANTS) else f"tenant{i % tenants}"
-        kind = TYPES[rnd.randrange(7)]
-        customer = f"c{rnd.randrange(20_000)}"
-        at = now_ms - rnd.randrange(days * 24 * HOUR_MS)
-        campaign = ("null", '"spring"', '"summer"', '"fall"')[rnd.randrange(4)]
-        extra = ""
-        if kind in ("call_ended", "chat_ended"):
-            extra = f', "value": {rnd.random() * 300:.3f}'
-        elif kind == "intent_detected":
-            extra = f', "label": "{INTENTS[rnd.randrange(5)]}"'
-        elif kind == "funnel_step":
-            extra = f', "label": "{STEPS[rnd.randrange(4)]}"'
-        elif kind == "tag_changed":
-            extra = ', "label": "vip"'
-        else:
-            extra = f', "category": "call_minutes", "value": {rnd.random() * 5:.2f}'
-        who = "" if kind == "usage" else f'"customer_id": "{customer}", '
-        value = (f'{{"id": "ev-{seed}-{i}", "tenant_id": "{tenant}", "event_type": "{kind}", '
-                 f'{who}"campaign_id": {campaign}, "occurred_at": {at}{extra}}}').encode()
-        message = (customer.encode(), value)
-        if len(recent) < 10_000:
-            recent.append(message)
-        else:
-            recent[rnd.randrange(10_000)] = message
-        yield message
-
-
-async def produce(bootstrap: str, topic: str, messages: Iterator[tuple[bytes, bytes]],
-                  total: int) -> float:
-    """Send everything as fast as the broker takes it; returns seconds."""
-    from pulse.streams.produce import Outbox
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False,
-                                max_request_size=8 * 1024 * 1024, linger_ms=5, **CLIENT_DEFAULTS)
-    await producer.start()
-    started = time.perf_counter()
-    try:
-        partitions = sorted(await producer.partitions_for(topic))
-        outbox = Outbox(producer, topic, partitions)
-        for i, (key, value) in enumerate(messages, 1):
-            await outbox.put(key, value)
-            if i % 200_000 == 0:
-                say(f"  produced {i:,}/{total:,}")
-        await outbox.flush()
-    finally:
-        await producer.stop()
-    return time.perf_counter() - started
 
 
 def rss_mb(pid: int | str, field: str = "VmRSS") -> float:
