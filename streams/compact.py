@@ -30,7 +30,7 @@ next, which swaps before it deletes anything superseded. At the end, the workers
 manifests (one per commit) are merged into few and snapshots older than
 `SNAPSHOT_KEEP_SECONDS` are expired.
 
-Planning (`plan_folder`, `plan_merges`) is pure; `run_compact` does the I/O.
+Planning (`streams.compact_plan`) is pure; this module does the I/O and reports progress.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -56,6 +56,7 @@ from pulse.schemas.topics import Topics
 from pulse.settings import Settings
 
 from . import iceberg, iceberg_files, summaries
+from .compact_plan import Finality, FolderPlan, Merge, Source, plan_folder
 
 log = logging.getLogger("pulse.compact")
 
@@ -67,132 +68,6 @@ PROGRESS_SECONDS = 1.0
 DELETE_GRACE = 2.0
 SNAPSHOT_KEEP_SECONDS = 3600.0
 """Snapshots younger than this stay, for readers planning a scan on one of them."""
-
-
-# ---- what may be merged --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Source:
-    """A lake file as listed: its parsed name, size and modification time."""
-
-    file: lake.LakeFile
-    size: int
-    mtime: float
-
-    @property
-    def name(self) -> str:
-        return self.file.name
-
-
-@dataclass(frozen=True)
-class Rule:
-    """When a file is final (can no longer change), for this run."""
-
-    now: float
-    min_age: float
-    current_epoch: str | None
-    committed: dict[int, int] | None  # None: Kafka not asked; current epoch goes by age
-    current_min_age: float
-
-    def final(self, source: Source) -> bool:
-        if source.file.compacted:
-            return True
-        age = self.now - source.mtime
-        if age < self.min_age:
-            return False
-        if self.committed is not None:  # Kafka answered: the current epoch is known
-            if source.file.epoch != self.current_epoch:
-                return True
-            committed = self.committed.get(source.file.partition)
-            return committed is not None and source.file.last < committed
-        if self.current_epoch is None or source.file.epoch == self.current_epoch:
-            return age >= self.current_min_age
-        return True
-
-    def describe(self) -> str:
-        if self.committed is not None:
-            return (f"merging files older than {self.min_age:g} s; of the current epoch "
-                    f"{self.current_epoch} only offsets the ingest group has committed")
-        newest = (f"epoch {self.current_epoch} (the newest, maybe still written)"
-                  if self.current_epoch else "every epoch")
-        return (f"merging files of earlier epochs older than {self.min_age:g} s, and of "
-                f"{newest} only files older than {self.current_min_age:g} s")
-
-
-@dataclass(frozen=True)
-class Merge:
-    """Sources (a run of one epoch and partition) that become one compacted file."""
-
-    sources: tuple[Source, ...]
-
-    @property
-    def target(self) -> lake.LakeFile:
-        first, last = self.sources[0].file, self.sources[-1].file
-        return lake.LakeFile(first.epoch, first.partition, first.first, last.last,
-                             compacted=True)
-
-    @property
-    def size(self) -> int:
-        return sum(s.size for s in self.sources)
-
-
-@dataclass
-class FolderPlan:
-    """What one folder needs: merges, superseded files and stale temp files to delete."""
-
-    folder: LakeDir
-    files: int = 0
-    size: int = 0
-    merges: list[Merge] = field(default_factory=list)
-    superseded: list[Source] = field(default_factory=list)
-    live: list[Source] = field(default_factory=list)
-    temps: list[str] = field(default_factory=list)
-
-
-def plan_merges(live: list[Source], final: Callable[[Source], bool]) -> list[Merge]:
-    """Runs of 2+ final files per (epoch, partition) that one compacted file may replace.
-
-    `live` must hold every live file of the folder: a file that is not final, or whose
-    range overlaps the one before, ends the run, so no merged range can cover a live
-    file outside its run.
-    """
-    groups: dict[tuple[str, int], list[Source]] = {}
-    for source in live:
-        groups.setdefault((source.file.epoch, source.file.partition), []).append(source)
-    merges = []
-    for group in groups.values():
-        run: list[Source] = []
-        for source in sorted(group, key=lambda s: (s.file.first, s.file.last)):
-            if not final(source) or (run and source.file.first <= run[-1].file.last):
-                if len(run) > 1:
-                    merges.append(Merge(tuple(run)))
-                run = [source] if final(source) else []
-            else:
-                run.append(source)
-        if len(run) > 1:
-            merges.append(Merge(tuple(run)))
-    return merges
-
-
-def plan_folder(folder: LakeDir, listing: list[tuple[str, int, float]], rule: Rule,
-                temp_min_age: float) -> FolderPlan:
-    """The plan for one folder, from its (name, size, mtime) listing."""
-    plan = FolderPlan(folder)
-    sources = []
-    for name, size, mtime in listing:
-        parsed = lake.parse_name(name)
-        if parsed is not None:
-            sources.append(Source(parsed, size, mtime))
-            plan.files += 1
-            plan.size += size
-        elif name.startswith(".") and name.endswith(".tmp") and rule.now - mtime >= temp_min_age:
-            plan.temps.append(name)
-    live = set(lake.live_files([s.name for s in sources]))
-    plan.superseded = [s for s in sources if s.name not in live]
-    plan.live = [s for s in sources if s.name in live]
-    plan.merges = plan_merges(plan.live, rule.final)
-    return plan
 
 
 # ---- Kafka: the current epoch and the committed offsets ------------------------------
@@ -218,8 +93,9 @@ async def _ingest_position(settings: Settings) -> tuple[str, dict[int, int]]:
         await consumer.stop()
 
 
-def make_rule(settings: Settings, store: LakeStore, min_age: float) -> Rule:
-    """The rule for this run; asks Kafka, and says so when Kafka does not answer."""
+def make_finality(settings: Settings, store: LakeStore, min_age: float) -> Finality:
+    """When a file is final, for this run; asks Kafka, and says so when Kafka does not
+    answer."""
     now = store.now()
     if not broker_reachable(settings.kafka_bootstrap, timeout=2.0):
         reason = "no answer"
@@ -227,12 +103,12 @@ def make_rule(settings: Settings, store: LakeStore, min_age: float) -> Rule:
         try:
             epoch, committed = asyncio.run(
                 asyncio.wait_for(_ingest_position(settings), KAFKA_TIMEOUT))
-            return Rule(now, min_age, epoch, committed, min_age)
+            return Finality(now, min_age, epoch, committed, min_age)
         except (KafkaError, OSError, TimeoutError, RuntimeError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
     print(f"pulse compact: Kafka at {settings.kafka_bootstrap} (PULSE_KAFKA_BOOTSTRAP) is not "
           f"reachable ({reason}), so the committed offsets are unknown", file=sys.stderr)
-    return Rule(now, min_age, newest_epoch(store), None,
+    return Finality(now, min_age, newest_epoch(store), None,
                 max(min_age, UNKNOWN_OFFSETS_MIN_AGE))
 
 
@@ -364,7 +240,7 @@ class TableSwap:
         self.held = iceberg.held_paths(tables)
         self.swaps: dict[str, list[tuple[list[str], iceberg_files.TableFile]]] = {}
 
-    def register_final(self, found: dict[LakeDir, list[Entry]], rule: Rule) -> int:
+    def register_final(self, found: dict[LakeDir, list[Entry]], finality: Finality) -> int:
         """Put the lake's final live files that the tables lack into them, before any
         merge (which takes only files the tables hold); returns how many could not be
         read (each said, as a merge that fails is)."""
@@ -380,7 +256,7 @@ class TableSwap:
                     if parsed is None or iceberg.table_path(self.store, rel) in self.held:
                         continue
                     entry = next(e for e in entries if e.name == parsed.name)
-                    if rule.final(Source(parsed, entry.size, entry.mtime)):
+                    if finality.final(Source(parsed, entry.size, entry.mtime)):
                         files.append(iceberg_files.TableFile(
                             rel, kind, folder.tenant_id, folder.day,
                             iceberg_files.source_key(parsed.epoch, parsed.partition), parsed.last))
@@ -511,11 +387,11 @@ def _run(settings: Settings, store: LakeStore, min_age: float, dry_run: bool) ->
     if not found:
         print(f"pulse compact: no lake files under {store.uri('')}; nothing to do")
         return 0
-    rule = make_rule(settings, store, min_age)
-    print(f"pulse compact: {rule.describe()}", file=sys.stderr)
+    finality = make_finality(settings, store, min_age)
+    print(f"pulse compact: {finality.describe()}", file=sys.stderr)
     temp_min_age = max(min_age, TEMP_MIN_AGE)
     if dry_run:
-        return _dry_run(store, found, rule, temp_min_age)
+        return _dry_run(store, found, finality, temp_min_age)
     with store.exclusive("compact") as mine:
         if not mine:
             print("pulse compact: another pulse compact is running on this lake; run this one "
@@ -524,8 +400,8 @@ def _run(settings: Settings, store: LakeStore, min_age: float, dry_run: bool) ->
         tables = _open_tables(settings, store)
         if tables is False:
             return 1
-        unreadable = tables.register_final(listed, rule) if isinstance(tables, TableSwap) else 0
-        return _compact(settings, store, found, rule, temp_min_age,
+        unreadable = tables.register_final(listed, finality) if isinstance(tables, TableSwap) else 0
+        return _compact(settings, store, found, finality, temp_min_age,
                         tables if isinstance(tables, TableSwap) else None, unreadable)
 
 
@@ -543,10 +419,11 @@ def _open_tables(settings: Settings, store: LakeStore) -> TableSwap | None | boo
         return False
 
 
-def _dry_run(store: LakeStore, found: list[LakeDir], rule: Rule, temp_min_age: float) -> int:
+def _dry_run(store: LakeStore, found: list[LakeDir], finality: Finality,
+             temp_min_age: float) -> int:
     files = after = size = merged = 0
     for folder in found:
-        plan = plan_folder(folder, list_folder(store, folder), rule, temp_min_age)
+        plan = plan_folder(folder, list_folder(store, folder), finality, temp_min_age)
         for line in describe_plan(plan):
             print(line)
         files += plan.files
@@ -559,19 +436,19 @@ def _dry_run(store: LakeStore, found: list[LakeDir], rule: Rule, temp_min_age: f
     return 0
 
 
-def _compact(settings: Settings, store: LakeStore, found: list[LakeDir], rule: Rule,
+def _compact(settings: Settings, store: LakeStore, found: list[LakeDir], finality: Finality,
              temp_min_age: float, tables: TableSwap | None, unreadable: int = 0) -> int:
     started = time.monotonic()
     totals = Totals(folders=len(found), errors=unreadable)
     progress = Progress(len(found))
     deleter = Deleter(store, DELETE_GRACE)
     for done, folder in enumerate(found, 1):
-        plan = plan_folder(folder, list_folder(store, folder), rule, temp_min_age)
+        plan = plan_folder(folder, list_folder(store, folder), finality, temp_min_age)
         compact_folder(store, plan, totals, deleter, tables)
         deleter.run()
         progress.update(done, totals.merged, force=done == len(found))
     summed = summaries.summarize(store, settings,
-                                 lambda f, e: rule.final(Source(f, e.size, e.mtime)),
+                                 lambda f, e: finality.final(Source(f, e.size, e.mtime)),
                                  deleter.later)
     if tables is not None:
         deleter.later(tables.commit())

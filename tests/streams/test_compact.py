@@ -35,7 +35,7 @@ from pulse.schemas import lake
 from pulse.schemas.arrow import DEAD_LETTER_SCHEMA, EVENT_SCHEMA
 from pulse.schemas.decode import decode_event
 from pulse.schemas.events import Event
-from pulse.streams.compact import Rule, Source, plan_merges
+from pulse.streams.compact_plan import Finality, Source, plan_merges
 from pulse.streams.lake_sink import DeadLetter, Flush, LakeWriter
 from tests.deployment import Pulse
 from tests.streams.test_faults import READY, Producer
@@ -228,19 +228,19 @@ def test_which_files_are_final():
     def src(epoch: str, last: int, age: float, compacted: bool = False) -> Source:
         return Source(lake.LakeFile(epoch, 1, 0, last, compacted), 1, 1000.0 - age)
 
-    known = Rule(1000.0, 60.0, "cur", {1: 100}, 60.0)
+    known = Finality(1000.0, 60.0, "cur", {1: 100}, 60.0)
     assert known.final(src("old", 500, 61))
     assert not known.final(src("old", 500, 59))
     assert known.final(src("cur", 99, 61))
     assert not known.final(src("cur", 100, 61))  # not committed: a replay may rewrite it
     assert not known.final(src("cur", 5, 59))
     assert known.final(src("cur", 500, 0, compacted=True))
-    assert not Rule(1000.0, 0.0, "cur", {}, 0.0).final(src("cur", 1, 5))
-    unknown = Rule(1000.0, 60.0, "cur", None, 3600.0)
+    assert not Finality(1000.0, 0.0, "cur", {}, 0.0).final(src("cur", 1, 5))
+    unknown = Finality(1000.0, 60.0, "cur", None, 3600.0)
     assert unknown.final(src("old", 500, 61))
     assert not unknown.final(src("cur", 5, 3599))
     assert unknown.final(src("cur", 5, 3600))
-    assert not Rule(1000.0, 60.0, None, None, 3600.0).final(src("old", 5, 3599))
+    assert not Finality(1000.0, 60.0, None, None, 3600.0).final(src("old", 5, 3599))
 
 
 # ---- without Kafka -------------------------------------------------------------------
