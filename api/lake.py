@@ -367,6 +367,8 @@ GROUP BY g, reached"""
                 plan, self.steps, options, campaign is not None)
             text = prefix + sql(journeys)
             tables = {summaries.JOURNEYS: plan.journeys, summaries.CONFLICTS: plan.conflicts}
+            if plan.merged is not None:
+                tables[summaries.MERGED] = plan.merged
             return Prepared(plan.files, [(text, summaries.bound(text, {**params, **step_params}))],
                             tables)
 

@@ -163,15 +163,18 @@ class JourneysPlan:
     files: list[str]
     """The event files newer than the generation, read raw."""
     journeys: pa.Table
+    """The stored journeys that may count: those of the campaign asked, with t1 in range."""
     conflicts: pa.Table
+    merged: pa.Table | None
+    """When anything is merged into them (`files`, `conflicts`): the stored journeys of
+    the campaign asked with any t1, or none (a merge may bring an earlier S1)."""
 
 
 def plan_journeys(listing: Listing, loaded: Loaded, campaign: str | None,
                   t1: Span | None) -> JourneysPlan | None:
-    """The stored journeys (those of `campaign` if not None, and those with t1 in `t1` if
-    nothing is merged into them) and what to merge into them; None when they cannot
-    answer (no generation, or an event file newer than it holds a funnel step of a
-    summarized id)."""
+    """The stored journeys (those of `campaign` if not None, with t1 in `t1` if not None)
+    and what to merge into them; None when they cannot answer (no generation, or an
+    event file newer than it holds a funnel step of a summarized id)."""
     summary = listing.summary
     if summary is None:
         return None
@@ -180,13 +183,12 @@ def plan_journeys(listing: Listing, loaded: Loaded, campaign: str | None,
         return None
     conflicts = loaded.table(listing.key(summary.file(summaries.CONFLICTS_FILE)))
     journeys = loaded.journeys(listing.key(summary.file(summaries.JOURNEYS_FILE)))
-    # A merge may move a stored journey's t1 into the range: then all of them stay.
-    return JourneysPlan(fresh, journeys.rows(campaign, None if fresh or conflicts.num_rows
-                                             else t1), conflicts)
+    merged = journeys.rows(campaign, None) if fresh or conflicts.num_rows else None
+    return JourneysPlan(fresh, journeys.rows(campaign, t1), conflicts, merged)
 
 
-JOURNEYS, CONFLICTS, SOURCE, EDGES = ("summary_journeys", "summary_conflicts", "lake_files",
-                                      "lake_edges")
+JOURNEYS, MERGED, CONFLICTS, SOURCE, EDGES = (
+    "summary_journeys", "summary_merged", "summary_conflicts", "lake_files", "lake_edges")
 """The relations statements read: registered tables, and the event files (`SOURCE`)."""
 _SAME = "s.customer_id = f.customer_id AND s.campaign_id IS NOT DISTINCT FROM f.campaign_id"
 
@@ -201,7 +203,7 @@ def journeys_sql(plan: JourneysPlan, steps: tuple[str, ...], options: reach.Funn
     lists = options.order == "sequence"
     where = " AND campaign_id = $campaign" if campaign else ""
     stored = f"SELECT * FROM {JOURNEYS} WHERE TRUE{where}"
-    if not plan.files and not plan.conflicts.num_rows:
+    if plan.merged is None:
         relation, params = reach.reached_sql(n, options, "times")
         return f"WITH times AS ({stored})", relation, params
     columns = ("id, kafka_partition, kafka_offset, campaign_id, customer_id, event_type, "
@@ -212,14 +214,19 @@ def journeys_sql(plan: JourneysPlan, steps: tuple[str, ...], options: reach.Funn
     copies = metrics.first_copies_sql(
         f"({' UNION ALL '.join(parts)})", "campaign_id, customer_id, event_type, label, "
         "occurred_at", f"TRUE{where}", key="id")
-    both = (f"(SELECT s.* FROM stored s SEMI JOIN fresh f ON {_SAME} "
-            f"UNION ALL BY NAME SELECT * FROM fresh)")
+    # Journeys without fresh steps are as stored (those with t1 in range: `JOURNEYS`);
+    # the others are merged, whatever their stored t1 (`MERGED` holds them all). Found by
+    # their keys' hashes first: `near` is a few rows, then compared key by key.
+    both = (f"(SELECT s.* FROM near s SEMI JOIN fresh f ON {_SAME} "
+            f"UNION ALL BY NAME SELECT * EXCLUDE (jk) FROM fresh)")
     prefix = f"""
 WITH events AS MATERIALIZED ({copies}),
-fresh AS MATERIALIZED ({reach.step_times_sql(steps, lists)}),
-stored AS ({stored}),
+fresh AS MATERIALIZED (
+    SELECT *, {summaries.JOURNEY_HASH_SQL} AS jk FROM ({reach.step_times_sql(steps, lists)})),
+near AS MATERIALIZED (SELECT * FROM {MERGED} WHERE jk IN (SELECT jk FROM fresh)),
 times AS (
-    SELECT s.* FROM stored s ANTI JOIN fresh f ON {_SAME}
+    SELECT s.* FROM ({stored}) s ANTI JOIN fresh f ON s.jk = f.jk
+    UNION ALL BY NAME SELECT s.* FROM near s ANTI JOIN fresh f ON {_SAME}
     UNION ALL BY NAME ({reach.merge_step_times_sql(n, both, lists)})
 )"""
     relation, params = reach.reached_sql(n, options, "times")

@@ -98,11 +98,18 @@ class Loaded:
         return found
 
     def journeys(self, key: Key) -> Journeys:
-        """A generation's journeys, indexed."""
+        """A generation's journeys, indexed, each with its key's hash (`JOURNEY_HASH_SQL`)."""
         with self._lock:
             found = self._journeys.get(key)
         if found is None:
-            found = Journeys.of(self.store.read_table(key[0]))
+            cursor = self._cursor()
+            try:
+                cursor.register("stored", self.store.read_table(key[0]))
+                table = cursor.sql(f"SELECT *, {summaries.JOURNEY_HASH_SQL} AS jk "
+                                   "FROM stored").to_arrow_table()
+            finally:
+                cursor.close()
+            found = Journeys.of(table)
             with self._lock:
                 self._journeys[key] = found
         return found

@@ -162,6 +162,11 @@ def journeys_sql(steps: tuple[str, ...]) -> str:
         "\nORDER BY campaign_id NULLS FIRST, t1"
 
 
+JOURNEY_HASH_SQL = "hash(campaign_id, customer_id)"
+"""A journey's key as one integer, to find the few stored journeys that newer events
+touch without comparing strings (DuckDB's own hash: both sides are hashed by the same
+process; equal hashes are then checked key by key)."""
+
 CONFLICT_COLUMNS = ("id, kafka_partition, kafka_offset, campaign_id, customer_id, "
                     "'funnel_step' AS event_type, label, occurred_at")
 """A conflict's columns: enough to deduplicate it with fresh events."""
