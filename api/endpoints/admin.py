@@ -15,19 +15,20 @@ from ..auth import require_admin
 from ..context import Context, context
 from ..params import iso
 from ..query import partition_as_of
-from .reports import json
+from .reports import json_response
 
 
 async def me(request: Request) -> Response:
     scope = context(request).keys.scope(request)
-    return json({"role": "admin" if scope.admin else "tenant", "tenant_id": scope.tenant_id})
+    return json_response({"role": "admin" if scope.admin else "tenant",
+                          "tenant_id": scope.tenant_id})
 
 
 async def tenants(request: Request) -> Response:
     ctx = context(request)
     require_admin(ctx.keys.scope(request))
     known = set(ctx.store.tenants()) | set(ctx.lake.tenants())
-    return json({"tenants": sorted(known)})
+    return json_response({"tenants": sorted(known)})
 
 
 def _recovery(info: PartitionInfo, unavailable: str | None,
@@ -56,7 +57,7 @@ async def status(request: Request) -> Response:
     totals, partitions, as_of = _partitions(ctx)
     lake_marks = _lake_marks(ctx)
     replica = ctx.replica
-    return json({
+    return json_response({
         "ready": replica.ready,
         "replica": {
             "ready": replica.ready,

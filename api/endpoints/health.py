@@ -9,7 +9,7 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 
 from ..context import context
 from ..errors import ErrorCode, error_response
-from .reports import json
+from .reports import json_response
 
 STATIC = os.path.join(os.path.dirname(os.path.dirname(__file__)), "static")
 
@@ -20,13 +20,13 @@ see <a href="/openapi.json">/openapi.json</a>.</p></body></html>"""
 
 
 async def healthz(request: Request) -> Response:
-    return json({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def readyz(request: Request) -> Response:
     replica = context(request).replica
     if replica.ready:
-        return json({"status": "ready"})
+        return json_response({"status": "ready"})
     return error_response(503, ErrorCode.NOT_READY,
                           replica.problem or "catching up with the rollup journal")
 
@@ -37,7 +37,7 @@ async def metrics(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return json(request.app.state.openapi)
+    return json_response(request.app.state.openapi)
 
 
 async def index(request: Request) -> Response:

@@ -27,7 +27,8 @@ from ..query import Answer, combine
 _encode = msgspec.json.Encoder().encode
 
 
-def json(body: Any) -> Response:
+def json_response(body: Any) -> Response:
+    """`body` encoded once with msgspec (not Starlette's JSONResponse, which uses `json`)."""
     return Response(_encode(body), media_type="application/json")
 
 
@@ -45,7 +46,7 @@ def respond(request: Request, model: type[models.Report], tenant: str, r: params
                 "as_of": None if whole.as_of is None else params.iso(whole.as_of)}
     before = None if previous is None else (params.iso(previous[0].from_us),
                                             params.iso(previous[0].to_us), previous[2])
-    return json(models.build(model, envelope, numbers, before))
+    return json_response(models.build(model, envelope, numbers, before))
 
 
 async def with_previous(request: Request, r: params.Range,
