@@ -5,8 +5,8 @@ processes the way users start them.
 and cannot reach it fails, it is never skipped. Each test gets its own topics, consumer
 group, lake and state folders, so tests share the broker and nothing else. Under
 pytest-xdist (scripts/test runs two workers) each worker is a session of its own, with
-its own broker, port and temporary folders; `--dist loadfile` keeps a file's tests on
-one worker, so a module-scoped stack is built once.
+its own broker, port and temporary folders; `--dist loadgroup` keeps the tests that
+share a module- or package-scoped stack on one worker, so it is built once.
 """
 
 from __future__ import annotations
@@ -24,6 +24,22 @@ import pytest
 from pulse.benchmarks.harness import free_port
 from tests.deployment import Pulse
 from tests.s3 import S3Server, start_s3
+
+SHARED_STACKS = {"api": "module", "browser": "package"}
+"""Test folders whose fixtures start a deployment once per module or per package."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under xdist (`--dist loadgroup`), keep together only the tests that share a
+    deployment (a module of tests/api, the whole of tests/browser), so that it starts
+    once; every other test goes to whichever worker is free, which keeps two workers
+    busy to the end rather than one finishing a long file alone."""
+    for item in items:
+        parts = item.path.relative_to(Path(__file__).parent).parts
+        scope = SHARED_STACKS.get(parts[0]) if len(parts) > 1 else None
+        if scope is not None:
+            group = "/".join(parts) if scope == "module" else parts[0]
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.hookimpl(wrapper=True)
