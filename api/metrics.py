@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -100,62 +101,10 @@ class _JournalCollector:
         yield unavailable
 
     def collect(self):  # type: ignore[no-untyped-def]
-        events = GaugeMetricFamily("pulse_events", "input messages by outcome (journal totals)",
-                                   labels=["outcome"])
-        totals: dict[str, int] = {}
-        for info in self.store.partitions.values():
-            for key, value in info.counters.items():
-                totals[key] = totals.get(key, 0) + value
-        for key, value in sorted(totals.items()):
-            events.add_metric([key], value)
-        yield events
-        flush = GaugeMetricFamily("pulse_lake_last_flush_timestamp_seconds",
-                                  "last lake flush per input partition", labels=["partition"])
-        as_of = GaugeMetricFamily("pulse_as_of_timestamp_seconds",
-                                  "time the rollups are complete up to, per keyed partition "
-                                  "(measures and journeys; answers use the least)",
-                                  labels=["partition"])
-        behind = GaugeMetricFamily("pulse_rollups_behind_seconds",
-                                "now minus as_of, per keyed partition", labels=["partition"])
-        failures = GaugeMetricFamily("pulse_lake_write_failures",
-                                     "failed lake writes per input partition (retried)",
-                                     labels=["partition"])
-        failing = GaugeMetricFamily("pulse_lake_write_failing",
-                                    "1 while an input partition's lake writes fail",
-                                    labels=["partition"])
-        iceberg_waiting = GaugeMetricFamily(
-            "pulse_iceberg_files_waiting", "lake files of an input partition not yet known "
-            "to be in the Iceberg tables", labels=["partition"])
-        iceberg_failing = GaugeMetricFamily(
-            "pulse_iceberg_commit_failing", "1 while the Iceberg commits of an input "
-            "partition's worker fail (the lake and the rollups go on)", labels=["partition"])
-        marks: dict[int, LakeMark] = {}
         now = time.time()
-        for q, info in self.store.partitions.items():
-            for p, mark in info.lake.items():
-                seen = marks.get(p)
-                if seen is None or (mark.flushed_at_us, mark.failures) > (seen.flushed_at_us,
-                                                                          seen.failures):
-                    marks[p] = mark
-            complete = partition_as_of(info, self.partitions)
-            if complete is not None:
-                t = complete / 1e6
-                as_of.add_metric([str(q)], t)
-                behind.add_metric([str(q)], max(0.0, now - t))
-        for p, mark in sorted(marks.items()):
-            if mark.flushed_at_us:  # an idle partition reports progress before any flush
-                flush.add_metric([str(p)], mark.flushed_at_us / 1e6)
-            failures.add_metric([str(p)], mark.failures)
-            failing.add_metric([str(p)], 1.0 if mark.error else 0.0)
-            iceberg_waiting.add_metric([str(p)], mark.iceberg_waiting)
-            iceberg_failing.add_metric([str(p)], 1.0 if mark.iceberg_error else 0.0)
-        yield flush
-        yield failures
-        yield failing
-        yield iceberg_waiting
-        yield iceberg_failing
-        yield as_of
-        yield behind
+        yield self._events()
+        yield from self._lake_marks()
+        yield from self._as_of(now)
         yield from self._recovery(now)
         consumer_lag = GaugeMetricFamily("pulse_consumer_lag",
                                          "messages not yet committed, per group and partition",
@@ -168,3 +117,60 @@ class _JournalCollector:
                                     "journal records folded by this API process")
         records.add_metric([], self.replica.records)
         yield records
+
+    def _events(self) -> GaugeMetricFamily:
+        events = GaugeMetricFamily("pulse_events", "input messages by outcome (journal totals)",
+                                   labels=["outcome"])
+        totals: dict[str, int] = {}
+        for info in self.store.partitions.values():
+            for key, value in info.counters.items():
+                totals[key] = totals.get(key, 0) + value
+        for key, value in sorted(totals.items()):
+            events.add_metric([key], value)
+        return events
+
+    def _lake_marks(self) -> Iterator[GaugeMetricFamily]:
+        """Per input partition, its newest lake mark (any keyed partition may carry it)."""
+        by = ["partition"]
+        flush = GaugeMetricFamily("pulse_lake_last_flush_timestamp_seconds",
+                                  "last lake flush per input partition", labels=by)
+        failures = GaugeMetricFamily("pulse_lake_write_failures",
+                                     "failed lake writes per input partition (retried)", labels=by)
+        failing = GaugeMetricFamily("pulse_lake_write_failing",
+                                    "1 while an input partition's lake writes fail", labels=by)
+        iceberg_waiting = GaugeMetricFamily(
+            "pulse_iceberg_files_waiting", "lake files of an input partition not yet known "
+            "to be in the Iceberg tables", labels=by)
+        iceberg_failing = GaugeMetricFamily(
+            "pulse_iceberg_commit_failing", "1 while the Iceberg commits of an input "
+            "partition's worker fail (the lake and the rollups go on)", labels=by)
+        marks: dict[int, LakeMark] = {}
+        for info in self.store.partitions.values():
+            for p, mark in info.lake.items():
+                seen = marks.get(p)
+                if seen is None or (mark.flushed_at_us, mark.failures) > (seen.flushed_at_us,
+                                                                          seen.failures):
+                    marks[p] = mark
+        for p, mark in sorted(marks.items()):
+            if mark.flushed_at_us:  # an idle partition reports progress before any flush
+                flush.add_metric([str(p)], mark.flushed_at_us / 1e6)
+            failures.add_metric([str(p)], mark.failures)
+            failing.add_metric([str(p)], 1.0 if mark.error else 0.0)
+            iceberg_waiting.add_metric([str(p)], mark.iceberg_waiting)
+            iceberg_failing.add_metric([str(p)], 1.0 if mark.iceberg_error else 0.0)
+        yield from (flush, failures, failing, iceberg_waiting, iceberg_failing)
+
+    def _as_of(self, now: float) -> Iterator[GaugeMetricFamily]:
+        as_of = GaugeMetricFamily("pulse_as_of_timestamp_seconds",
+                                  "time the rollups are complete up to, per keyed partition "
+                                  "(measures and journeys; answers use the least)",
+                                  labels=["partition"])
+        behind = GaugeMetricFamily("pulse_rollups_behind_seconds",
+                                   "now minus as_of, per keyed partition", labels=["partition"])
+        for q, info in self.store.partitions.items():
+            complete = partition_as_of(info, self.partitions)
+            if complete is not None:
+                t = complete / 1e6
+                as_of.add_metric([str(q)], t)
+                behind.add_metric([str(q)], max(0.0, now - t))
+        yield from (as_of, behind)
