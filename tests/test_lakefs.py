@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pulse import lakefs
+from pulse import lakefs, lakefs_s3
 from pulse.lakefs import LakeStore, LakeStoreError
 from pulse.settings import Settings, SettingsError
 from tests.s3 import S3Server
@@ -53,7 +53,7 @@ def test_put_get_list_delete_walk_mean_the_same_on_both(store: LakeStore):
     assert [e.name for e in store.list("_pulse/checkpoints")] == ["p0001.bin"]
 
 
-@pytest.mark.parametrize("size", [1000, lakefs.SINGLE_PUT_BYTES + 1000])
+@pytest.mark.parametrize("size", [1000, lakefs_s3.SINGLE_PUT_BYTES + 1000])
 def test_a_writer_that_raises_leaves_nothing_and_a_whole_file_reads_back(
         store: LakeStore, size: int):
     data = os.urandom(size)

@@ -30,6 +30,8 @@ of ours."""
 SEAM = "pulse.lakefs"
 """The one way to the lake's files: it knows the settings that say where the lake is and
 the lake's names (schemas), nothing that reads or writes the events."""
+SEAM_S3 = "pulse.lakefs_s3"
+"""The seam's S3 store, which only the seam imports (when a lake is on S3)."""
 CACHE = "pulse.lakecache"
 """Local copies of lake files for readers (the API's lake queries on S3): it reaches the
 lake only through the seam."""
@@ -41,7 +43,8 @@ ALLOWED = {
     "pulse.schemas": set(),
     "pulse.rollups": {"pulse.schemas"},
     **{leaf: set() for leaf in LEAVES},
-    SEAM: {"pulse.settings", "pulse.schemas"},
+    SEAM: {"pulse.settings", "pulse.schemas", SEAM_S3},
+    SEAM_S3: {"pulse.settings", SEAM},
     CACHE: {"pulse.settings", SEAM},
     **{shared: BELOW_BOTH_SIDES for shared in SHARED},
     "pulse.streams": BELOW_BOTH_SIDES | set(SHARED),
