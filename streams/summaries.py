@@ -113,8 +113,8 @@ def _tenant(store: LakeStore, db: duckdb.DuckDBPyConnection, tenant: str,
     wanted = {day: summaries.digest([r.rpartition("/")[2] for r in rels], engaged, steps)
               for day, rels in days.items()}
     kept = {day: d for day, d in kept.items() if wanted.get(day) == d.digest}
-    if previous is None and not wanted:
-        return
+    if not wanted:
+        return  # no day final now (new files landed): readers already skip stale days
     if previous is not None and len(kept) == len(previous.days) == len(wanted):
         _delete_unnamed(now, previous, tenant, delete_later)
         return
