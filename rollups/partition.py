@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import zlib
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -70,7 +71,17 @@ class StepBatch(msgspec.Struct, tag="steps", array_like=True, gc=False):
     """(tenant, campaign, customer, step index, occurred µs)."""
 
 
-KeyedMessage = ColumnBatch | EventBatch | StepBatch
+class JourneySteps(msgspec.Struct, tag="journey-steps", array_like=True, gc=False):
+    """The funnel steps any number of keyed partitions counted for the journeys of one:
+    what the rollup agent sends each partition once per group of messages it processed
+    (`merge_steps`), rather than a `StepBatch` per message and destination; `as_of` is
+    each sender's (see `StepBatch`)."""
+
+    as_of: dict[int, int]
+    steps: list[tuple[str, str | None, str, int, int]]
+
+
+KeyedMessage = ColumnBatch | EventBatch | StepBatch | JourneySteps
 
 
 @dataclass(frozen=True)
@@ -146,14 +157,17 @@ class PartitionState:
             return Outcome(None)  # processed before: its delta is in the journal
         change = _Change(self)
         forwards: dict[int, StepBatch] = {}
-        if not isinstance(message, StepBatch):
+        if isinstance(message, JourneySteps):
+            self._steps(message.steps, message.as_of, change)
+        elif isinstance(message, StepBatch):
+            self._steps(message.steps, {} if message.as_of_us is None
+                        else {message.origin: message.as_of_us}, change)
+        else:
             steps = self._events(message if isinstance(message, ColumnBatch)
                                  else message.columns(), change)
             as_of = self.as_of()
             for j, group in _by_journey(steps, self.spec.partitions).items():
                 forwards[j] = StepBatch(self.partition, as_of, group)
-        else:
-            self._steps(message, change)
         self.keyed_next = keyed_offset + 1
         self._advance_horizon()
         if session != self._session:
@@ -267,9 +281,9 @@ class PartitionState:
                 change.lake[p] = mark
         self.lake.update(change.lake)
 
-    def _steps(self, batch: StepBatch, change: _Change) -> None:
+    def _steps(self, steps: Steps, as_of: dict[int, int], change: _Change) -> None:
         n = len(self.spec.funnel.steps)
-        for tenant, campaign, customer, step, at_us in batch.steps:
+        for tenant, campaign, customer, step, at_us in steps:
             group = self.journeys.setdefault((tenant, campaign), {})
             moved = funnel.advance(group.get(customer), n, step, at_us, HOUR_US)
             if moved is None:
@@ -288,8 +302,9 @@ class PartitionState:
                     bucket.funnel[pos[1]] = total
                 else:
                     del bucket.funnel[pos[1]]
-        if batch.as_of_us is not None and batch.as_of_us > self.upstream.get(batch.origin, -1):
-            self.upstream[batch.origin] = change.upstream[batch.origin] = batch.as_of_us
+        for origin, origin_as_of in as_of.items():
+            if origin_as_of > self.upstream.get(origin, -1):
+                self.upstream[origin] = change.upstream[origin] = origin_as_of
 
     def _advance_horizon(self) -> None:
         if self.watermark_us is None:
@@ -402,6 +417,20 @@ class _Change:
             progress=self.progress, upstream=self.upstream, lake=self.lake,
             keyed_next=state.keyed_next, stats=stats,
         )
+
+
+def merge_steps(batches: Iterable[tuple[int, StepBatch]]) -> dict[int, JourneySteps]:
+    """(destination, batch) pairs as one message per destination, steps in order, each
+    sender's newest `as_of` (heartbeats, with no steps, included)."""
+    out: dict[int, JourneySteps] = {}
+    for j, batch in batches:
+        merged = out.get(j)
+        if merged is None:
+            merged = out[j] = JourneySteps({}, [])
+        merged.steps.extend(batch.steps)
+        if batch.as_of_us is not None and batch.as_of_us > merged.as_of.get(batch.origin, -1):
+            merged.as_of[batch.origin] = batch.as_of_us
+    return out
 
 
 def _by_journey(steps: Steps, partitions: int) -> dict[int, Steps]:

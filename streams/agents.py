@@ -7,9 +7,9 @@ few messages at a time (`take_events` acks them only after the block returns) an
 each group, in this order:
 
 1. processes every message (`PartitionState.process`), in keyed-offset order;
-2. sends the funnel steps the group counted to the partitions of their journeys (and a
-   heartbeat to every partition now and then, so their `as_of` moves), and waits for
-   every acknowledgement;
+2. sends the funnel steps the group counted to the partitions of their journeys, one
+   message per partition (`JourneySteps`; with a heartbeat to every partition now and
+   then, so their `as_of` moves), and waits for every acknowledgement;
 3. writes each message's delta to the journal and waits for every acknowledgement,
    checking that this worker's writes follow one another (`PartitionOwners.confirm`);
 4. publishes the checkpoints that are due.
@@ -33,7 +33,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS, log_start, read_until
-from pulse.rollups.partition import KeyedGap, KeyedMessage, Outcome, StepBatch
+from pulse.rollups.partition import (
+    JourneySteps,
+    KeyedGap,
+    KeyedMessage,
+    Outcome,
+    StepBatch,
+    merge_steps,
+)
 
 from .owners import PartitionOwners
 
@@ -131,9 +138,11 @@ class RollupAgent:
         finally:
             await consumer.stop()
 
-    def _forwards(self, outcomes: list[tuple[int, Outcome]]) -> list[tuple[int, StepBatch]]:
-        """The step batches of a group, plus a heartbeat to every partition from each
-        partition that has not sent one for `HEARTBEAT_SECONDS`."""
+    def _forwards(self, outcomes: list[tuple[int, Outcome]]) -> list[tuple[int, JourneySteps]]:
+        """The steps a group counted, plus a heartbeat to every partition from each
+        partition that has not sent one for `HEARTBEAT_SECONDS`: one message per
+        destination (TANSU: the embedded broker spent a core on a message per processed
+        message and destination at 5 k events/s)."""
         out = [(j, batch) for _, outcome in outcomes for j, batch in outcome.forwards.items()]
         now = time.monotonic()
         for q in {q for q, _ in outcomes}:
@@ -144,7 +153,7 @@ class RollupAgent:
                 continue
             self._heartbeat_at[q] = now
             out.extend((j, StepBatch(q, state.as_of(), [])) for j in range(self.partitions))
-        return out
+        return list(merge_steps(out).items())
 
 
 def register_rollup_agent(app: faust.App, topic: Any, agent: RollupAgent) -> Any:

@@ -19,7 +19,13 @@ from pulse.rollups.dedup import MemoryRuns, SeenSet
 from pulse.rollups.funnel import FunnelSpec
 from pulse.rollups.journal import Claim, JournalFold
 from pulse.rollups.local import Entry, LocalPartitions, event_batch
-from pulse.rollups.partition import EventBatch, KeyedMessage, PartitionState, RollupSpec
+from pulse.rollups.partition import (
+    EventBatch,
+    KeyedMessage,
+    PartitionState,
+    RollupSpec,
+    merge_steps,
+)
 from pulse.rollups.store import ALL, RollupStore
 from tests import oracle
 from tests.strategies import BASE_US, HOUR, STEPS, TENANTS, streams
@@ -280,3 +286,32 @@ def test_a_batch_an_older_worker_forwarded_counts_as_its_columns_do(scenario):
         b = records.process(decoded, offset, "s")
         assert msgspec.to_builtins(a.delta) == msgspec.to_builtins(b.delta)
         assert msgspec.to_builtins(a.forwards) == msgspec.to_builtins(b.forwards)
+
+
+@settings(max_examples=40, deadline=None)
+@given(scenarios())
+def test_steps_merged_per_destination_count_as_the_batches_do(scenario):
+    """The agent sends each partition one `JourneySteps` per group of messages rather than
+    a `StepBatch` per message: the journeys and the funnel come out the same."""
+    _, source_polls = scenario
+    one_by_one, merged = LocalPartitions(SPEC), LocalPartitions(SPEC)
+    for poll in source_polls:
+        for q, batch in one_by_one.route(poll).items():
+            one_by_one.deliver(q, batch)
+        forwards = []
+        for q, batch in merged.route(poll).items():
+            offset = len(merged.keyed[q])
+            merged.keyed[q].append(batch)
+            outcome = merged.states[q].process(batch, offset, merged.session)
+            merged.journals[q].append(outcome.delta)
+            forwards.extend(outcome.forwards.items())
+        for j, steps in merge_steps(forwards).items():
+            merged.deliver(j, steps)
+    for q in range(PARTITIONS):
+        assert one_by_one.states[q].journeys == merged.states[q].journeys
+        assert one_by_one.states[q].upstream == merged.states[q].upstream
+    a, b = one_by_one.store(), merged.store()
+    for tenant in TENANTS:
+        assert msgspec.to_builtins(report.funnel(a.total(tenant, ALL, -(1 << 40), 1 << 40),
+                                                 STEPS)) == msgspec.to_builtins(
+            report.funnel(b.total(tenant, ALL, -(1 << 40), 1 << 40), STEPS))
