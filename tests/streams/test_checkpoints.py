@@ -257,12 +257,24 @@ def test_kill9_mid_checkpoint_and_mid_tail_and_a_stalled_rival_stay_exact(pulse:
     messages, valid = messages + more, valid + valid_of(more, now_us)
     assert_exact(pulse, messages, valid, now_us)
     assert watch.kills >= 1
+    # Each partition is claimed again after its rival's claim: its owner noticed at its
+    # next write, or (when the group rebalanced meanwhile) a claim came first.
     deadline = time.monotonic() + 30
-    noticed = b"another worker wrote in between"
-    while not any(noticed in w.log_path.read_bytes()[marks[n]:] for n, w in workers.items()):
-        assert time.monotonic() < deadline, "no owner noticed the rival claims"
+    while unclaimed := _not_claimed_again(pulse, workers, marks):
+        assert time.monotonic() < deadline, f"rival claims not noticed in {unclaimed}"
         time.sleep(0.5)
+    latest = {q: [r for _, r in rs if isinstance(r, journal.Claim)][-1].session
+              for q, rs in asyncio.run(_journal(pulse)).items()}
+    assert not [q for q, session in latest.items() if session.startswith("rival-")]
     assert_every_checkpoint_is_the_journals(pulse)
+
+
+def _not_claimed_again(pulse: Pulse, workers: dict[str, Proc], marks: dict[str, int]
+                       ) -> list[int]:
+    said = b"".join(w.log_path.read_bytes()[marks[n]:] for n, w in workers.items())
+    return [q for q in range(pulse.settings.partitions)
+            if f"keyed partition {q}: journal offset".encode() not in said
+            and f"keyed partition {q}: claimed at journal offset".encode() not in said]
 
 
 async def _rival_claims(pulse: Pulse) -> None:
