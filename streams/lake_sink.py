@@ -31,6 +31,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 
 import msgspec
@@ -50,6 +51,10 @@ from .iceberg import Committer
 from .iceberg_files import FileStats, TableFile, flush_files, source_key, writer_plan
 
 FOLDER_CHUNKS = 64
+PARALLEL_PUTS = 4
+"""Files of one flush written at once: a flush touches a file per tenant and day, and
+each costs a round trip to an object store (or an fsync on a folder), so one after
+another they leave the sink waiting on the network rather than on the CPU."""
 """Poll tables one folder keeps before they are merged into one (fewer, larger buffers)."""
 IDLE_MARK_SECONDS = 5.0
 """How often partitions with nothing to write report their progress (see `mark_idle`)."""
@@ -157,6 +162,10 @@ class LakeWriter:
         self._recovered: dict[int, list[TableFile]] = {}
         self._stats: tuple[Flush, dict[str, FileStats]] | None = None
         """The last flush written, and each of its files' statistics (for Iceberg)."""
+        self._puts = ThreadPoolExecutor(PARALLEL_PUTS, thread_name_prefix="lake-put")
+        if iceberg is not None:  # pyiceberg imported here, not by eight puts at once
+            for kind in (lake.EVENTS, lake.DEAD_LETTERS):
+                writer_plan(kind)
 
     def _intent_path(self, partition: int) -> str:
         return f"_pulse/ingest/{self.epoch}/p{partition:04d}.json"
@@ -230,32 +239,34 @@ class LakeWriter:
         return size
 
     def write(self, flush: Flush) -> tuple[int, int]:
-        """Write every file of `flush`; returns (files, bytes)."""
+        """Write every file of `flush`; returns (files, bytes). Every write has ended
+        when it returns or raises, so a retry never races a write of the same name."""
         name = lake.LakeFile(self.epoch, flush.partition, flush.first, flush.last).name
-        files = size = 0
         stats: dict[str, FileStats] = {}
-        for (tenant, day), folder in flush.events.items():
-            table = folder.table(flush.partition)
-            size += self._put(lake.EVENTS, f"{lake.event_dir(tenant, day)}/{name}", table, stats)
-            files += 1
-        for day, letters in flush.dead.items():
-            table = pa.Table.from_arrays(
-                [
-                    pa.array([d.raw for d in letters], pa.binary()),
-                    pa.array([d.reason for d in letters], pa.string()),
-                    pa.array([d.error for d in letters], pa.string()),
-                    pa.array([self.topic] * len(letters), pa.string()),
-                    pa.array([flush.partition] * len(letters), pa.int32()),
-                    pa.array([d.offset for d in letters], pa.int64()),
-                    pa.array([d.timestamp_us for d in letters], pa.int64()).cast(UTC_MICROS),
-                ],
-                schema=DEAD_LETTER_SCHEMA,
-            )
-            size += self._put(lake.DEAD_LETTERS, f"{lake.dead_letter_dir(day)}/{name}", table,
-                              stats)
-            files += 1
+        puts = [(lake.EVENTS, f"{lake.event_dir(tenant, day)}/{name}",
+                 folder.table(flush.partition)) for (tenant, day), folder in flush.events.items()]
+        puts += [(lake.DEAD_LETTERS, f"{lake.dead_letter_dir(day)}/{name}",
+                  self._dead_letters(flush.partition, letters))
+                 for day, letters in flush.dead.items()]
+        done, _ = wait([self._puts.submit(self._put, kind, rel, table, stats)
+                        for kind, rel, table in puts])
+        size = sum(future.result() for future in done)
         self._stats = (flush, stats)
-        return files, size
+        return len(puts), size
+
+    def _dead_letters(self, partition: int, letters: list[DeadLetter]) -> pa.Table:
+        return pa.Table.from_arrays(
+            [
+                pa.array([d.raw for d in letters], pa.binary()),
+                pa.array([d.reason for d in letters], pa.string()),
+                pa.array([d.error for d in letters], pa.string()),
+                pa.array([self.topic] * len(letters), pa.string()),
+                pa.array([partition] * len(letters), pa.int32()),
+                pa.array([d.offset for d in letters], pa.int64()),
+                pa.array([d.timestamp_us for d in letters], pa.int64()).cast(UTC_MICROS),
+            ],
+            schema=DEAD_LETTER_SCHEMA,
+        )
 
 
 @dataclass
