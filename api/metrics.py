@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from pulse.rollups.journal import LakeMark
 from pulse.rollups.store import RollupStore
 
 from .lag import LagWatch
@@ -144,13 +143,7 @@ class _JournalCollector:
         iceberg_failing = GaugeMetricFamily(
             "pulse_iceberg_commit_failing", "1 while the Iceberg commits of an input "
             "partition's worker fail (the lake and the rollups go on)", labels=by)
-        marks: dict[int, LakeMark] = {}
-        for info in self.store.partitions.values():
-            for p, mark in info.lake.items():
-                seen = marks.get(p)
-                if seen is None or (mark.flushed_at_us, mark.failures) > (seen.flushed_at_us,
-                                                                          seen.failures):
-                    marks[p] = mark
+        marks = self.store.lake_marks()
         for p, mark in sorted(marks.items()):
             if mark.flushed_at_us:  # an idle partition reports progress before any flush
                 flush.add_metric([str(p)], mark.flushed_at_us / 1e6)

@@ -253,6 +253,18 @@ class RollupStore:
         return all(q in self.partitions and self.partitions[q].records
                    for q in range(partitions))
 
+    def lake_marks(self) -> dict[int, LakeMark]:
+        """The newest lake mark of each input partition, whichever journal partition
+        carries it (a partition's ingest owner may have moved between workers)."""
+        marks: dict[int, LakeMark] = {}
+        for info in self.partitions.values():
+            for p, mark in info.lake.items():
+                seen = marks.get(p)
+                if seen is None or (mark.flushed_at_us, mark.failures) > (seen.flushed_at_us,
+                                                                          seen.failures):
+                    marks[p] = mark
+        return marks
+
     def _add(self, info: PartitionInfo, tenant_id: str, campaign: str | None, hour: int,
              m: Measures) -> None:
         bucket = info.buckets.get((tenant_id, campaign, hour))

@@ -7,7 +7,6 @@ import time
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pulse.rollups.journal import LakeMark
 from pulse.rollups.store import PartitionInfo
 from pulse.rollups.windows import HOUR_US
 
@@ -55,7 +54,7 @@ async def status(request: Request) -> Response:
     ctx = context(request)
     require_admin(ctx.keys.scope(request))
     totals, partitions, as_of = _partitions(ctx)
-    lake_marks = _lake_marks(ctx)
+    lake_marks = ctx.store.lake_marks()
     replica = ctx.replica
     return json_response({
         "ready": replica.ready,
@@ -125,15 +124,3 @@ def _partitions(ctx: Context) -> tuple[dict[str, int], dict[str, dict[str, objec
                 "beyond_retention"):
         totals.setdefault(key, 0)
     return totals, partitions, as_of
-
-
-def _lake_marks(ctx: Context) -> dict[int, LakeMark]:
-    """The newest lake mark of each input partition, whichever journal partition has it."""
-    marks: dict[int, LakeMark] = {}
-    for info in ctx.store.partitions.values():
-        for p, mark in info.lake.items():
-            seen = marks.get(p)
-            if seen is None or (mark.flushed_at_us, mark.failures) > (seen.flushed_at_us,
-                                                                      seen.failures):
-                marks[p] = mark
-    return marks
