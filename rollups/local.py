@@ -18,7 +18,7 @@ from pulse.schemas.events import Event
 from .columns import ColumnBatch, from_events
 from .dedup import MemoryRuns, SeenSet, content_digest, id_digest, keyed_partition
 from .journal import Claim, Delta, LakeMark, Record
-from .partition import KeyedMessage, PartitionState, RollupSpec, StepBatch
+from .partition import KeyedMessage, Outcome, PartitionState, RollupSpec, StepBatch, merge_steps
 from .store import RollupStore
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -69,17 +69,29 @@ class LocalPartitions:
         for q, batch in self.route(entries).items():
             self.deliver(q, batch)
 
+    def send_grouped(self, entries: Iterable[Entry]) -> None:
+        """Forward one poll as the rollup agent does: every message processed, then the
+        steps they forwarded sent once per destination (`merge_steps`)."""
+        forwards = [item for q, batch in self.route(entries).items()
+                    for item in self._process(q, batch).forwards.items()]
+        for j, steps in merge_steps(forwards).items():
+            self.deliver(j, steps)
+
     def deliver(self, q: int, message: KeyedMessage) -> Delta | None:
         """Append `message` to partition `q`'s keyed topic and process it, then every
         step batch it forwards; returns `q`'s delta."""
+        outcome = self._process(q, message)
+        for j, steps in outcome.forwards.items():
+            self.deliver(j, steps)
+        return outcome.delta
+
+    def _process(self, q: int, message: KeyedMessage) -> Outcome:
         offset = len(self.keyed[q])
         self.keyed[q].append(message)
         outcome = self.states[q].process(message, offset, self.session)
         if outcome.delta is not None:
             self.journals[q].append(outcome.delta)
-        for j, steps in outcome.forwards.items():
-            self.deliver(j, steps)
-        return outcome.delta
+        return outcome
 
     def store(self) -> RollupStore:
         """A reader's rollups, folded from every partition's journal."""

@@ -19,13 +19,7 @@ from pulse.rollups.dedup import MemoryRuns, SeenSet
 from pulse.rollups.funnel import FunnelSpec
 from pulse.rollups.journal import Claim, JournalFold
 from pulse.rollups.local import Entry, LocalPartitions, event_batch
-from pulse.rollups.partition import (
-    EventBatch,
-    KeyedMessage,
-    PartitionState,
-    RollupSpec,
-    merge_steps,
-)
+from pulse.rollups.partition import EventBatch, KeyedMessage, PartitionState, RollupSpec
 from pulse.rollups.store import ALL, RollupStore
 from tests import oracle
 from tests.strategies import BASE_US, HOUR, STEPS, TENANTS, streams
@@ -296,17 +290,8 @@ def test_steps_merged_per_destination_count_as_the_batches_do(scenario):
     _, source_polls = scenario
     one_by_one, merged = LocalPartitions(SPEC), LocalPartitions(SPEC)
     for poll in source_polls:
-        for q, batch in one_by_one.route(poll).items():
-            one_by_one.deliver(q, batch)
-        forwards = []
-        for q, batch in merged.route(poll).items():
-            offset = len(merged.keyed[q])
-            merged.keyed[q].append(batch)
-            outcome = merged.states[q].process(batch, offset, merged.session)
-            merged.journals[q].append(outcome.delta)
-            forwards.extend(outcome.forwards.items())
-        for j, steps in merge_steps(forwards).items():
-            merged.deliver(j, steps)
+        one_by_one.send(poll)
+        merged.send_grouped(poll)
     for q in range(PARTITIONS):
         assert one_by_one.states[q].journeys == merged.states[q].journeys
         assert one_by_one.states[q].upstream == merged.states[q].upstream
