@@ -81,14 +81,7 @@ def test_racing_committers_and_a_repeated_commit_add_every_file_once(tmp_path: P
     settings = Settings(lake=str(root))
     url = iceberg.catalog_url(settings, store)
     assert url == f"sqlite:///{root}/catalog.db"
-    files: list[iceberg_files.TableFile] = []
-    for folder, entries in lake_dirs(store).items():
-        for rel in live(folder, entries):
-            parsed = lake.parse_name(rel.rpartition("/")[2])
-            assert parsed is not None
-            files.append(iceberg_files.TableFile(rel, folder.kind, folder.tenant_id, folder.day,
-                                           iceberg_files.source_key(parsed.epoch, parsed.partition),
-                                           parsed.last))
+    files = live_table_files(store)
     # Three "workers" commit overlapping halves at once; then one commits all again, as
     # a worker killed after its commit and before any local record of it would.
     flushes = sorted({(f.source, f.last) for f in files})
@@ -266,14 +259,7 @@ def test_while_commits_fail_the_queue_stops_growing_and_compact_registers_the_re
     catalog = tmp_path / "catalog"  # missing: the catalog cannot be opened
     url = f"sqlite:///{catalog}/catalog.db"
     committer = iceberg.Committer(iceberg.Tables(url, store, settings), 0.01)
-    files = []
-    for folder, entries in lake_dirs(store).items():
-        for rel in live(folder, entries):
-            parsed = lake.parse_name(rel.rpartition("/")[2])
-            assert parsed is not None
-            files.append(iceberg_files.TableFile(rel, folder.kind, folder.tenant_id, folder.day,
-                                           iceberg_files.source_key(parsed.epoch, parsed.partition),
-                                           parsed.last))
+    files = live_table_files(store)
     first = min(f.last for f in files)
     committer.add(f for f in files if f.last == first)
     asyncio.run(committer.run(stopping=lambda: True))  # one attempt: it fails
@@ -329,3 +315,16 @@ def test_a_catalog_that_is_down_delays_iceberg_commits_only(pulse: Pulse):
     unique = len(oracle.unique(every))
     assert table_counts(tables) == (len(every), unique, len(first) + len(second) - len(every))
     assert worker.alive()
+
+
+def live_table_files(store: LakeStore) -> list[iceberg_files.TableFile]:
+    """Every live file of the lake, as the sink hands it to the committer."""
+    files = []
+    for folder, entries in lake_dirs(store).items():
+        for rel in live(folder, entries):
+            parsed = lake.parse_name(rel.rpartition("/")[2])
+            assert parsed is not None
+            files.append(iceberg_files.TableFile(
+                rel, folder.kind, folder.tenant_id, folder.day,
+                iceberg_files.source_key(parsed.epoch, parsed.partition), parsed.last))
+    return files
