@@ -406,4 +406,7 @@ def test_one_tenant_spreads_over_partitions_and_workers_exact_across_kill9_of_ei
         assert re.search(r"claimed at journal offset \d+ \(session \w+\); checkpoint at",
                          log), (name, log[-3000:])
         assert "rebuilding it from the lake" not in log and "Traceback" not in log, name
-        assert "dedup runs were not whole on this disk; fetched from the lake" in log, name
+    # Whichever worker claimed a partition whose runs it lacks (deleted) or holds damaged
+    # took the lake's copies: b may get its old partitions back, or a may take them.
+    fetched = "dedup runs were not whole on this disk; fetched from the lake"
+    assert any(fetched in worker.log() for worker in workers.values())
