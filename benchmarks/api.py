@@ -60,8 +60,10 @@ from .workload import HOUR_MS, events
 
 GOAL_P99_MS = 5.0
 GOAL_RATIO = 0.5
-FLOOR_P99_MS = 25.0
-FLOOR_RATIO = 0.4
+FLOOR_P99_MS = 10.0
+FLOOR_RATIO = 0.5
+"""Floors raised toward what was reached (p99 4.3 ms, the insight answers' 7.8 ms;
+0.66x), with room for a shared machine's p99."""
 TENANT = "acme"
 CAMPAIGN = "spring"
 KEY = "bench-acme-key-0001"

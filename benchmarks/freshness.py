@@ -26,7 +26,8 @@ from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS
 from .harness import Summary, bench_settings, broker, free_port, say, spawn
 from .workload import events
 
-GOAL_S, FLOOR_S = 1.0, 2.0
+GOAL_S, FLOOR_S = 1.0, 1.0
+"""The floor raised to the goal once it was reached (p99 0.7 s, December)."""
 PROBES_PER_SECOND = 10
 ADMIN = "bench-admin-key"
 
