@@ -141,8 +141,8 @@ class RollupAgent:
     def _forwards(self, outcomes: list[tuple[int, Outcome]]) -> list[tuple[int, JourneySteps]]:
         """The steps a group counted, plus a heartbeat to every partition from each
         partition that has not sent one for `HEARTBEAT_SECONDS`: one message per
-        destination (TANSU: the embedded broker spent a core on a message per processed
-        message and destination at 5 k events/s)."""
+        destination (a message per processed message and destination cost the embedded
+        broker a core at 5 k events/s)."""
         out = [(j, batch) for _, outcome in outcomes for j, batch in outcome.forwards.items()]
         now = time.monotonic()
         for q in {q for q, _ in outcomes}:

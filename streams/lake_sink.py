@@ -51,11 +51,11 @@ from .iceberg import Committer
 from .iceberg_files import FileStats, TableFile, flush_files, source_key, writer_plan
 
 FOLDER_CHUNKS = 64
+"""Poll tables one folder keeps before they are merged into one (fewer, larger buffers)."""
 PARALLEL_PUTS = 4
 """Files of one flush written at once: a flush touches a file per tenant and day, and
 each costs a round trip to an object store (or an fsync on a folder), so one after
 another they leave the sink waiting on the network rather than on the CPU."""
-"""Poll tables one folder keeps before they are merged into one (fewer, larger buffers)."""
 IDLE_MARK_SECONDS = 5.0
 """How often partitions with nothing to write report their progress (see `mark_idle`)."""
 
