@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from pulse.settings import TENANT_ID_PATTERN
+from pulse.schemas.events import TENANT_ID_PATTERN
 
 from .errors import ApiError, ErrorCode
 from .params import query

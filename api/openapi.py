@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pulse.rollups.reach import MAX_WINDOW_S
+from pulse.schemas.events import TENANT_ID_PATTERN
 
 from . import models
 
@@ -64,7 +65,7 @@ STEP = Param("step", "the funnel step, by number: 1 (the first) to the number of
              "PULSE_FUNNEL_STEPS", True, {"type": "integer", "minimum": 1})
 """Its maximum is the configured number of steps, which `document` is given."""
 TENANT = Param("tenant", "the tenant to report on; required with an admin key",
-               schema={"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"})
+               schema={"type": "string", "pattern": f"^{TENANT_ID_PATTERN}$"})
 
 
 def document(endpoints: list[Endpoint], version: str, funnel_steps: int) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-TENANT_ID_PATTERN = r"[A-Za-z0-9_.-]{1,64}"
+from pulse.schemas.events import TENANT_ID_PATTERN
+
 _TENANT_RE = re.compile(TENANT_ID_PATTERN)
 
 

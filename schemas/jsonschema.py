@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from .events import MAX_METADATA_BYTES, RULES, WireEvent
+from .events import MAX_METADATA_BYTES, RULES, TENANT_ID_PATTERN, WireEvent
 
 _DESCRIPTIONS = {
     "id": "Unique event id; two events with the same tenant_id and id are one event.",
@@ -41,6 +41,7 @@ def event_json_schema() -> dict[str, Any]:
         "anyOf": [{"type": "string", "format": "date-time"}, {"type": "integer"}]
     }
     properties["metadata"] = {"anyOf": [{"type": "object"}, {"type": "null"}]}
+    properties["tenant_id"]["pattern"] = f"^{TENANT_ID_PATTERN}$"
     for name, text in _DESCRIPTIONS.items():
         properties[name]["description"] = text
     conditions = []

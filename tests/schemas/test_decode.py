@@ -50,6 +50,7 @@ def nested(levels: int) -> object:
     (with_(id=""), "bad_value"),
     (with_(id="x" * 129), "bad_value"),
     (with_(tenant_id="a b"), "bad_value"),
+    (with_(tenant_id="acme\n"), "bad_value"),
     (with_(tenant_id="t" * 65), "bad_value"),
     (with_(event_type="sms"), "bad_value"),
     (with_(channel="fax"), "bad_value"),
