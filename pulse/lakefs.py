@@ -229,7 +229,7 @@ class LakeStore:
 
     def put_parquet(self, rel: str, table: pa.Table) -> int:
         """Write `table` as the Parquet file `rel`, whole; returns its size."""
-        return self.put_with(rel, lambda fh: pq.write_table(table, fh, compression="zstd"))
+        return self.put_with(rel, lambda fh: pq.write_table(table, fh, **lake.PARQUET_OPTIONS))
 
     def dataset(self, rels: builtins.list[str], schema: pa.Schema,
                 sizes: dict[str, int] | None = None,

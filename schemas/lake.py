@@ -21,11 +21,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 EVENTS = "events"
 DEAD_LETTERS = "dead_letters"
 SUMMARIES = "summaries"
 MANIFEST = "manifest.json"
+PARQUET_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "use_dictionary": ["event_type", "channel", "category", "label", "campaign_id",
+                       "reason", "kafka_topic"],
+}
+"""How every Parquet file of the lake is written (options of pyarrow's writers): dictionary
+pages only for the columns that hold few distinct values: on ids, times and
+metadata a dictionary is built and then abandoned or barely used, and the files came
+out larger (22.8 vs 17.6 bytes an event at 1,700 rows; 19.6 vs 14.3 at 50,000) and a
+quarter to a third slower to write (measured on the benchmark's events)."""
 _EPOCH_DAY = date(1970, 1, 1)
 _NAME = re.compile(r"^([0-9a-f]{1,32})-p(\d{4,})-(\d{12,})-(\d{12,})(-c)?\.parquet$")
 

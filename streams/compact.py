@@ -186,7 +186,7 @@ def _common_schema(store: LakeStore, paths: list[str]) -> pa.Schema:
 
 def _write_merged(store: LakeStore, fh: object, paths: list[str], schema: pa.Schema) -> None:
     """Rows of `paths` (a run in offset order), sorted by offset, in large row groups."""
-    with pq.ParquetWriter(fh, schema, compression="zstd") as writer:
+    with pq.ParquetWriter(fh, schema, **lake.PARQUET_OPTIONS) as writer:
         pending: list[pa.Table] = []
         rows = 0
         for path in paths:

@@ -232,9 +232,8 @@ class LakeWriter:
         if self.iceberg is None:
             return self.store.put_parquet(rel, table)
         footer: list[pq.FileMetaData] = []
-        # The options of `LakeStore.put_parquet`, with the footer kept.
         size = self.store.put_with(rel, lambda fh: pq.write_table(
-            table, fh, compression="zstd", metadata_collector=footer))
+            table, fh, **lake.PARQUET_OPTIONS, metadata_collector=footer))
         stats[rel] = FileStats.of(footer[0], size, writer_plan(kind))
         return size
 
