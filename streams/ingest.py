@@ -86,6 +86,10 @@ class Routed:
     futures: list[asyncio.Future]
     parts: dict[int, PollPart] = field(default_factory=dict)
     progress: dict[int, int] = field(default_factory=dict)
+    backlog: set[int] = field(default_factory=set)
+    """Input partitions whose records in this poll are part of a backlog."""
+    caught_up: set[int] = field(default_factory=set)
+    """Input partitions read to the end of their log by this poll."""
 
 
 class Ingest:
@@ -106,6 +110,10 @@ class Ingest:
         )
         self._reading: dict[int, int] = {}
         """Input partition -> the next offset this stage expects from the consumer."""
+        self._catching_up: set[int] = set()
+        """Input partitions being read behind the end of their log: since they were
+        assigned (a restart re-reads what was not committed), or since a poll left
+        records behind, until a poll reaches the end."""
         self._progress: dict[int, int] = {}
         self._lake_marks: dict[int, dict[int, LakeMark]] = defaultdict(dict)
         self._last_sent: dict[int, float] = {}
@@ -215,6 +223,7 @@ class Ingest:
             router.add(p, table, id_digests(events), [content_digest(_encode(e)) for e in events],
                        [(d.offset, d.reason) for d in dead])
             routed.parts[p] = PollPart(expected, [r.offset for r in records], table, dead)
+            self._note_position(p, routed)
             self._progress[p] = max(self._progress.get(p, 0), records[-1].timestamp * 1000)
             self.counts["read"] += len(records)
             self.counts["dead_letters"] += len(dead)
@@ -224,9 +233,23 @@ class Ingest:
             if p not in taken and tp in assigned and (
                     seen_us := self._caught_up_at(tp, expected)) is not None:
                 self._progress[p] = max(self._progress.get(p, 0), seen_us)
+                self._catching_up.discard(p)
         routed.progress = dict(self._progress)
         routed.futures.extend(await self._forward(router))
         return routed
+
+    def _note_position(self, p: int, routed: Routed) -> None:
+        """Whether the records `routed` holds of `p` are a backlog's, and whether they
+        reach the end of its log (the lake sink then seals the backlog's tail)."""
+        assert self.consumer is not None
+        end = self.consumer.highwater(TopicPartition(self.topics.input, p))
+        if end is not None and self._reading[p] < end:
+            self._catching_up.add(p)
+        if p in self._catching_up:
+            routed.backlog.add(p)
+            if end is not None and self._reading[p] >= end:
+                routed.caught_up.add(p)
+                self._catching_up.discard(p)
 
     def _caught_up_at(self, tp: TopicPartition, expected: int) -> int | None:
         """Since when (µs) `tp` is known to hold nothing past `expected`, else None.
@@ -253,9 +276,12 @@ class Ingest:
         for p, part in routed.parts.items():
             if self.sink.next_offset(p) != part.expected:
                 continue  # re-opened at its committed offset meanwhile: read again
-            self.sink.add_rows(p, part.offsets, part.events, part.dead)
+            self.sink.add_rows(p, part.offsets, part.events, part.dead,
+                               backlog=p in routed.backlog)
         for p, as_of in routed.progress.items():
             self.sink.note_progress(p, as_of)
+        for p in routed.caught_up:
+            self.sink.caught_up(p)
         self.sink.mark_idle()
 
     def _in_sequence(self, batches: dict[TopicPartition, list[RawRecord]],
@@ -340,6 +366,7 @@ class _Rebalance(ConsumerRebalanceListener):
             await self.ingest.sink.revoke(tp.partition)
             self.ingest._reading.pop(tp.partition, None)
             self.ingest._progress.pop(tp.partition, None)
+            self.ingest._catching_up.discard(tp.partition)
         self.ingest._rebalances += 1
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -356,6 +383,7 @@ class _Rebalance(ConsumerRebalanceListener):
             # Read from exactly where the open flush starts, whatever was prefetched.
             consumer.seek(tp, position)
             self.ingest._reading[tp.partition] = position
+            self.ingest._catching_up.add(tp.partition)
         self.ingest._rebalances += 1
         if assigned:
             log.info("ingest reads input partitions %s", sorted(tp.partition for tp in assigned))

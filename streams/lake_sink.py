@@ -28,6 +28,7 @@ import bisect
 import itertools
 import json
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -90,6 +91,8 @@ class Flush:
     """Memory the buffered rows take (Arrow buffers and dead letters' bytes)."""
     opened_at: float = 0.0
     as_of_us: int = 0
+    backlog: bool = False
+    """Some of its rows were read while the partition had more waiting behind them."""
 
     def add_event(self, event: Event, offset: int) -> None:
         """One event into its folder, for tools that build a flush by hand (the sink
@@ -302,6 +305,7 @@ class LakeSink:
         self._open: dict[int, Flush] = {}
         self._forced_last: dict[int, int] = {}
         self._sealed: deque[Flush] = deque()
+        self._tail_sealed_at: dict[int, float] = {}
         self._writing: Flush | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -330,15 +334,19 @@ class LakeSink:
             await asyncio.sleep(0.01)
         self._open.pop(partition, None)
         self._forced_last.pop(partition, None)
+        self._tail_sealed_at.pop(partition, None)
         self._sealed = deque(f for f in self._sealed if f.partition != partition)
         self.writer.handed_over(partition)
 
     # ---- rows in -------------------------------------------------------------------
 
     def add_rows(self, partition: int, offsets: Sequence[int], events: pa.Table,
-                 dead: list[DeadLetter]) -> None:
+                 dead: list[DeadLetter], backlog: bool = False) -> None:
         """A poll's rows of one partition into its open flush: the offsets of all its
-        records in order, its events (`POLL_SCHEMA`) and its dead letters."""
+        records in order, its events (`POLL_SCHEMA`) and its dead letters; `backlog`
+        says the partition had more to read after them."""
+        if backlog and partition in self._open:
+            self._open[partition].backlog = True
         forced = self._forced_last.get(partition)
         if forced is not None and offsets and offsets[-1] > forced:
             cut = bisect.bisect_right(offsets, forced)
@@ -378,6 +386,25 @@ class LakeSink:
             if forced is not None and flush.last == forced:
                 self._seal(partition, last=forced)
                 del self._forced_last[partition]
+
+    def caught_up(self, partition: int, now: float | None = None) -> None:
+        """`partition` has been read to the end of its log: seal its open flush now if
+        it holds rows of a backlog, rather than wait out `flush_seconds`.
+
+        Waiting only gathers rows into larger files, and the rows that would come next
+        arrive at the live rate, not the backlog's: the tail of a catch-up (a restart,
+        a burst) becomes durable as soon as it is read. A partition whose reading keeps
+        falling behind and catching up seals this way at most once per
+        `flush_seconds`, so files are never more than twice as many as the timer's.
+        """
+        now = time.monotonic() if now is None else now
+        flush = self._open.get(partition)
+        if (flush is None or not flush.backlog or not flush.rows
+                or partition in self._forced_last
+                or now - self._tail_sealed_at.get(partition, -math.inf) < self.flush_seconds):
+            return
+        self._tail_sealed_at[partition] = now
+        self._seal(partition, flush.last)
 
     def mark_idle(self) -> None:
         """Every `IDLE_MARK_SECONDS`, report the progress of partitions with nothing left

@@ -175,3 +175,27 @@ def test_events_become_exact_rollups_lake_rows_and_dead_letters(pulse: Pulse):
     lake_dead = pulse.lake_sql("SELECT raw, reason FROM {dead_letters}")
     assert sorted((bytes(raw), reason) for raw, reason in lake_dead) == sorted(bad.items())
     assert worker.alive()
+
+
+def test_a_backlog_is_in_the_lake_once_read_and_a_trickle_waits_for_its_flush(pulse: Pulse):
+    """The tail of a catch-up is written when it is read, not after the flush interval
+    (an hour here); an event that arrives once the worker has caught up waits for it,
+    so that a trickle does not become a file per event."""
+    now_us = time.time_ns() // 1000
+    messages, valid, _ = make_stream(seed=5, n=2000, now_us=now_us)
+    pulse.env["PULSE_LAKE_FLUSH_SECONDS"] = "3600"
+    pulse.ensure_topics()
+    assert pulse.produce(messages) == len(messages)
+    worker = pulse.start_worker()
+    pulse.rollups(until=read_all(len(messages)), timeout=90)
+    assert pulse.lake_rows(len(valid), timeout=30) == len(valid)
+
+    late = json.dumps({"id": "after-catch-up", "tenant_id": "acme", "event_type": "tag_changed",
+                       "customer_id": "c1", "label": "vip", "occurred_at": now_us // 1000})
+    pulse.produce([(b"c1", late.encode(), 0)])
+    pulse.rollups(until=read_all(len(messages) + 1), timeout=60)
+    time.sleep(1.0)
+    assert pulse.lake_rows(len(valid) + 1, timeout=0.5) == len(valid)
+
+    assert worker.stop() == 0  # a clean stop writes what it holds
+    assert pulse.lake_rows(len(valid) + 1, timeout=5) == len(valid) + 1
