@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import logging
 import multiprocessing
 import os
@@ -52,6 +53,19 @@ def use_system_allocator() -> None:
     pyarrow.set_memory_pool(pyarrow.system_memory_pool())
 
 
+def collect_garbage_rarely() -> None:
+    """Run Python's cycle collector every 20,000 new container objects rather than every
+    700, and never again over what exists now (the modules' objects, frozen).
+
+    Every poll creates tens of thousands of short-lived objects (aiokafka's records,
+    decoded events), which set off a young collection every 700 and, every few polls,
+    an old one over the whole heap: 1.2 µs of the ingest process's CPU per message
+    (8.2 -> 6.9 µs, `pulse bench ingest` at 1.5 M). The stages make next to no cycles,
+    so the rarer collections hold little garbage."""
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
 def child_main(settings: Settings, epoch: str, parent: int) -> None:
     die_with(parent)
     use_system_allocator()
@@ -68,6 +82,7 @@ def child_main(settings: Settings, epoch: str, parent: int) -> None:
             loop.add_signal_handler(sig, stop.set)
         await Ingest(settings, epoch).run(stop)
 
+    collect_garbage_rarely()
     with raw_records():  # the ingest stage reads only offsets, timestamps and values
         uvloop.run(run())
 

@@ -46,7 +46,7 @@ async def prepare(settings: Settings, broker_timeout: float = 300.0) -> str:
 
 
 def run_worker(settings: Settings) -> None:
-    from .ingest_process import use_system_allocator
+    from .ingest_process import collect_garbage_rarely, use_system_allocator
 
     use_system_allocator()
     os.makedirs(os.path.join(settings.state_dir, "faust"), exist_ok=True)
@@ -63,6 +63,7 @@ def run_worker(settings: Settings) -> None:
     from .app import create_app
 
     app = create_app(settings, epoch)
+    collect_garbage_rarely()
     log.info("worker starting: epoch %s, lake %s, state %s", epoch, settings.lake,
              settings.state_dir)
     worker = faust.Worker(
