@@ -27,6 +27,12 @@ CLIENT_DEFAULTS = {
     "metadata_max_age_ms": 30_000,
 }
 
+MAX_MESSAGE_BYTES = 8 * 2**20
+"""The largest message Pulse writes to the topics it keeps for itself (a keyed batch, a
+journal delta): its producers' `max_request_size`, and those topics'
+`max.message.bytes`. A batch of ordinary events is far smaller (about 800 KB for
+`FORWARD_EVENTS`); the room is for events whose ids and labels are long."""
+
 FETCH_MAX_WAIT_MS = 50
 """Every Pulse consumer's fetch max-wait.
 

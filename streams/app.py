@@ -15,7 +15,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_kafka
 
 from pulse.checkpoint_store import rollup_spec
-from pulse.kafka import FETCH_MAX_WAIT_MS
+from pulse.kafka import FETCH_MAX_WAIT_MS, MAX_MESSAGE_BYTES
 from pulse.lakefs import LakeStore
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
@@ -67,8 +67,8 @@ def create_app(settings: Settings, epoch: str) -> faust.App:
         broker_heartbeat_interval=2.0,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
-        consumer_max_fetch_size=4 * 1024 * 1024,  # per partition: ten keyed messages
-        producer_max_request_size=8 * 1024 * 1024,
+        consumer_max_fetch_size=4 * 1024 * 1024,  # per partition: five keyed messages
+        producer_max_request_size=MAX_MESSAGE_BYTES,
         producer_acks=-1,
         table_standby_replicas=0,
         worker_redirect_stdouts=False,

@@ -39,7 +39,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import IncompatibleBrokerVersion, KafkaError
 
-from pulse.kafka import CLIENT_DEFAULTS
+from pulse.kafka import CLIENT_DEFAULTS, MAX_MESSAGE_BYTES
 from pulse.schemas.errors import PulseError
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
@@ -72,7 +72,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     topics = Topics.of(settings)
     n = settings.partitions
     bounded = {"cleanup.policy": "delete",
-               "retention.ms": str(settings.journal_retention_hours * 3600 * 1000)}
+               "retention.ms": str(settings.journal_retention_hours * 3600 * 1000),
+               "max.message.bytes": str(MAX_MESSAGE_BYTES)}
     forever = {"cleanup.policy": "delete", "retention.ms": "-1"}
     return [
         TopicSpec(topics.input, n, {}, False),

@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS, RawRecord
+from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS, MAX_MESSAGE_BYTES, RawRecord
 from pulse.lakefs import LakeStore
 from pulse.rollups.dedup import content_digest, id_digests
 from pulse.rollups.journal import LakeMark
@@ -54,12 +54,14 @@ from .lake_sink import DeadLetter, LakeSink, LakeWriter
 log = logging.getLogger("pulse.ingest")
 _encode = msgspec.msgpack.Encoder().encode
 
-POLL_RECORDS = 20_000
+POLL_RECORDS = 40_000
+"""Most records one poll takes: large polls make large keyed messages (see
+`keyed.FORWARD_EVENTS`), which cost the rollups less per event."""
 POLLS_IN_FLIGHT = 2
 HEARTBEAT_SECONDS = 5.0
 FETCH_BYTES = 16 * 2**20
 """Most bytes one fetch brings (aiokafka buffers a fetch ahead): 80 k messages of 200
-bytes, four polls' worth, so reading never waits for the broker, and memory is bounded
+bytes, two polls' worth, so reading never waits for the broker, and memory is bounded
 by bytes whatever the message size."""
 BUFFERED_BYTES = 32 * 2**20
 """Most bytes of decoded rows the lake sink holds before reading waits: about 400 k
@@ -151,7 +153,7 @@ class Ingest:
         common = {"bootstrap_servers": self.settings.kafka_bootstrap, **CLIENT_DEFAULTS}
         # TANSU: no idempotent producer (InitProducerId fails); exactness does not need it.
         self.producer = AIOKafkaProducer(
-            acks="all", linger_ms=2, max_request_size=8 * 1024 * 1024,
+            acks="all", linger_ms=2, max_request_size=MAX_MESSAGE_BYTES,
             enable_idempotence=False, **common,
         )
         self.consumer = AIOKafkaConsumer(
