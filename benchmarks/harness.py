@@ -103,14 +103,14 @@ def listener_pid(bootstrap: str) -> int | None:
 
 
 def ingest_child(pid: int) -> int | None:
-    """The worker's ingest process (not multiprocessing's resource tracker beside it)."""
+    """The worker's ingest process."""
     try:
         children = open(f"/proc/{pid}/task/{pid}/children").read().split()
     except OSError:
         return None
     for child in children:
         try:
-            if b"spawn_main" in open(f"/proc/{child}/cmdline", "rb").read():
+            if b"pulse.streams.ingest_process" in open(f"/proc/{child}/cmdline", "rb").read():
                 return int(child)
         except OSError:
             continue

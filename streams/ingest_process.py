@@ -6,6 +6,10 @@ The Faust app still owns the stage's lifecycle: the service starts the child wit
 app, restarts it if it dies, and on shutdown asks it (SIGTERM) to drain the lake and
 commit before the app stops. The child dies with its parent even on kill -9
 (`PR_SET_PDEATHSIG`), so no orphan ever keeps consuming.
+
+The child is a plain `python -m pulse.streams.ingest_process` that reads its settings
+from its stdin, not a `multiprocessing` process: spawning that way also starts
+multiprocessing's resource tracker, a third process of 13 MiB that the stage never uses.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import asyncio
 import ctypes
 import gc
 import logging
-import multiprocessing
 import os
+import pickle
 import signal
+import subprocess
 import sys
 import time
 
@@ -94,15 +99,18 @@ class IngestProcess(Service):
         super().__init__(**kwargs)
         self.settings = settings
         self.epoch = epoch
-        self._context = multiprocessing.get_context("spawn")
-        self._process: multiprocessing.process.BaseProcess | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
 
     def _spawn(self) -> None:
-        self._process = self._context.Process(
-            target=child_main, args=(self.settings, self.epoch, os.getpid()),
-            name="pulse-ingest", daemon=True)
-        self._process.start()
+        process = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE)
+        assert process.stdin is not None
+        self._process = process
+        try:
+            with process.stdin:
+                pickle.dump((self.settings, self.epoch, os.getpid()), process.stdin)
+        except BrokenPipeError:
+            pass  # it died at once; `_watch` restarts it
 
     async def on_start(self) -> None:
         self._spawn()
@@ -113,11 +121,11 @@ class IngestProcess(Service):
         while not self.should_stop:
             await asyncio.sleep(0.5)
             process = self._process
-            if process is None or process.is_alive() or self.should_stop:
+            if process is None or process.poll() is None or self.should_stop:
                 continue
             self.restarts += 1
             log.error("the ingest process exited (code %s); restarting it in %.0f s",
-                      process.exitcode, delay)
+                      process.returncode, delay)
             started = time.monotonic()
             await asyncio.sleep(delay)
             self._spawn()
@@ -125,12 +133,17 @@ class IngestProcess(Service):
 
     async def on_stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or not process.is_alive():
+        if process is None or process.poll() is not None:
             return
         process.terminate()  # SIGTERM: drain the lake and commit
-        await asyncio.to_thread(process.join, STOP_SECONDS)
-        if process.is_alive():
+        try:
+            await asyncio.to_thread(process.wait, STOP_SECONDS)
+        except subprocess.TimeoutExpired:
             log.warning("the ingest process did not stop in %.0f s; killing it "
                         "(what it had not committed is read again)", STOP_SECONDS)
             process.kill()
-            await asyncio.to_thread(process.join)
+            await asyncio.to_thread(process.wait)
+
+
+if __name__ == "__main__":
+    child_main(*pickle.load(sys.stdin.buffer))

@@ -134,3 +134,28 @@ def test_the_ingest_child_dies_with_its_worker_even_on_kill9(pulse: Pulse):
               .split(")")[1].split()[0] for pid in children):
         assert time.monotonic() < deadline, "the ingest child outlived its worker"
         time.sleep(0.1)
+
+
+def test_a_killed_ingest_child_is_started_again_and_nothing_is_lost(pulse: Pulse):
+    """kill -9 of the ingest child alone: the worker starts another, which reads on from
+    the last commit; rollups and lake stay exact."""
+    import os
+    import signal
+
+    now_us = time.time_ns() // 1000
+    messages, valid, _ = make_stream(seed=17, n=2000, now_us=now_us)
+    pulse.ensure_topics()
+    worker = pulse.start_worker()
+    worker.wait_for_log(READY)
+    producer = Producer(pulse, messages, seconds=6)
+    producer.start()
+    time.sleep(2)
+    with open(f"/proc/{worker.pid}/task/{worker.pid}/children") as fh:
+        (child,) = [int(pid) for pid in fh.read().split()]
+    os.kill(child, signal.SIGKILL)
+    worker.wait_for_log("the ingest process exited (code -9); restarting it")
+    producer.join()
+    assert producer.error is None
+    assert_exact(pulse, messages, valid, now_us)
+    with open(f"/proc/{worker.pid}/task/{worker.pid}/children") as fh:
+        assert [int(pid) for pid in fh.read().split()] != [child]
