@@ -2,7 +2,9 @@
 
 Each input partition buffers what it has read into an open flush. A flush is sealed
 when it holds `PULSE_LAKE_FLUSH_ROWS` rows or has waited `PULSE_LAKE_FLUSH_SECONDS`,
-then written, and only then are its offsets committed. The durability order for one
+when the rows held exceed the sink's bytes, or when it holds the tail of a backlog
+that reading has just caught up with (`LakeSink.caught_up`); then it is written, and
+only then are its offsets committed. The durability order for one
 flush is:
 
 1. write an intent marker naming the flush's offset range;
