@@ -66,7 +66,7 @@ from .peers_answer import Answer, Outcome, compare, counts, oracle, rounded
 from .peers_pulse import run_pulse
 from .workload import events, produce
 
-FLOOR = 0.5
+FLOOR = 0.6
 GOAL = 1.0
 RETENTION = {"retention.ms": str(8 * 24 * 3_600_000), "retention.bytes": "-1"}
 """Input topic configs given at creation (Quix Streams needs them on Tansu)."""

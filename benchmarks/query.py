@@ -63,7 +63,7 @@ from .objstore import S3Server, start_s3
 from .workload import HOUR_MS
 
 GOAL = 1.2
-FLOOR = 1.5
+FLOOR = 1.4
 TENANT = "acme"
 CAMPAIGN = "renewals"
 HOUR_US = HOUR_MS * 1000
