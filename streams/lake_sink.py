@@ -346,9 +346,7 @@ class LakeSink:
                  dead: list[DeadLetter], backlog: bool = False) -> None:
         """A poll's rows of one partition into its open flush: the offsets of all its
         records in order, its events (`POLL_SCHEMA`) and its dead letters; `backlog`
-        says the partition had more to read after them."""
-        if backlog and partition in self._open:
-            self._open[partition].backlog = True
+        says they were read behind the end of the partition's log (see `caught_up`)."""
         forced = self._forced_last.get(partition)
         if forced is not None and offsets and offsets[-1] > forced:
             cut = bisect.bisect_right(offsets, forced)
@@ -360,6 +358,8 @@ class LakeSink:
             offsets, events = offsets[cut:], events.filter(pc.invert(before))
             dead = [d for d in dead if d.offset > forced]
         self._add(partition, offsets, events, dead)
+        if backlog and offsets and partition in self._open:
+            self._open[partition].backlog = True
 
     def _add(self, partition: int, offsets: Sequence[int], events: pa.Table,
              dead: list[DeadLetter]) -> None:
