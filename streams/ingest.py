@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -63,6 +64,14 @@ FETCH_BYTES = 16 * 2**20
 """Most bytes one fetch brings (aiokafka buffers a fetch ahead): 80 k messages of 200
 bytes, two polls' worth, so reading never waits for the broker, and memory is bounded
 by bytes whatever the message size."""
+COMMIT_STALL_SECONDS = 45.0
+"""An offset commit that neither succeeds nor fails for this long is stuck in aiokafka
+(a request that gets no answer fails after `request_timeout_ms`, 30 s): seen once in
+CI after a dropped connection, when the ingest group's coordinator was marked dead and
+never looked up again, so the lake stopped while the rollups went on.
+The process then exits at once, as on kill -9 (its cleanup would wait on the same
+client), and the worker starts it again."""
+EXIT_STUCK = 75
 BUFFERED_BYTES = 32 * 2**20
 """Most bytes of decoded rows the lake sink holds before reading waits: about 400 k
 events, seconds of the fastest ingest, so flushes stay large."""
@@ -336,8 +345,17 @@ class Ingest:
         delay = 0.2
         while True:
             try:
-                await self.consumer.commit({tp: next_offset})
+                await asyncio.wait_for(self.consumer.commit({tp: next_offset}),
+                                       COMMIT_STALL_SECONDS)
                 return True
+            except TimeoutError:
+                log.error("the offset commit for partition %d has neither succeeded nor "
+                          "failed in %.0f s: the Kafka client is stuck. Exiting; the worker "
+                          "starts the ingest process again, which reads on from the last "
+                          "commit and rewrites the same files", partition,
+                          COMMIT_STALL_SECONDS)
+                logging.shutdown()
+                os._exit(EXIT_STUCK)
             except CommitFailedError:
                 log.info("partition %d moved to another worker before its commit; it will "
                          "re-read from its last commit", partition)
