@@ -9,19 +9,17 @@ digests. One digest and one dict lookup per request, however many keys there are
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from pulse.schemas.events import TENANT_ID_PATTERN
+from pulse.schemas.events import is_tenant_id
 
 from .errors import ApiError, ErrorCode
 from .params import query
 
 ADMIN = "*"
-_TENANT = re.compile(TENANT_ID_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -88,7 +86,7 @@ def request_tenant(keys: Keys, request: Request) -> str:
 def tenant_for(scope: Scope, request: Request) -> str:
     """The tenant a request is about; a tenant key may only name its own."""
     asked = query(request).get("tenant")
-    if asked is not None and not _TENANT.fullmatch(asked):
+    if asked is not None and not is_tenant_id(asked):
         raise ApiError(400, ErrorCode.BAD_TENANT,
                        "tenant must be 1-64 characters of letters, digits, '_', '.', '-'")
     if scope.tenant_id is not None:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
@@ -52,7 +51,7 @@ from pulse.rollups.store import RollupStore
 from pulse.rollups.summaries import days_of
 from pulse.schemas import lake
 from pulse.schemas.arrow import EVENT_SCHEMA
-from pulse.settings import TENANT_ID_PATTERN
+from pulse.schemas.events import is_tenant_id
 
 from . import summaries
 from .cursor import Page, Snapshot
@@ -65,7 +64,6 @@ from .summary_cache import Loaded
 
 log = logging.getLogger("pulse.lake")
 
-_TENANT = re.compile(TENANT_ID_PATTERN)
 _MEASURED = "campaign_id, event_type, channel, category, label, value, occurred_at"
 """What the measures read of each event (materialized once per statement)."""
 _JOURNEY = "campaign_id, customer_id, event_type, label, occurred_at"
@@ -145,7 +143,7 @@ class LakeReader:
         """The tenant's live event files by day, each file's listing entry (the store
         need not be asked a size again, and the cache knows which copy is that file's),
         and its summaries; `fresh` lists again whatever the cache holds."""
-        if not _TENANT.fullmatch(tenant_id):
+        if not is_tenant_id(tenant_id):
             raise ValueError(f"not a tenant id: {tenant_id!r}")
         token = self._flushes() if self._flushes is not None else None
         cached = self._listed.get(tenant_id)

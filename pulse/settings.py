@@ -15,9 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pulse.schemas.events import TENANT_ID_PATTERN
-
-_TENANT_RE = re.compile(TENANT_ID_PATTERN)
+from pulse.schemas.events import is_tenant_id
 
 
 class SettingsError(ValueError):
@@ -149,7 +147,7 @@ def parse_api_keys(name: str, raw: str) -> dict[str, str]:
             raise SettingsError(f"{name} entries must look like key=tenant or key=*, got {item!r}")
         if len(key) < 8:
             raise SettingsError(f"{name}: every key must be at least 8 characters long")
-        if tenant != "*" and not _TENANT_RE.fullmatch(tenant):
+        if tenant != "*" and not is_tenant_id(tenant):
             raise SettingsError(f"{name}: {tenant!r} is not a valid tenant id")
         if key in keys:
             raise SettingsError(f"{name}: a key is listed twice")

@@ -26,6 +26,7 @@ from .events import (
     Rejected,
     Rule,
     WireEvent,
+    is_tenant_id,
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -38,13 +39,6 @@ _NULL = b"null"
 _STRING = re.compile(rb'"[^"\\]*(?:\\[\s\S][^"\\]*)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _OPENERS = b"[{"
-
-_TENANT = re.compile(TENANT_ID_PATTERN)
-_TENANTS_REMEMBERED = 4096
-_tenant_valid: dict[str, bool] = {}
-"""Tenant ids seen lately, and whether each is one (`TENANT_ID_PATTERN`): a stream holds few
-tenants, so a dict lookup replaces the regular expression (forgotten wholesale when full,
-so a flood of made-up tenants costs memory only up to the bound)."""
 
 _decoder = msgspec.json.Decoder(WireEvent)
 
@@ -72,10 +66,7 @@ def decode_event(raw: bytes, now_us: int) -> Event | Rejected:
 
 
 def _normalize(wire: WireEvent, now_us: int) -> Event | Rejected:
-    valid = _tenant_valid.get(wire.tenant_id)
-    if valid is None:
-        valid = _check_tenant(wire.tenant_id)
-    if not valid:
+    if not is_tenant_id(wire.tenant_id):
         return Rejected(RejectReason.BAD_VALUE,
                         f"Expected `str` matching regex '^{TENANT_ID_PATTERN}$' - at `$.tenant_id`")
     rule = RULES[wire.event_type]
@@ -117,13 +108,6 @@ def _normalize(wire: WireEvent, now_us: int) -> Event | Rejected:
         metadata,
         wire.schema_version,
     )
-
-
-def _check_tenant(tenant_id: str) -> bool:
-    if len(_tenant_valid) >= _TENANTS_REMEMBERED:
-        _tenant_valid.clear()
-    valid = _tenant_valid[tenant_id] = _TENANT.fullmatch(tenant_id) is not None
-    return valid
 
 
 def _missing_for(rule: Rule, wire: WireEvent) -> Rejected | None:
