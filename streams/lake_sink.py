@@ -94,7 +94,8 @@ class Flush:
     opened_at: float = 0.0
     as_of_us: int = 0
     backlog: bool = False
-    """Some of its rows were read while the partition had more waiting behind them."""
+    """Some of its rows were read behind the end of the partition's log (see
+    `LakeSink.caught_up`)."""
 
     def add_event(self, event: Event, offset: int) -> None:
         """One event into its folder, for tools that build a flush by hand (the sink
