@@ -227,7 +227,8 @@ class LakeReader:
             summary_where = summed_where
             if campaign is not None:
                 summary_where += " AND campaign_id = $campaign"
-            sql += metrics.combined_sql(raw_group, "TRUE", summed_group, summary_where, SUMMARY)
+            sql += metrics.combined_sql(raw_group, "TRUE", summed_group, summary_where, SUMMARY,
+                                        names)
             return Prepared(plan.files, [(sql, summaries.bound(sql, params))], tables)
 
         results = await self._run_prepared(tenant_id, prepare)

@@ -310,14 +310,19 @@ in `events`; a usage row sums in `amount_*`."""
 SUMMED_NAMES = tuple(name for name, _, _ in SUMMED)
 
 
-def contributions_sql(keys: str, where: str) -> str:
-    """One row per event of `events` matching `where` (and one more per intent or usage
-    event): the select list `keys`, `kind`, `key` and its part of each `SUMMED` column
-    (missing: null)."""
-    scalars = ", ".join(f"CAST({sql} AS {sql_type}) AS {name}" for name, sql, sql_type in SUMMED)
-    return f"""
+def contributions_sql(keys: str, where: str, columns: tuple[str, ...] = SUMMED_NAMES,
+                      breakdowns: bool = True) -> str:
+    """One row per event of `events` matching `where` (and, with `breakdowns`, one more
+    per intent or usage event): the select list `keys`, `kind`, `key` and its part of
+    each `SUMMED` column of `columns` (missing: null)."""
+    scalars = ", ".join(f"CAST({sql} AS {sql_type}) AS {name}"
+                        for name, sql, sql_type in SUMMED if name in columns)
+    sql = f"""
 SELECT {keys}, {KIND_SCALARS} AS kind, NULL::VARCHAR AS key, {scalars}
-FROM (SELECT *, {_FLAGS} FROM events WHERE {where})
+FROM (SELECT *, {_FLAGS} FROM events WHERE {where})"""
+    if not breakdowns:
+        return sql
+    return sql + f"""
 UNION ALL BY NAME
 SELECT {keys}, {KIND_INTENT} AS kind, label AS key, 1::BIGINT AS events
 FROM events WHERE event_type = 'intent_detected' AND {where}
@@ -359,47 +364,65 @@ def _final(exact: str, large: str) -> str:
     return f"coalesce(sum({exact}), 0)::DOUBLE + coalesce(sum({large}), 0.0)"
 
 
-FINAL_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("events", "coalesce(sum(events), 0)::BIGINT"),
-    ("calls", "coalesce(sum(calls), 0)::BIGINT"),
-    ("chats", "coalesce(sum(chats), 0)::BIGINT"),
-    ("duration_s", _final("duration_exact", "duration_large")),
-    ("engaged", "coalesce(sum(engaged), 0)::BIGINT"),
-    ("chat_duration_s", _final("chat_duration_exact", "chat_duration_large")),
-    ("chat_engaged", "coalesce(sum(chat_engaged), 0)::BIGINT"),
+FINAL_COLUMNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("events", "coalesce(sum(events), 0)::BIGINT", ("events",)),
+    ("calls", "coalesce(sum(calls), 0)::BIGINT", ("calls",)),
+    ("chats", "coalesce(sum(chats), 0)::BIGINT", ("chats",)),
+    ("duration_s", _final("duration_exact", "duration_large"),
+     ("duration_exact", "duration_large")),
+    ("engaged", "coalesce(sum(engaged), 0)::BIGINT", ("engaged",)),
+    ("chat_duration_s", _final("chat_duration_exact", "chat_duration_large"),
+     ("chat_duration_exact", "chat_duration_large")),
+    ("chat_engaged", "coalesce(sum(chat_engaged), 0)::BIGINT", ("chat_engaged",)),
 )
-"""`MEASURE_NAMES` from summed rows: the same numbers `MEASURE_COLUMNS` give from the
-events themselves."""
+"""`MEASURE_NAMES` from summed rows, each with the `SUMMED` columns it sums: the same
+numbers `MEASURE_COLUMNS` give from the events themselves."""
+
+
+_FINAL_OF = {final[0]: final for final in FINAL_COLUMNS}
 
 
 def combined_sql(raw_group: str | None, raw_where: str, summary_group: str | None,
-                 summary_where: str, summary: str) -> str:
-    """Per `g`, `kind` and `key`: `FINAL_COLUMNS`, then an intent's count and a usage
-    category's amount; from the events of `events` matching `raw_where` (grouped by
-    `raw_group`) and the summed rows of relation `summary` matching `summary_where`
-    (grouped by `summary_group`, an expression of their columns). A None group leaves
-    that side out."""
+                 summary_where: str, summary: str, names: tuple[str, ...] = MEASURE_NAMES
+                 ) -> str:
+    """Per `g`, `kind` and `key`: the `FINAL_COLUMNS` of `names`, then a usage category's
+    amount (an intent's count is in `events`); from the events of `events` matching
+    `raw_where` (grouped by `raw_group`) and the summed rows of relation `summary`
+    matching `summary_where` (grouped by `summary_group`, an expression of their
+    columns). A None group leaves that side out.
+
+    Intents and usage come only with every measure (`MEASURE_NAMES`, an overview); an
+    answer of fewer (`CONVERSATION_NAMES`: heatmaps, breakdowns, conversation series)
+    sums only the columns it shows, which took a tenth off such an answer over 30
+    days of raw events (`pulse bench query`)."""
+    breakdowns = names == MEASURE_NAMES
+    finals = [_FINAL_OF[name] for name in names]
+    columns = tuple(part for _, _, parts in finals for part in parts)
+    if breakdowns:
+        columns += ("amount_exact", "amount_large")
     parts = []
     if raw_group is not None:
-        parts.append(f"SELECT * FROM ({contributions_sql(f'{raw_group} AS g', raw_where)})")
+        parts.append("SELECT * FROM ("
+                     + contributions_sql(f"{raw_group} AS g", raw_where, columns, breakdowns)
+                     + ")")
     if summary_group is not None:
-        parts.append(f"SELECT {summary_group} AS g, kind, key, {', '.join(SUMMED_NAMES)} "
+        parts.append(f"SELECT {summary_group} AS g, kind, key, {', '.join(columns)} "
                      f"FROM {summary} WHERE {summary_where}")
-    finals = ", ".join(f"{sql} AS {name}" for name, sql in FINAL_COLUMNS)
+    amount = _final("amount_exact", "amount_large") if breakdowns else "NULL"
     return f"""
-SELECT g, kind, key, {finals}, {_final("amount_exact", "amount_large")} AS amount
+SELECT g, kind, key, {", ".join(f"{sql} AS {name}" for name, sql, _ in finals)},
+       {amount} AS amount
 FROM ({" UNION ALL BY NAME ".join(parts)})
 GROUP BY g, kind, key"""
 
 
 def set_combined(out: dict[Any, Measures], row: tuple[Any, ...],
                  names: tuple[str, ...] = MEASURE_NAMES) -> None:
-    """Add a row of `combined_sql` to `out` (by its group), setting only `names`."""
+    """Add a row of `combined_sql(..., names)` to `out` (by its group)."""
     g, kind, key, *values = row
     m = out.setdefault(g, Measures())
     if kind == KIND_SCALARS:
-        scalars = dict(zip(MEASURE_NAMES, values[:-1], strict=True))
-        set_scalars(m, tuple(scalars[name] for name in names), names)
+        set_scalars(m, tuple(values[:-1]), names)
     elif kind == KIND_INTENT:
         m.intents[key] = int(values[0])
     else:
