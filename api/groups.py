@@ -36,6 +36,15 @@ class Group:
             return zones.hour_aligned(list(self.segments))
         return self.buckets is None or self.buckets.hour_aligned
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """What its SQL reads of an event besides `occurred_at` (select list items)."""
+        if self.kind == "campaign":
+            return ("campaign_id",)
+        if self.kind == "metadata":
+            return (breakdown.METADATA_VALUE_COLUMN,)
+        return ()
+
     def sql(self, column: str) -> str:
         if self.kind == "total":
             return "NULL"
