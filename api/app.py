@@ -258,6 +258,10 @@ class AccessLog:
     FLUSH_SECONDS = 0.25
     PENDING_MAX = 8192
     """Lines waiting past which a request writes them itself (no writer task running)."""
+    CHUNK = 256
+    """Lines formatted and written between two turns of the event loop: a quarter
+    second's 3,400 lines at once held every request for ~6 ms, the largest part of the
+    p99 of a rollup-backed answer under 32 clients."""
 
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
@@ -275,15 +279,25 @@ class AccessLog:
 
     async def run(self) -> None:
         """Write the lines every `FLUSH_SECONDS`, and the last ones when cancelled."""
+        batch: list[tuple[float, Any, str, str, bytes, int, float]] = []
+        written = 0
         try:
             while True:
                 await asyncio.sleep(self.FLUSH_SECONDS)
-                self.flush()
+                batch, self._pending, written = self._pending, [], 0
+                while written < len(batch):
+                    self._write(batch[written:written + self.CHUNK])
+                    written += self.CHUNK
+                    await asyncio.sleep(0)
         finally:
+            self._write(batch[written:])
             self.flush()
 
     def flush(self) -> None:
         pending, self._pending = self._pending, []
+        self._write(pending)
+
+    def _write(self, pending: list[tuple[float, Any, str, str, bytes, int, float]]) -> None:
         if pending:
             lines = [f'{self._time(at)} {client[0] if client else "-"} "{method} {path}'
                      f'{self._query(query)}" {status} {elapsed * 1000:.1f}ms'
