@@ -42,6 +42,7 @@ from .metrics import ApiMetrics
 from .openapi import CAMPAIGN, FROM, FUNNEL_OPTIONS, STEP, TO, Endpoint, Param, document
 from .query import Query
 from .replica import JournalReplica
+from .routing import DirectRouter
 
 access_log = logging.getLogger("pulse.access")
 
@@ -171,11 +172,12 @@ def create_app(settings: Settings, keys: dict[str, str] | None = None,
     if os.path.isdir(assets):
         routes.append(Mount("/assets", StaticFiles(directory=assets), name="assets"))
     app = Starlette(
-        routes=routes,
         middleware=[Middleware(Observe, ctx=ctx, log=requests), Middleware(Limits)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        lifespan=lifespan,
     )
+    # Starlette builds its own Router; its middleware stack is built around
+    # `app.router` at the first request, so this one is used from the start.
+    app.router = DirectRouter(routes, lifespan=lifespan)
     app.state.pulse = ctx
     app.state.openapi = document(ENDPOINTS, pulse.__version__, len(settings.funnel_steps))
     return app
