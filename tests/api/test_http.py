@@ -139,12 +139,15 @@ def test_status_accounts_for_every_message(stack: Stack):
 def test_health_metrics_openapi_and_the_page(stack: Stack):
     assert stack.get("/healthz", key=None)[:2] == (200, {"status": "ok"})
     assert stack.get("/readyz", key=None)[:2] == (200, {"status": "ready"})
+    _, _, rng = window(stack)
+    status, overview, _ = stack.get(f"/analytics/overview?{rng}", key=ACME)
+    assert status == 200, overview
     status, metrics, _ = stack.get("/metrics", key=None)
     assert status == 200
     assert 'pulse_http_requests_total{route="/analytics/overview",status="200"}' in metrics
     assert f'pulse_events{{outcome="read"}} {len(stack.messages)}' in metrics
     assert "pulse_lake_last_flush_timestamp_seconds" in metrics
-    assert 'pulse_answers_total{source="rollups"}' in metrics
+    assert f'pulse_answers_total{{source="{overview["source"]}"}}' in metrics
     assert 'pulse_consumer_lag{group="ingest",partition="0"}' in metrics
     _, spec, _ = stack.get("/openapi.json", key=None)
     assert spec["openapi"].startswith("3.1")
