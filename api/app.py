@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from itertools import chain
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -199,7 +200,7 @@ class Limits:
             if len(scope.get("query_string", b"")) > MAX_QUERY_BYTES:
                 problem = (414, ErrorCode.URI_TOO_LONG, f"the query string is limited to "
                            f"{MAX_QUERY_BYTES} bytes")
-            elif sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADER_BYTES:
+            elif sum(map(len, chain.from_iterable(scope["headers"]))) > MAX_HEADER_BYTES:
                 problem = (431, ErrorCode.HEADERS_TOO_LARGE, f"request headers are limited to "
                            f"{MAX_HEADER_BYTES} bytes")
             if problem is not None:

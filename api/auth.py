@@ -17,7 +17,7 @@ from starlette.requests import Request
 from pulse.schemas.events import is_tenant_id
 
 from .errors import ApiError, ErrorCode
-from .params import query
+from .params import header, query
 
 ADMIN = "*"
 
@@ -61,9 +61,9 @@ class Keys:
 
 
 def _presented_key(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if header:
-        kind, _, value = header.partition(" ")
+    given = header(request, b"authorization")
+    if given:
+        kind, _, value = given.partition(" ")
         if kind.lower() == "bearer" and value.strip():
             return value.strip()
         return None

@@ -48,6 +48,7 @@ from pulse.rollups.windows import HOUR_US
 
 from .auth import request_tenant
 from .context import Context
+from .params import header
 from .query import Plan
 
 INSTANCE = secrets.token_hex(8)
@@ -221,7 +222,7 @@ def conditional(handler: Handler, answers: Answers) -> Handler:
         tenant = request_tenant(ctx.keys, request)
         scope = request.scope
         key = (tenant, scope["path"], scope["query_string"])
-        if_none_match = request.headers.get("if-none-match")
+        if_none_match = header(request, b"if-none-match")
         state = answers.state(tenant)
         kept = answers.get(key)
         listing, listings = None, -1
@@ -234,7 +235,7 @@ def conditional(handler: Handler, answers: Answers) -> Handler:
             if matches(kept.tag, if_none_match):
                 return answers.not_modified(kept.tag)
             if kept.body is not None:
-                ctx.metrics.answers.labels(kept.source).inc()
+                ctx.metrics.answered(kept.source)
                 return _Sent(200, kept.headers, kept.body)
         response = await handler(request)
         if response.status_code != 200:

@@ -88,6 +88,18 @@ def query(request: Request) -> QueryParams:
     return found
 
 
+def header(request: Request, name: bytes) -> str | None:
+    """The request's header `name` (lower case, as ASGI servers give names), or None.
+
+    One pass over the raw headers: `request.headers.get` builds a `Headers` object and,
+    for a header that is absent (`If-None-Match` on most requests), raises and catches
+    a `KeyError`, 1.5 µs a lookup on the path of every answer."""
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")  # type: ignore[no-any-return]
+    return None
+
+
 def parse_range(request: Request, zone: ZoneInfo | None = None) -> Range:
     """`from` and `to`; dates are local midnights in `zone` (UTC if None)."""
     q = query(request)

@@ -49,7 +49,7 @@ async def funnel_customers(request: Request) -> Response:
     if as_csv:
         answer = await ctx.query.customers(tenant, campaign, r, options, outcome, step, None,
                                            None)
-        ctx.metrics.answers.labels(answer.source).inc()
+        ctx.metrics.answered(answer.source)
         answered(request, answer.source, answer.as_of)
         name = f"customers-step{step}-{outcome}.csv"
         rows = [report.Customer(None if c is None else spreadsheet_text(c),

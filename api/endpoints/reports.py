@@ -39,7 +39,7 @@ def respond(request: Request, model: type[models.Report], tenant: str, r: params
     the previous period's (range, answer, numbers) when it was asked for."""
     parts = [answer] if previous is None else [answer, previous[1]]
     whole = combine(parts, lambda values: None)
-    context(request).metrics.answers.labels(whole.source).inc()
+    context(request).metrics.answered(whole.source)
     answered(request, whole.source, whole.as_of)
     envelope = {"tenant_id": tenant, "from_": params.iso(r.from_us), "to": params.iso(r.to_us),
                 "campaign_id": campaign, "source": whole.source,
