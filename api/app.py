@@ -216,9 +216,6 @@ class Observe:
         self.app = app
         self.ctx = ctx
         self.log = log
-        self._metrics: dict[tuple[str, int], tuple[Any, Any]] = {}
-        """(route, status) -> its request counter and latency histogram (`labels()` looks
-        them up under a lock each time)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -237,14 +234,7 @@ class Observe:
             await self.app(scope, receive, observe)
         finally:
             elapsed = time.perf_counter() - started
-            route = _route_name(scope)
-            children = self._metrics.get((route, status))
-            if children is None:
-                metrics = self.ctx.metrics
-                children = self._metrics[route, status] = (
-                    metrics.requests.labels(route, str(status)), metrics.latency.labels(route))
-            children[0].inc()
-            children[1].observe(elapsed)
+            self.ctx.metrics.requests.observe(_route_name(scope), status, elapsed)
             self.log.add(scope, status, elapsed)
 
 
