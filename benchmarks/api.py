@@ -60,10 +60,11 @@ from .workload import HOUR_MS, events
 
 GOAL_P99_MS = 5.0
 GOAL_RATIO = 0.5
-FLOOR_P99_MS = 8.0
+FLOOR_P99_MS = 6.0
 FLOOR_RATIO = 0.5
-"""Floors raised toward what was reached (p99 4.0 ms, the insight answers' 4.3-5.3 ms;
-0.66x), with room for a shared machine's p99 (hello's own has reached 8 ms)."""
+"""Floors raised toward what was reached (p99 3.9-4.1 ms, the insight answers' 3.7-4.6 ms;
+0.67-0.70x), with room for a shared machine's p99 (hello's own has reached 8 ms on a bad
+day: a run that misses this floor is worth running again before it is believed)."""
 TENANT = "acme"
 CAMPAIGN = "spring"
 KEY = "bench-acme-key-0001"
