@@ -63,7 +63,9 @@ from .objstore import S3Server, start_s3
 from .workload import HOUR_MS
 
 GOAL = 1.2
-FLOOR = 1.4
+FLOOR = 1.3
+"""Raised toward what was reached (1.07x before compaction, insight answers at most
+1.19x), with room for the hand-written side's own run-to-run spread on a shared VM."""
 TENANT = "acme"
 CAMPAIGN = "renewals"
 HOUR_US = HOUR_MS * 1000
