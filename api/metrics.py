@@ -63,22 +63,24 @@ class RequestStats:
     route, counted in plain dicts and exported at scrape time.
 
     prometheus-client's `Counter` and `Histogram` take a lock for every increment, four
-    per request: a fifth of what the app spends on an answer it has kept. Here only the
-    event loop writes (`observe`), and `/metrics` reads on the same loop."""
+    per request: 1.2 of the 15.2 us the app spent on an answer it has kept. Here only
+    the event loop writes (`observe`), and `/metrics` reads on the same loop."""
 
     def __init__(self) -> None:
         self._counts: dict[tuple[str, int], int] = {}
-        self._latency: dict[str, tuple[list[int], list[float]]] = {}
-        """route -> (count per bucket, +Inf last; [sum of seconds])."""
+        self._buckets: dict[str, list[int]] = {}
+        """route -> requests per latency bucket (`LATENCY_BUCKETS`, then +Inf)."""
+        self._seconds: dict[str, float] = {}
+        """route -> the sum of its requests' latencies."""
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         key = (route, status)
         self._counts[key] = self._counts.get(key, 0) + 1
-        latency = self._latency.get(route)
-        if latency is None:
-            latency = self._latency[route] = ([0] * (len(LATENCY_BUCKETS) + 1), [0.0])
-        latency[0][bisect_left(LATENCY_BUCKETS, seconds)] += 1  # le: seconds <= bound
-        latency[1][0] += seconds
+        buckets = self._buckets.get(route)
+        if buckets is None:
+            buckets = self._buckets[route] = [0] * (len(LATENCY_BUCKETS) + 1)
+        buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1  # le: seconds <= bound
+        self._seconds[route] = self._seconds.get(route, 0.0) + seconds
 
     def describe(self) -> list:
         return []
@@ -92,9 +94,9 @@ class RequestStats:
         latency = HistogramMetricFamily("pulse_http_request_seconds", "time to answer, by route",
                                         labels=["route"])
         bounds = [floatToGoString(b) for b in (*LATENCY_BUCKETS, INF)]
-        for route, (counts, total) in sorted(self._latency.items()):
+        for route, counts in sorted(self._buckets.items()):
             latency.add_metric([route], list(zip(bounds, accumulate(counts), strict=True)),
-                               total[0])
+                               self._seconds[route])
         yield latency
 
 
