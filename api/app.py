@@ -253,8 +253,7 @@ class AccessLog:
     """Lines waiting past which a request writes them itself (no writer task running)."""
     CHUNK = 256
     """Lines formatted and written between two turns of the event loop: a quarter
-    second's 3,400 lines at once held every request for ~6 ms, the largest part of the
-    p99 of a rollup-backed answer under 32 clients."""
+    second's 3,400 lines at once (13.6 k req/s) held every request for ~6 ms."""
 
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger

@@ -67,8 +67,9 @@ log = logging.getLogger("pulse.lake")
 _MEASURED = ("campaign_id", "event_type", "channel", "category", "label", "value", "occurred_at")
 """What the measures read of each event (materialized once per statement)."""
 _CONVERSED = ("event_type", "channel", "value", "occurred_at")
-"""What an answer of conversations only reads of each: every column the window
-deduplicating them carries costs (a third of its time for the Kolkata heatmap)."""
+"""What an answer of conversations only reads of each: the window deduplicating them
+carries every column it is given (in DuckDB's profile of the Kolkata daily series,
+117 ms of window time with seven columns, 76 ms with the time alone)."""
 _JOURNEY = "campaign_id, customer_id, event_type, label, occurred_at"
 """What the funnel reads of each event."""
 LISTING_SECONDS = 30.0
