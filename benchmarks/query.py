@@ -301,7 +301,7 @@ def run_query(n: int, runs: int, quick: bool, lake_kind: str = "folder") -> int:
     load_before = os.getloadavg()[0]
     end_us = (time.time_ns() // 1000 // HOUR_US - 2) * HOUR_US
     spec = lakegen.LakeSpec(n, end_us, days=query_long.LAKE_DAYS,
-                            flushes_per_day=1 if quick else 6)
+                            partitions=2 if quick else 8, flushes_per_day=1 if quick else 6)
     q = question(spec)
     with tempfile.TemporaryDirectory(prefix="pulse-bench-query-") as root:
         say(f"pulse bench query: generating {n:,} events over {spec.days} days, "
