@@ -13,6 +13,9 @@ second client for no gain (DuckDB over a registered fsspec filesystem was 2.3x s
 than over a pyarrow dataset in the measurement of `api.lake`).
 
 A leaf like `pulse.settings`: it imports only the settings and the lake's pure names.
+pyarrow is imported by the methods that read or write Parquet, not here: a worker's
+rollup process uses a local lake's files only through plain file calls, and without
+pyarrow's libraries it stays about 50 MiB smaller (`pulse bench peers`).
 """
 
 from __future__ import annotations
@@ -25,15 +28,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
-from typing import IO, Any
-
-import pyarrow as pa
-import pyarrow.dataset as ds
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
+from functools import cached_property
+from typing import IO, TYPE_CHECKING, Any
 
 from pulse.schemas import lake
 from pulse.settings import Settings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
 
 
 class LakeStoreError(Exception):
@@ -93,7 +97,13 @@ class LakeStore:
             raise LakeStoreError(
                 f"the lake {root!r} is a URL; use LakeStore.open for s3:// lakes")
         self.root = root
-        self.arrow_fs: pafs.FileSystem = pafs.LocalFileSystem()
+
+    @cached_property
+    def arrow_fs(self) -> pafs.FileSystem:
+        """The filesystem pyarrow and DuckDB read `arrow_path`s through."""
+        import pyarrow.fs as pafs
+
+        return pafs.LocalFileSystem()
 
     @staticmethod
     def open(root: str, settings: Settings | None = None) -> LakeStore:
@@ -221,14 +231,20 @@ class LakeStore:
 
     def read_table(self, rel: str, columns: builtins.list[str] | None = None) -> pa.Table:
         """One lake file's rows (without hive columns)."""
+        import pyarrow.parquet as pq
+
         return pq.read_table(self.arrow_path(rel), columns=columns, partitioning=None,
                              filesystem=self.arrow_fs)
 
     def read_schema(self, rel: str) -> pa.Schema:
+        import pyarrow.parquet as pq
+
         return pq.read_schema(self.arrow_path(rel), filesystem=self.arrow_fs)
 
     def put_parquet(self, rel: str, table: pa.Table) -> int:
         """Write `table` as the Parquet file `rel`, whole; returns its size."""
+        import pyarrow.parquet as pq
+
         return self.put_with(rel, lambda fh: pq.write_table(table, fh, **lake.PARQUET_OPTIONS))
 
     def dataset(self, rels: builtins.list[str], schema: pa.Schema,
@@ -238,6 +254,9 @@ class LakeStore:
         projections pushed down), with the `hive` columns of their folders (`date=...`)
         after the file's own. With the `sizes` a listing gave, no file is asked for its
         size again: on S3 that saves a request per file before its footer is read."""
+        import pyarrow as pa
+        import pyarrow.dataset as ds
+
         parquet = ds.ParquetFileFormat(
             default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=True))
         partitioning = ds.partitioning(hive, flavor="hive") if hive is not None else None

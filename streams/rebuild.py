@@ -22,7 +22,6 @@ from collections import defaultdict
 from collections.abc import Callable
 
 import msgspec
-import pyarrow as pa
 
 from pulse.lakefs import Entry, LakeDir, LakeStore, lake_dirs, live
 from pulse.rollups.columns import ColumnBatch, from_events
@@ -52,7 +51,12 @@ Source = tuple[str, int]
 
 def read_events(store: LakeStore, path: str,
                 tenant: str) -> tuple[list[int], list[int], list[Event]]:
-    """(input partitions, offsets, events) of one lake file of `tenant`."""
+    """(input partitions, offsets, events) of one lake file of `tenant`.
+
+    pyarrow is imported here, when a rebuild first reads the lake, so that a rollup
+    process that never rebuilds never loads it (see `pulse.lakefs`)."""
+    import pyarrow as pa
+
     table = store.read_table(path, columns=_COLUMNS)
     table = table.set_column(
         table.schema.get_field_index("occurred_at"), "occurred_at",
