@@ -12,8 +12,9 @@ core of its own. Each message ends up in exactly one place:
   (`streams.keyed`: Faust's per-message cost is paid per batch, and one tenant's load
   spreads over every partition).
 
-Each poll is decoded once, per message, into `Event`s, which become one Arrow table per
-input partition; the lake's files and the keyed messages are both cut from that table.
+Each poll is decoded once, per message, into `Event`s, a few thousand at a time, which
+become one Arrow table per input partition; the lake's files and the keyed messages are
+both cut from that table.
 
 Polls are pipelined: the next poll is read while the previous one's forwards are in
 flight, and a poll's rows reach the lake sink only once all its forwards and dead
@@ -58,6 +59,11 @@ _encode = msgspec.msgpack.Encoder().encode
 POLL_RECORDS = 40_000
 """Most records one poll takes: large polls make large keyed messages (see
 `keyed.FORWARD_EVENTS`), which cost the rollups less per event."""
+DECODE_CHUNK = 4_096
+"""Records of a poll decoded, then turned into columns and digests, at a time: a chunk's
+`Event`s are still in the CPU's caches when their columns and digests are read, and
+fewer are alive at once (measured in process on 40 k records: 3.5-3.6 us per event as
+one chunk, 2.9-3.0 us in chunks of 4,096)."""
 POLLS_IN_FLIGHT = 2
 HEARTBEAT_SECONDS = 5.0
 FETCH_BYTES = 16 * 2**20
@@ -215,24 +221,9 @@ class Ingest:
         now_us = time.time_ns() // 1000
         router = PollRouter(self.keyed_partitions)
         for p, (expected, records) in taken.items():
-            events: list[Event] = []
-            offsets: list[int] = []
-            dead: list[DeadLetter] = []
-            for record in records:
-                raw = record.value or b""
-                result = decode_event(raw, now_us)
-                if type(result) is Event:
-                    events.append(result)
-                    offsets.append(record.offset)
-                else:
-                    assert isinstance(result, Rejected)
-                    routed.futures.append(await send_dead_letter(
-                        self.producer, self.topics.dlq, self.topics.input, p, record, result))
-                    dead.append(DeadLetter(raw, str(result.reason), result.message,
-                                           record.offset, record.timestamp * 1000))
-            table = poll_to_table(events, p, offsets, now_us)
-            router.add(p, table, id_digests(events), [content_digest(_encode(e)) for e in events],
-                       [(d.offset, d.reason) for d in dead])
+            table, digests, contents, dead = await self._decode(p, records, now_us,
+                                                                routed.futures)
+            router.add(p, table, digests, contents, [(d.offset, d.reason) for d in dead])
             routed.parts[p] = PollPart(expected, [r.offset for r in records], table, dead)
             self._note_position(p, routed)
             self._progress[p] = max(self._progress.get(p, 0), records[-1].timestamp * 1000)
@@ -248,6 +239,38 @@ class Ingest:
         routed.progress = dict(self._progress)
         routed.futures.extend(await self._forward(router))
         return routed
+
+    async def _decode(self, p: int, records: list[RawRecord], now_us: int,
+                      futures: list[asyncio.Future]
+                      ) -> tuple[pa.Table, bytes, list[int], list[DeadLetter]]:
+        """Partition `p`'s records of a poll as (its events' table, their id digests,
+        their content digests, its dead letters), `DECODE_CHUNK` records at a time. Each
+        dead letter is sent to the dead-letter topic here; its ack joins `futures`."""
+        assert self.producer is not None
+        tables: list[pa.Table] = []
+        digests: list[bytes] = []
+        contents: list[int] = []
+        dead: list[DeadLetter] = []
+        for start in range(0, len(records), DECODE_CHUNK):
+            events: list[Event] = []
+            offsets: list[int] = []
+            for record in records[start:start + DECODE_CHUNK]:
+                raw = record.value or b""
+                result = decode_event(raw, now_us)
+                if type(result) is Event:
+                    events.append(result)
+                    offsets.append(record.offset)
+                else:
+                    assert isinstance(result, Rejected)
+                    futures.append(await send_dead_letter(
+                        self.producer, self.topics.dlq, self.topics.input, p, record, result))
+                    dead.append(DeadLetter(raw, str(result.reason), result.message,
+                                           record.offset, record.timestamp * 1000))
+            tables.append(poll_to_table(events, p, offsets, now_us))
+            digests.append(id_digests(events))
+            contents.extend([content_digest(_encode(e)) for e in events])
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
+        return table, b"".join(digests), contents, dead
 
     def _note_position(self, p: int, routed: Routed) -> None:
         """Whether the records `routed` holds of `p` are a backlog's, and whether they
