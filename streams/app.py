@@ -9,10 +9,12 @@ rather than the ~30 s Faust's default costs (FINDINGS).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_kafka
+from mode import ServiceT
 
 from pulse.checkpoint_store import rollup_spec
 from pulse.kafka import FETCH_MAX_WAIT_MS, MAX_MESSAGE_BYTES
@@ -48,8 +50,19 @@ class _Transport(faust_kafka.Transport):
 
 
 class PulseApp(faust.App):
+    ingest: IngestProcess | None = None
+
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
+
+    def on_init_dependencies(self) -> Iterable[ServiceT]:
+        """The ingest child first: spawned as the app starts, it joins its consumer group
+        while Faust's own join and table recovery go on. An `app.service` would start
+        only once recovery is done, which put the two groups' waits (each, after a
+        kill -9, the dead member's session) one after the other: about 5 s of every
+        restart. It is stopped last, so the rollups stop before it drains the lake."""
+        first = [self.ingest] if self.ingest is not None else []
+        return [*first, *super().on_init_dependencies()]
 
 
 def create_app(settings: Settings, epoch: str) -> faust.App:
@@ -87,7 +100,7 @@ def create_app(settings: Settings, epoch: str) -> faust.App:
                              LakeStore.open(settings.lake, settings))
     register_rollup_agent(app, keyed, RollupAgent(owners, topics.keyed, send,
                                                   settings.partitions))
-    app.service(IngestProcess(settings, epoch))
+    app.ingest = IngestProcess(settings, epoch)
 
     @app.on_partitions_revoked.connect
     async def release_keyed(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
