@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import Route, Router
 from starlette.testclient import TestClient
 
 from pulse.api.routing import DirectRouter
@@ -32,8 +32,6 @@ def _client(router_class: type) -> TestClient:
 
 
 def test_every_request_gets_what_starlettes_own_router_gives():
-    from starlette.routing import Router
-
     direct, plain = _client(DirectRouter), _client(Router)
     for method, path in [("GET", "/other"), ("GET", "/items/special"), ("GET", "/items/x"),
                          ("POST", "/other"), ("GET", "/post-only"), ("POST", "/post-only"),
