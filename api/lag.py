@@ -28,7 +28,7 @@ class LagWatch:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         topics = Topics.of(settings)
-        self.groups = {"ingest": (f"{settings.group}-ingest", topics.input),
+        self.groups = {"ingest": (settings.ingest_group, topics.input),
                        "rollups": (settings.group, topics.keyed)}
         self.lag: dict[str, dict[int, dict[str, int]]] = {}
         self.read_at: float | None = None

@@ -17,7 +17,9 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.client import AIOKafkaClient, CoordinationType
 from aiokafka.errors import KafkaError
+from aiokafka.protocol.group import LeaveGroupRequest
 
 log = logging.getLogger("pulse.kafka")
 
@@ -87,6 +89,62 @@ async def wait_for_broker(bootstrap: str, timeout: float, what: str) -> None:
             log.warning("%s: waiting for Kafka at %s (PULSE_KAFKA_BOOTSTRAP)...", what, bootstrap)
             said = now
         await asyncio.sleep(0.5)
+
+
+EVICT_SECONDS = 10.0
+
+
+async def evict_members(bootstrap: str, group: str, client_id: str) -> int:
+    """Remove from `group` the members named after `client_id`; returns how many.
+
+    Called by a worker's consumer just before it joins: such members are what an
+    earlier run of the same worker left when it was killed. The broker keeps a member
+    that stopped without leaving until its session times out, and a rebalance waits
+    for it; LeaveGroup on the dead member's behalf ends that wait. Measured on the
+    embedded broker with 6 s sessions: a consumer joining after a killed one got its
+    partitions 11.2 s after the kill, 3.1 s with this; `pulse bench recovery` at 2 M
+    events, a worker whole again 13.1 s after kill -9 before, 5.6 s with this. Were
+    the member alive after all (a stalled process of the same worker), it is told at
+    its next heartbeat and joins again; Pulse's answers never depend on who holds a
+    partition when.
+
+    Only a settled group whose members are all this worker's is touched: a lone
+    worker's restart, the common case. TANSU: evictions from groups that other workers
+    were in, as they rebalanced, left the embedded broker sending the members from join
+    to join without ever completing a generation (twice in the suite: the crash storm
+    and two workers killed in turn); with other workers the join waits for the dead
+    member's session, as before. Also TANSU: DescribeGroups leaves each member's client
+    id empty, so members are matched by the id the broker gave them (Apache Kafka also
+    names them `<client id>-<uuid>`).
+
+    Best effort: on any broker error the join just waits, as it would without this.
+    """
+    prefix = f"{client_id}-"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **CLIENT_DEFAULTS)
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, **CLIENT_DEFAULTS)
+    try:
+        async with asyncio.timeout(EVICT_SECONDS):
+            await admin.start()
+            described = await admin.describe_consumer_groups([group])
+            stale = [member[0] for response in described for entry in response.groups
+                     if entry[2] == "Stable" and all(m[0].startswith(prefix) for m in entry[5])
+                     for member in entry[5]]
+            if not stale:
+                return 0
+            await client.bootstrap()
+            coordinator = await client.coordinator_lookup(CoordinationType.GROUP, group)
+            removed = [member_id for member_id in stale if (await client.send(
+                coordinator, LeaveGroupRequest(group, member_id))).error_code == 0]
+            log.info("group %s: removed %d member(s) an earlier run of this worker left "
+                     "(%s)", group, len(removed), ", ".join(removed))
+            return len(removed)
+    except (KafkaError, TimeoutError, OSError) as exc:
+        log.info("group %s: could not look for members an earlier run left (%r); joining "
+                 "waits for their sessions to end", group, exc)
+        return 0
+    finally:
+        await admin.close()
+        await client.close()
 
 
 async def read_until(

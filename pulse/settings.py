@@ -9,8 +9,10 @@ tests with a plain dict.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -229,6 +231,20 @@ class Settings:
         if self.cursor_secret is None:
             return None
         return _secret("PULSE_CURSOR_SECRET", self.cursor_secret).encode()
+
+    @property
+    def ingest_group(self) -> str:
+        """The ingest stage's consumer group; `PULSE_GROUP` itself is the rollups'."""
+        return f"{self.group}-ingest"
+
+    @property
+    def client_id(self) -> str:
+        """The Kafka client id of this worker's consumers, the same on every start on this
+        host with this `PULSE_STATE_DIR`: a broker names each group member after its
+        client id, so a restarted worker can find the members its killed run left in
+        the groups (see `pulse.kafka.evict_members`). Two workers never share one."""
+        place = f"{socket.gethostname()}\0{os.path.realpath(self.state_dir)}"
+        return f"pulse-{hashlib.sha256(place.encode()).hexdigest()[:12]}"
 
     @property
     def bootstrap_host_port(self) -> tuple[str, int]:

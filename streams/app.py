@@ -76,6 +76,7 @@ def create_app(settings: Settings, epoch: str) -> faust.App:
         topic_replication_factor=settings.replication_factor,
         topic_allow_declare=False,
         web_enabled=False,
+        broker_client_id=settings.client_id,  # see `pulse.kafka.evict_members`
         broker_session_timeout=6.0,
         broker_heartbeat_interval=2.0,
         broker_commit_interval=1.0,

@@ -78,7 +78,7 @@ async def _ingest_position(settings: Settings) -> tuple[str, dict[int, int]]:
     epoch = await current_epoch(settings.kafka_bootstrap,
                                 Topics.of(settings))
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                group_id=f"{settings.group}-ingest", enable_auto_commit=False,
+                                group_id=settings.ingest_group, enable_auto_commit=False,
                                 **CLIENT_DEFAULTS)
     await consumer.start()
     try:

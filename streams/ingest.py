@@ -38,7 +38,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS, MAX_MESSAGE_BYTES, RawRecord
+from pulse.kafka import (
+    CLIENT_DEFAULTS,
+    FETCH_MAX_WAIT_MS,
+    MAX_MESSAGE_BYTES,
+    RawRecord,
+    evict_members,
+)
 from pulse.lakefs import LakeStore
 from pulse.rollups.dedup import content_digest, id_digests
 from pulse.rollups.journal import LakeMark
@@ -172,7 +178,8 @@ class Ingest:
             enable_idempotence=False, **common,
         )
         self.consumer = AIOKafkaConsumer(
-            group_id=f"{self.settings.group}-ingest",
+            group_id=self.settings.ingest_group,
+            client_id=self.settings.client_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=FETCH_BYTES // 4,
@@ -184,6 +191,8 @@ class Ingest:
             **common,
         )
         await self.producer.start()
+        await evict_members(self.settings.kafka_bootstrap, self.settings.ingest_group,
+                            self.settings.client_id)
         await self.consumer.start()
         self.consumer.subscribe([self.topics.input], listener=_Rebalance(self))
 

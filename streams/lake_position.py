@@ -16,14 +16,10 @@ from pulse.kafka import CLIENT_DEFAULTS, FETCH_MAX_WAIT_MS
 from pulse.settings import Settings
 
 
-def ingest_group(settings: Settings) -> str:
-    return f"{settings.group}-ingest"
-
-
 async def committed_offsets(settings: Settings) -> dict[int, int | None]:
     """Input partition -> the ingest group's committed offset (None: nothing committed)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                group_id=ingest_group(settings), enable_auto_commit=False,
+                                group_id=settings.ingest_group, enable_auto_commit=False,
                                 **CLIENT_DEFAULTS)
     await consumer.start()
     try:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 
-from pulse.kafka import wait_for_broker
+from pulse.kafka import evict_members, wait_for_broker
 from pulse.lakefs import LakeStore, LakeStoreError
 from pulse.schemas.topics import Topics
 from pulse.settings import Settings
@@ -42,6 +42,7 @@ async def prepare(settings: Settings, broker_timeout: float = 300.0) -> str:
     await wait_for_lake(settings)
     await wait_for_broker(settings.kafka_bootstrap, broker_timeout, "pulse worker")
     await ensure_topics(settings)
+    await evict_members(settings.kafka_bootstrap, settings.group, settings.client_id)
     return await current_epoch(settings.kafka_bootstrap, Topics.of(settings))
 
 

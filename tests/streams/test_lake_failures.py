@@ -40,7 +40,7 @@ def committed_total(pulse: Pulse) -> int:
     async def go() -> int:
         s = pulse.settings
         consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap,
-                                    group_id=f"{s.group}-ingest", enable_auto_commit=False)
+                                    group_id=s.ingest_group, enable_auto_commit=False)
         await consumer.start()
         try:
             return sum([await consumer.committed(TopicPartition(s.topic, p)) or 0
