@@ -242,7 +242,8 @@ class Settings:
         """The Kafka client id of this worker's consumers, the same on every start on this
         host with this `PULSE_STATE_DIR`: a broker names each group member after its
         client id, so a restarted worker can find the members its killed run left in
-        the groups (see `pulse.kafka.evict_members`). Two workers never share one."""
+        the groups (see `pulse.kafka.evict_members`). Workers on other hosts, or with
+        other state folders (as each worker must have), have other ids."""
         place = f"{socket.gethostname()}\0{os.path.realpath(self.state_dir)}"
         return f"pulse-{hashlib.sha256(place.encode()).hexdigest()[:12]}"
 
