@@ -32,7 +32,10 @@ async def main(bootstrap, group, client_id, topic):
                                 heartbeat_interval_ms=1_000)
     await consumer.start()
     consumer.subscribe([topic])
+    deadline = asyncio.get_running_loop().time() + 60
     while not consumer.assignment():
+        if asyncio.get_running_loop().time() > deadline:
+            sys.exit("no assignment in 60 s")
         await consumer.getmany(timeout_ms=100)
     print("assigned", flush=True)
     while True:
@@ -49,7 +52,7 @@ def _members_of(bootstrap: str, group: str, topic: str, *client_ids: str
     processes = [subprocess.Popen([sys.executable, "-c", MEMBER, bootstrap, group, client_id,
                                    topic], stdout=subprocess.PIPE, text=True)
                  for client_id in client_ids]
-    for process in processes:
+    for process in processes:  # a member not assigned in 60 s exits, and says why
         assert process.stdout is not None and process.stdout.readline() == "assigned\n"
     return processes
 
