@@ -158,6 +158,10 @@ def hold_back_and_catch_up(pulse: Pulse, fault: Callable[[], None],
     while committed_total(pulse) < len(first):
         assert time.monotonic() < deadline, "the first batch was never committed"
         time.sleep(0.3)
+    # The rollups too (the ingest process starts beside them, so the lake can be ahead):
+    # they claim their partitions from checkpoints in the store, and a fault before
+    # that holds them back, and with them the journal that carries the lake's status.
+    api.wait_until_read(len(first))
 
     fault()
     pulse.produce(second)
