@@ -21,10 +21,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from pulse.schemas.events import Event
+from pulse.schemas.events import Event, EventRow
 
 ENTRY = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("content", "<u4")])
 """One digest in a run (20 bytes); the run says which day it belongs to."""
@@ -32,6 +33,7 @@ JOURNAL_ENTRY = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("content", "<u4"), ("da
 """One new digest as the journal carries it (24 bytes)."""
 
 _FILTER = struct.Struct("<QQI")
+_encode = msgspec.msgpack.Encoder().encode
 U64 = npt.NDArray[np.uint64]
 Bools = npt.NDArray[np.bool_]
 
@@ -43,15 +45,25 @@ def id_digest(tenant_id: str, event_id: str) -> bytes:
     ).digest()
 
 
-def id_digests(events: Iterable[Event]) -> bytes:
-    """`id_digest` of each event, concatenated (a poll's, in one call)."""
+def id_digests(rows: Iterable[EventRow]) -> bytes:
+    """`id_digest` of each event (its fields, `tenant_id` and `id` first), concatenated:
+    a poll's, in one call."""
     blake2b = hashlib.blake2b
-    return b"".join([blake2b(f"{e.tenant_id}\x00{e.id}".encode(errors="surrogatepass"),
-                             digest_size=16).digest() for e in events])
+    return b"".join([blake2b(f"{r[0]}\x00{r[1]}".encode(errors="surrogatepass"),
+                             digest_size=16).digest() for r in rows])
 
 
-def content_digest(encoded_event: bytes) -> int:
-    return zlib.crc32(encoded_event)
+def content_digest(event: Event | EventRow) -> int:
+    """A 32-bit digest of an event's normalized content: what tells a producer's retry
+    (the same content) from a conflicting copy. An `Event` and the tuple of its fields
+    encode to the same bytes (it is `array_like`), so both give the same digest."""
+    return zlib.crc32(_encode(event))
+
+
+def content_digests(rows: Iterable[EventRow]) -> list[int]:
+    """`content_digest` of each event's fields, at once."""
+    crc32, encode = zlib.crc32, _encode
+    return [crc32(encode(r)) for r in rows]
 
 
 def halves(digests: bytes) -> tuple[U64, U64]:

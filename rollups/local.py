@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-import msgspec
-
 from pulse.schemas.events import Event
 
 from .columns import ColumnBatch, from_events
@@ -20,8 +18,6 @@ from .dedup import MemoryRuns, SeenSet, content_digest, id_digest, keyed_partiti
 from .journal import Claim, Delta, LakeMark, Record
 from .partition import KeyedMessage, Outcome, PartitionState, RollupSpec, StepBatch, merge_steps
 from .store import RollupStore
-
-_encode = msgspec.msgpack.Encoder().encode
 
 Entry = tuple[int, int, Event | str]
 """(source partition, source offset, event or dead-letter reason)."""
@@ -33,7 +29,7 @@ def event_batch(rows: list[tuple[int, int, Event]], dead: list[tuple[int, int, s
     """A batch as the ingest stage builds it (digests computed here)."""
     return from_events([r[0] for r in rows], [r[1] for r in rows],
                        b"".join(id_digest(e.tenant_id, e.id) for _, _, e in rows),
-                       [content_digest(_encode(e)) for _, _, e in rows],
+                       [content_digest(e) for _, _, e in rows],
                        [e for _, _, e in rows], dead, progress, lake)
 
 

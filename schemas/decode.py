@@ -31,20 +31,34 @@ from .events import (
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
-_MIN_MS = -62135596800000  # 0001-01-01T00:00:00Z
-_MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
-_MIN_US = _MIN_MS * 1000
-_END_US = (_MAX_MS + 1) * 1000  # 10000-01-01T00:00:00Z
+MIN_MS = -62135596800000  # 0001-01-01T00:00:00Z
+MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
+_MIN_US = MIN_MS * 1000
+_END_US = (MAX_MS + 1) * 1000  # 10000-01-01T00:00:00Z
 _NULL = b"null"
 _STRING = re.compile(rb'"[^"\\]*(?:\\[\s\S][^"\\]*)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _OPENERS = b"[{"
 
-_decoder = msgspec.json.Decoder(WireEvent)
+wire_decoder = msgspec.json.Decoder(WireEvent)
 
 
 def decode_event(raw: bytes, now_us: int) -> Event | Rejected:
     """Validate one message value against contract section 2 at worker time `now_us`."""
+    too_large = oversized(raw)
+    if too_large is not None:
+        return too_large
+    try:
+        wire = wire_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        return Rejected(_classify(str(exc)), str(exc))
+    except msgspec.DecodeError as exc:
+        return Rejected(RejectReason.INVALID_JSON, f"not valid UTF-8 JSON: {exc}")
+    return _normalize(wire, now_us)
+
+
+def oversized(raw: bytes) -> Rejected | None:
+    """Why `raw` is too large to parse, if it is: too many bytes, or nested too deep."""
     if len(raw) > MAX_MESSAGE_BYTES:
         return Rejected(
             RejectReason.TOO_LARGE,
@@ -56,13 +70,7 @@ def decode_event(raw: bytes, now_us: int) -> Event | Rejected:
             f"arrays and objects are nested more than {MAX_NESTING} levels deep; "
             f"the limit is {MAX_NESTING}",
         )
-    try:
-        wire = _decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        return Rejected(_classify(str(exc)), str(exc))
-    except msgspec.DecodeError as exc:
-        return Rejected(RejectReason.INVALID_JSON, f"not valid UTF-8 JSON: {exc}")
-    return _normalize(wire, now_us)
+    return None
 
 
 def _normalize(wire: WireEvent, now_us: int) -> Event | Rejected:
@@ -82,7 +90,7 @@ def _normalize(wire: WireEvent, now_us: int) -> Event | Rejected:
         )
     occurred = wire.occurred_at
     occurred_us = occurred * 1000 if type(occurred) is int and (
-        _MIN_MS <= occurred <= _MAX_MS) else _occurred_us(occurred)
+        MIN_MS <= occurred <= MAX_MS) else _occurred_us(occurred)
     if isinstance(occurred_us, Rejected):
         return occurred_us
     if occurred_us > now_us + MAX_FUTURE_US:
@@ -91,7 +99,7 @@ def _normalize(wire: WireEvent, now_us: int) -> Event | Rejected:
             f"occurred_at is {(occurred_us - now_us) / 3.6e9:.2f} h ahead of the worker's "
             "clock; at most 1 h is accepted",
         )
-    metadata = None if wire.metadata is NO_METADATA else _metadata_text(wire.metadata)
+    metadata = None if wire.metadata is NO_METADATA else metadata_text(wire.metadata)
     if isinstance(metadata, Rejected):
         return metadata
     return Event(
@@ -127,7 +135,7 @@ def _occurred_us(occurred: datetime | int) -> int | Rejected:
     """`occurred_at` as UTC microseconds, inside years 1-9999 in both forms (`_normalize`
     converts the common case, epoch milliseconds in range, itself)."""
     if isinstance(occurred, int):
-        if not _MIN_MS <= occurred <= _MAX_MS:
+        if not MIN_MS <= occurred <= MAX_MS:
             return Rejected(
                 RejectReason.BAD_TIMESTAMP,
                 f"occurred_at {occurred} is outside years 1-9999 as epoch milliseconds",
@@ -147,7 +155,7 @@ def _occurred_us(occurred: datetime | int) -> int | Rejected:
     return occurred_us
 
 
-def _metadata_text(raw: msgspec.Raw) -> str | None | Rejected:
+def metadata_text(raw: msgspec.Raw) -> str | None | Rejected:
     """`metadata` as JSON text (None when null): an object of at most
     `MAX_METADATA_BYTES`, valid UTF-8 (the parser skips over raw values unchecked)."""
     if (metadata_raw := bytes(raw)) == _NULL:

@@ -120,6 +120,13 @@ class Event(msgspec.Struct, array_like=True, gc=False, frozen=True):
     schema_version: int
 
 
+EventRow = tuple[str, str, str, int, str | None, str | None, str | None, str | None,
+                 str | None, float | None, str | None, int]
+"""An event's normalized fields in `Event`'s order: how `schemas.chunk` hands a chunk's
+events on without building an `Event` each (and, `Event` being `array_like`, how one
+encodes)."""
+
+
 class Rejected(msgspec.Struct, frozen=True):
     """A message that is not a valid event, and why (`reason` is a `RejectReason`)."""
 

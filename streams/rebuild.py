@@ -21,8 +21,6 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 
-import msgspec
-
 from pulse.lakefs import Entry, LakeDir, LakeStore, lake_dirs, live
 from pulse.rollups.columns import ColumnBatch, from_events
 from pulse.rollups.dedup import SeenSet, content_digest, id_digest, keyed_partition
@@ -42,7 +40,6 @@ BATCH = 5_000
 _COLUMNS = ["id", "event_type", "occurred_at", "customer_id", "campaign_id", "channel",
             "category", "label", "value", "metadata", "schema_version", "kafka_partition",
             "kafka_offset"]
-_encode = msgspec.msgpack.Encoder().encode
 
 Include = Callable[[lake.LakeFile], bool]
 Source = tuple[str, int]
@@ -190,7 +187,7 @@ def _event_batch(sid: int, rows: list[tuple[int, Event | str, bytes]]) -> Column
     events = [(offset, e, digest) for offset, e, digest in rows if isinstance(e, Event)]
     return from_events([sid] * len(events), [r[0] for r in events],
                        b"".join(r[2] for r in events),
-                       [content_digest(_encode(r[1])) for r in events],
+                       [content_digest(r[1]) for r in events],
                        [r[1] for r in events],
                        [(sid, offset, reason) for offset, reason, _ in rows
                         if isinstance(reason, str)])
