@@ -62,21 +62,9 @@ class Chunk:
 def decode_chunk(raws: Sequence[bytes], offsets: Sequence[int], partition: int,
                  now_us: int) -> Chunk:
     """`raws` (with their `offsets` in input `partition`) at worker time `now_us`."""
-    decode = wire_decoder.decode
-    wires = []
     kept: list[int] = []
     doubtful: list[int] = []
-    for i, raw in enumerate(raws):
-        if len(raw) > MAX_NESTING and oversized(raw) is not None:
-            doubtful.append(i)
-            continue
-        try:
-            wires.append(decode(raw))
-        except _DECODE_ERRORS:
-            doubtful.append(i)
-            continue
-        kept.append(i)
-    columns = _Columns(wires, now_us)
+    columns = _Columns(_typed(raws, kept, doubtful), now_us)
     doubts = np.flatnonzero(columns.doubted)
     if len(doubts):
         doubtful = sorted(doubtful + [kept[j] for j in doubts.tolist()])
@@ -97,6 +85,24 @@ def decode_chunk(raws: Sequence[bytes], offsets: Sequence[int], partition: int,
     if recovered:
         table, rows = _merge(table, rows, kept, recovered, offsets, partition, now_us)
     return Chunk(table, rows, rejected)
+
+
+def _typed(raws: Sequence[bytes], kept: list[int], doubtful: list[int]) -> list[Any]:
+    """The typed decode of each message it takes (`WireEvent`s): the position of each
+    one taken goes to `kept`, of each other to `doubtful`."""
+    decode = wire_decoder.decode
+    wires = []
+    for i, raw in enumerate(raws):
+        if len(raw) > MAX_NESTING and oversized(raw) is not None:
+            doubtful.append(i)
+            continue
+        try:
+            wires.append(decode(raw))
+        except _DECODE_ERRORS:
+            doubtful.append(i)
+            continue
+        kept.append(i)
+    return wires
 
 
 class _Columns:
