@@ -92,6 +92,7 @@ async def wait_for_broker(bootstrap: str, timeout: float, what: str) -> None:
 
 
 EVICT_SECONDS = 10.0
+"""Longest `evict_members` may take; past it the consumer joins as it would without it."""
 
 
 async def evict_members(bootstrap: str, group: str, client_id: str) -> int:
