@@ -228,10 +228,11 @@ class Ingest:
         now_us = time.time_ns() // 1000
         router = PollRouter(self.keyed_partitions)
         for p, (expected, records) in taken.items():
-            table, digests, contents, dead = await self._decode(p, records, now_us,
+            offsets = [record.offset for record in records]
+            table, digests, contents, dead = await self._decode(p, records, offsets, now_us,
                                                                 routed.futures)
             router.add(p, table, digests, contents, [(d.offset, d.reason) for d in dead])
-            routed.parts[p] = PollPart(expected, [r.offset for r in records], table, dead)
+            routed.parts[p] = PollPart(expected, offsets, table, dead)
             self._note_position(p, routed)
             self._progress[p] = max(self._progress.get(p, 0), records[-1].timestamp * 1000)
             self.counts["read"] += len(records)
@@ -247,12 +248,13 @@ class Ingest:
         routed.futures.extend(await self._forward(router))
         return routed
 
-    async def _decode(self, p: int, records: list[RawRecord], now_us: int,
-                      futures: list[asyncio.Future]
+    async def _decode(self, p: int, records: list[RawRecord], offsets: list[int],
+                      now_us: int, futures: list[asyncio.Future]
                       ) -> tuple[pa.Table, bytes, list[int], list[DeadLetter]]:
-        """Partition `p`'s records of a poll as (its events' table, their id digests,
-        their content digests, its dead letters), `DECODE_CHUNK` records at a time. Each
-        dead letter is sent to the dead-letter topic here; its ack joins `futures`."""
+        """Partition `p`'s records of a poll (at `offsets`) as (its events' table, their
+        id digests, their content digests, its dead letters), `DECODE_CHUNK` records at a
+        time. Each dead letter is sent to the dead-letter topic here; its ack joins
+        `futures`."""
         assert self.producer is not None
         tables: list[pa.Table] = []
         digests: list[bytes] = []
@@ -261,7 +263,7 @@ class Ingest:
         for start in range(0, len(records), DECODE_CHUNK):
             part = records[start:start + DECODE_CHUNK]
             raws = [record.value or b"" for record in part]
-            chunk = decode_chunk(raws, [record.offset for record in part], p, now_us)
+            chunk = decode_chunk(raws, offsets[start:start + DECODE_CHUNK], p, now_us)
             for i, rejected in chunk.rejected:
                 record = part[i]
                 futures.append(await send_dead_letter(
