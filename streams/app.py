@@ -26,6 +26,14 @@ from .agents import RollupAgent, register_rollup_agent
 from .ingest_process import IngestProcess
 from .owners import PartitionOwners
 
+STREAM_BUFFER_MESSAGES = 64
+"""Keyed messages Faust may hold for the rollup agent before it stops fetching: twice
+what the agent takes at once. Faust's default, 4,096, is sized for small messages; here
+each holds up to 8,000 events, so when the rollups fell behind the ingest stage the
+worker kept what it had fetched in memory rather than leave it in the broker (the
+rollup process's peak in the peers workload: 152-155 MiB before, 143-145 MiB with
+this, at the same rate)."""
+
 
 class _PromptConsumerThread(faust_kafka.AIOKafkaConsumerThread):
     """FAUST: fetch_max_wait_ms is hard-coded to 1500; Pulse's value is FETCH_MAX_WAIT_MS.
@@ -82,6 +90,7 @@ def create_app(settings: Settings, epoch: str) -> faust.App:
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         consumer_max_fetch_size=4 * 1024 * 1024,  # per partition: five keyed messages
+        stream_buffer_maxsize=STREAM_BUFFER_MESSAGES,
         producer_max_request_size=MAX_MESSAGE_BYTES,
         producer_acks=-1,
         table_standby_replicas=0,
