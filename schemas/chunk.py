@@ -26,7 +26,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .arrow import POLL_SCHEMA, UTC_MICROS, poll_to_table
-from .decode import MAX_MS, MIN_MS, decode_event, metadata_text, oversized, wire_decoder
+from .decode import (
+    MAX_MS,
+    MIN_MS,
+    decode_event,
+    metadata_text,
+    occurred_at_us,
+    oversized,
+    wire_decoder,
+)
 from .events import (
     MAX_FUTURE_US,
     MAX_NESTING,
@@ -134,17 +142,21 @@ class _Columns:
     @staticmethod
     def _occurred(wires: list[Any], now_us: int, doubted: npt.NDArray[np.uint8]
                   ) -> npt.NDArray[np.int64]:
-        """`occurred_at` as µs where it is epoch milliseconds in range and at most an hour
-        ahead; the rest (ISO texts among them) are doubted."""
+        """`occurred_at` as µs, each in years 1-9999 and at most an hour ahead, or
+        doubted. Epoch milliseconds are checked as one array; a chunk that holds RFC 3339
+        texts (or a number too large for int64) converts them one by one."""
         occurred = [w.occurred_at for w in wires]
         try:
             ms = np.array(occurred, np.int64)
-        except (TypeError, OverflowError):  # an ISO text (a datetime), or a huge number
-            ms = np.array([o if type(o) is int and MIN_MS <= o <= MAX_MS else MAX_MS + 1
-                           for o in occurred], np.int64)
-        outside = (ms < MIN_MS) | (ms > MAX_MS)
-        us = np.where(outside, 0, ms) * 1000
-        doubted |= outside | (us > now_us + MAX_FUTURE_US)
+        except (TypeError, OverflowError):
+            converted = [occurred_at_us(o) for o in occurred]
+            wrong = np.fromiter((type(c) is Rejected for c in converted), np.bool_,
+                                len(converted))
+            us = np.array([0 if type(c) is Rejected else c for c in converted], np.int64)
+        else:
+            wrong = (ms < MIN_MS) | (ms > MAX_MS)
+            us = np.where(wrong, 0, ms) * 1000
+        doubted |= wrong | (us > now_us + MAX_FUTURE_US)
         return us
 
     @staticmethod

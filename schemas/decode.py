@@ -90,7 +90,7 @@ def _normalize(wire: WireEvent, now_us: int) -> Event | Rejected:
         )
     occurred = wire.occurred_at
     occurred_us = occurred * 1000 if type(occurred) is int and (
-        MIN_MS <= occurred <= MAX_MS) else _occurred_us(occurred)
+        MIN_MS <= occurred <= MAX_MS) else occurred_at_us(occurred)
     if isinstance(occurred_us, Rejected):
         return occurred_us
     if occurred_us > now_us + MAX_FUTURE_US:
@@ -131,7 +131,7 @@ def _missing_for(rule: Rule, wire: WireEvent) -> Rejected | None:
     return None
 
 
-def _occurred_us(occurred: datetime | int) -> int | Rejected:
+def occurred_at_us(occurred: datetime | int) -> int | Rejected:
     """`occurred_at` as UTC microseconds, inside years 1-9999 in both forms (`_normalize`
     converts the common case, epoch milliseconds in range, itself)."""
     if isinstance(occurred, int):

@@ -21,8 +21,8 @@ from .test_decode import BASE, NOW_US, nested
 
 PARTITION = 3
 MS = {**BASE, "occurred_at": NOW_US // 1000 - 26 * 3_600_000}
-"""The common message, with its time in epoch milliseconds: the form the columnar rules
-take on themselves (an ISO text is always handed to `decode_event`)."""
+"""The common message, with its time in epoch milliseconds (the form checked as one
+array; a chunk with RFC 3339 texts converts its times one by one)."""
 
 
 def _message(fields: dict[str, object]) -> bytes:
