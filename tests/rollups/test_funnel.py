@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pulse.rollups import funnel
 from pulse.rollups.funnel import FunnelSpec, apply_step, position, reached_any, times
 
 SPEC = FunnelSpec(("picked_up", "interested", "qualified"))
@@ -85,3 +86,18 @@ def test_kept_times_give_every_reach_the_full_sets_give(events):
         assert sequence_reach(kept) == sequence_reach(full)
         assert any_reach(kept) == any_reach(full)
         assert reached_any(kept) == next((k for k, s in enumerate(full) if not s), N)
+
+
+@given(st.integers(1, 6).flatmap(lambda n: st.tuples(
+    st.just(n), st.integers(0, n - 1), st.integers(-(2**62), 2**62))))
+def test_a_first_step_is_what_the_general_rule_makes_of_it(case: tuple[int, int, int]):
+    """`advance` takes a short way for a journey's first step; it must land where
+    adding the step to an empty journey's times and pruning them lands."""
+    steps, step, at_us = case
+    sets: list[list[int]] = [[] for _ in range(steps)]
+    sets[step] = [at_us]
+    kept = funnel.prune(sets)
+    reach = funnel.reached_any(kept)
+    t1 = funnel.first_step_time(kept)
+    expected = None if t1 is None else (t1 // HOUR, reach - 1)
+    assert funnel.advance(None, steps, step, at_us, HOUR) == (funnel.pack(kept), None, expected)
