@@ -117,7 +117,7 @@ def advance(journey: Journey | None, steps: int, step: int, at_us: int, hour_us:
     """`apply_step`, with the journey's `position` before and after (one unpacking for
     all three); None when the event changes nothing."""
     if journey is None:  # a journey's first step, the most common: nothing to prune
-        first = [[] for _ in range(steps)]
+        first: list[list[int]] = [[] for _ in range(steps)]
         first[step] = [at_us]
         return pack(first), None, (at_us // hour_us, 0) if step == 0 else None
     sets = times(journey, steps)
