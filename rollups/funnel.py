@@ -54,7 +54,7 @@ def times(journey: Journey | None, steps: int) -> list[list[int]]:
 
 def pack(kept: list[list[int]]) -> Journey:
     flat = [t for step in kept for t in step]
-    return struct.pack(f"<{len(kept)}H{len(flat)}q", *(len(s) for s in kept), *flat)
+    return struct.pack(f"<{len(kept)}H{len(flat)}q", *map(len, kept), *flat)
 
 
 def prune(sets: list[list[int]]) -> list[list[int]]:
