@@ -54,7 +54,6 @@ _NEEDS_CATEGORY = np.array([RULES[t].category for t in _TYPES] + [False])
 _NEEDS_VALUE = np.array([RULES[t].value for t in _TYPES] + [False])
 _NON_NEGATIVE = np.array([RULES[t].non_negative_value for t in _TYPES] + [False])
 _DEFAULT_CHANNEL = {t: rule.default_channel for t, rule in RULES.items()}
-_DECODE_ERRORS = (msgspec.DecodeError,)  # ValidationError is one too
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ def _typed(raws: Sequence[bytes], kept: list[int], doubtful: list[int]) -> list[
             continue
         try:
             wires.append(decode(raw))
-        except _DECODE_ERRORS:
+        except msgspec.DecodeError:  # ValidationError is one too
             doubtful.append(i)
             continue
         kept.append(i)
