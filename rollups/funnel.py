@@ -17,6 +17,7 @@ and shuffles cannot change an answer.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass, field
 
@@ -117,9 +118,8 @@ def advance(journey: Journey | None, steps: int, step: int, at_us: int, hour_us:
     """`apply_step`, with the journey's `position` before and after (one unpacking for
     all three); None when the event changes nothing."""
     if journey is None:  # a journey's first step, the most common: nothing to prune
-        first: list[list[int]] = [[] for _ in range(steps)]
-        first[step] = [at_us]
-        return pack(first), None, (at_us // hour_us, 0) if step == 0 else None
+        return (_first_counts(steps, step) + _TIME.pack(at_us), None,
+                (at_us // hour_us, 0) if step == 0 else None)
     sets = times(journey, steps)
     if at_us in sets[step]:
         return None
@@ -130,6 +130,15 @@ def advance(journey: Journey | None, steps: int, step: int, at_us: int, hour_us:
     if new == journey:
         return None
     return new, before, _position(kept, hour_us)
+
+
+_TIME = struct.Struct("<q")
+
+
+@functools.cache
+def _first_counts(steps: int, step: int) -> bytes:
+    """The counts that open a journey whose only time is one of step `step`."""
+    return struct.pack(f"<{steps}H", *(int(j == step) for j in range(steps)))
 
 
 def _position(sets: list[list[int]], hour_us: int) -> tuple[int, int] | None:

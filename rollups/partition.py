@@ -283,25 +283,22 @@ class PartitionState:
 
     def _steps(self, steps: Steps, as_of: dict[int, int], change: _Change) -> None:
         n = len(self.spec.funnel.steps)
+        horizon = -(1 << 62) if self.horizon_hour is None else self.horizon_hour
+        journeys, changed, advance = self.journeys, change.journeys, funnel.advance
         for tenant, campaign, customer, step, at_us in steps:
-            group = self.journeys.setdefault((tenant, campaign), {})
-            moved = funnel.advance(group.get(customer), n, step, at_us, HOUR_US)
+            group = journeys.get((tenant, campaign))
+            if group is None:
+                group = journeys[(tenant, campaign)] = {}
+            moved = advance(group.get(customer), n, step, at_us, HOUR_US)
             if moved is None:
                 continue
             new, before, after = moved
             group[customer] = new
-            change.journeys[(tenant, campaign, customer)] = new
-            for pos, sign in ((before, -1), (after, 1)):
-                if pos is None or (self.horizon_hour is not None and pos[0] < self.horizon_hour):
-                    continue
-                bucket = change.buckets.get((tenant, campaign, pos[0]))
-                if bucket is None:
-                    bucket = change.buckets[(tenant, campaign, pos[0])] = Measures()
-                total = bucket.funnel.get(pos[1], 0) + sign
-                if total:
-                    bucket.funnel[pos[1]] = total
-                else:
-                    del bucket.funnel[pos[1]]
+            changed[(tenant, campaign, customer)] = new
+            if before is not None and before[0] >= horizon:
+                change.count_journey(tenant, campaign, before, -1)
+            if after is not None and after[0] >= horizon:
+                change.count_journey(tenant, campaign, after, 1)
         for origin, origin_as_of in as_of.items():
             if origin_as_of > self.upstream.get(origin, -1):
                 self.upstream[origin] = change.upstream[origin] = origin_as_of
@@ -399,6 +396,20 @@ class _Change:
         self.progress: dict[int, int] = {}
         self.upstream: dict[int, int] = {}
         self.lake: dict[int, LakeMark] = {}
+
+    def count_journey(self, tenant: str, campaign: str | None, position: tuple[int, int],
+                      sign: int) -> None:
+        """A journey enters (+1) or leaves (-1) the funnel count at `position` (hour of
+        its t1, reached step - 1)."""
+        hour, reached = position
+        bucket = self.buckets.get((tenant, campaign, hour))
+        if bucket is None:
+            bucket = self.buckets[(tenant, campaign, hour)] = Measures()
+        total = bucket.funnel.get(reached, 0) + sign
+        if total:
+            bucket.funnel[reached] = total
+        else:
+            del bucket.funnel[reached]
 
     def delta(self, session: str, seq: int) -> Delta:
         state = self.state
