@@ -39,8 +39,8 @@ CLAIMED = re.compile(rb"keyed partition (\d+): claimed at journal offset (\d+) \
 SIXTEEN_CORES = (
     "On 16 cores (broker and lake elsewhere), expect 8 workers, PULSE_PARTITIONS a "
     "multiple of 8 and an input topic of at least 8 partitions, to take one tenant "
-    "about 8x as fast as one worker: a worker is two processes, ingest (about 10 us of "
-    "CPU per message) and rollups (about 8 us), so two cores each; the keyed partition "
+    "about 8x as fast as one worker: a worker is two processes, ingest (about 6 us of "
+    "CPU per message) and rollups (about 5 us), so two cores each; the keyed partition "
     "of an event is drawn from its (tenant, id) digest and a journey's from its "
     "(tenant, campaign, customer), so one tenant's work divides evenly between the "
     "partitions, and so between workers that hold equally many of them. Shares are "
