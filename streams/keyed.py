@@ -72,7 +72,8 @@ class PollRouter:
 
     def has(self, q: int) -> bool:
         """Whether the poll holds anything for keyed partition `q`."""
-        return bool(self._dead.get(q)) or len(self._poll().rows_of(q)) > 0
+        return bool(self._dead.get(q)) or (bool(self._sources)
+                                           and len(self._poll().rows_of(q)) > 0)
 
     def messages(self, q: int, progress: dict[int, int],
                  lake: dict[int, LakeMark]) -> list[ColumnBatch]:
