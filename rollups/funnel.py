@@ -123,7 +123,7 @@ def advance(journey: Journey | None, steps: int, step: int, at_us: int, hour_us:
     sets = times(journey, steps)
     if at_us in sets[step]:
         return None
-    before = None if journey is None else _position(sets, hour_us)
+    before = _position(sets, hour_us)
     sets[step] = sorted([*sets[step], at_us])
     kept = prune(sets)
     new = pack(kept)
