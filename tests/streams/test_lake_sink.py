@@ -1,40 +1,49 @@
-"""When the lake sink seals a flush: the tail of a backlog at once, a trickle on its timer.
+"""When the lake sink seals a flush (the tail of a backlog at once, a trickle on its
+timer, the largest ones when its bytes run over) and how it writes them (several
+partitions at once, each partition's in order).
 
 The end-to-end side (a real worker, a backlog and a live event) is in `test_pipeline`;
-this pins the rule itself, clock and all, without a broker.
+this pins the rules themselves, clock and all, without a broker.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from pulse.lakefs import LakeStore
 from pulse.rollups.journal import LakeMark
 from pulse.schemas.arrow import poll_to_table
 from pulse.schemas.events import Event
-from pulse.streams.lake_sink import LakeSink, LakeWriter
+from pulse.streams.lake_sink import PARALLEL_FLUSHES, LakeSink, LakeWriter
 
 FLUSH_SECONDS = 5.0
 
 
-def sink_on(tmp_path: Path, intent: tuple[int, int] | None = None) -> LakeSink:
-    async def commit(partition: int, next_offset: int) -> bool:
-        return True
+async def commit_at_once(partition: int, next_offset: int) -> bool:
+    return True
 
+
+def sink_on(tmp_path: Path, intent: tuple[int, int] | None = None,
+            commit: Callable[[int, int], Awaitable[bool]] = commit_at_once,
+            partitions: int = 1, max_bytes: int = 2**30) -> LakeSink:
     def on_mark(partition: int, mark: LakeMark) -> None:
         pass
 
     writer = LakeWriter(LakeStore.open(str(tmp_path / "lake")), "e1", "events")
     sink = LakeSink(writer, flush_rows=1_000, flush_seconds=FLUSH_SECONDS, commit=commit,
-                    on_mark=on_mark, max_bytes=2**30)
-    sink.assign(0, 0, intent)
+                    on_mark=on_mark, max_bytes=max_bytes)
+    for partition in range(partitions):
+        sink.assign(partition, 0, intent)
     return sink
 
 
-def add(sink: LakeSink, offsets: list[int], backlog: bool) -> None:
-    events = [Event("acme", f"e{o}", "tag_changed", 1_790_000_000_000_000, "c1", None, None,
-                    None, "vip", None, None, 1) for o in offsets]
-    sink.add_rows(0, offsets, poll_to_table(events, 0, offsets, 1_790_000_000_000_000), [],
+def add(sink: LakeSink, offsets: list[int], backlog: bool, partition: int = 0) -> None:
+    events = [Event("acme", f"e{partition}-{o}", "tag_changed", 1_790_000_000_000_000, "c1",
+                    None, None, None, "vip", None, None, 1) for o in offsets]
+    sink.add_rows(partition, offsets,
+                  poll_to_table(events, partition, offsets, 1_790_000_000_000_000), [],
                   backlog=backlog)
 
 
@@ -72,3 +81,58 @@ def test_a_resumed_flushs_boundary_keeps_the_backlog_mark_on_the_rows_after_it(
     assert sealed(sink) == [(0, 1)]
     sink.caught_up(0, now=100.0)
     assert sealed(sink) == [(0, 1), (2, 3)]
+
+
+def test_the_largest_open_flushes_are_sealed_when_the_bytes_run_over(tmp_path: Path):
+    """Enough of them to keep every writer busy, not all: sealing the small ones too
+    would only make more, smaller files."""
+    sizes = [3, 9, 1, 7, 5, 8]
+    sink = sink_on(tmp_path, partitions=len(sizes), max_bytes=1)
+    for partition, rows in enumerate(sizes):
+        add(sink, list(range(rows)), backlog=False, partition=partition)
+    sink.seal_due(now=0.0)
+    largest = sorted(range(len(sizes)), key=lambda p: -sizes[p])[:PARALLEL_FLUSHES]
+    assert sorted(flush.partition for flush in sink._sealed) == sorted(largest)
+    assert all(sink._open[p].rows == sizes[p] for p in range(len(sizes)) if p not in largest)
+
+
+def test_partitions_flush_at_once_and_each_partitions_flushes_in_order(tmp_path: Path):
+    """A partition whose commit hangs holds back its own later flushes, not the others'."""
+    asyncio.run(_flush_at_once(tmp_path))
+
+
+async def _flush_at_once(tmp_path: Path) -> None:
+    committed: list[tuple[int, int]] = []
+    hold = asyncio.Event()
+
+    async def commit(partition: int, next_offset: int) -> bool:
+        if partition == 0:
+            await hold.wait()
+        committed.append((partition, next_offset))
+        return True
+
+    sink = sink_on(tmp_path, commit=commit, partitions=3)
+    for offsets in ([0, 1], [2, 3]):
+        add(sink, offsets, backlog=True, partition=0)
+        sink.caught_up(0, now=100.0 * (offsets[0] + 1))
+    for partition in (1, 2):
+        add(sink, [0, 1, 2], backlog=True, partition=partition)
+        sink.caught_up(partition, now=100.0)
+    assert sealed(sink) == [(0, 1), (2, 3), (0, 2), (0, 2)]
+
+    done = False
+    running = asyncio.create_task(sink.run(lambda: done))
+    async with asyncio.timeout(30):
+        while len(committed) < 2:
+            await asyncio.sleep(0.01)
+    assert sorted(committed) == [(1, 3), (2, 3)]
+    assert sealed(sink) == [(0, 1), (2, 3)]
+    assert len(list((tmp_path / "lake" / "events").rglob("*-p0000-*.parquet"))) == 1
+
+    hold.set()
+    done = True
+    async with asyncio.timeout(30):
+        await running
+    assert [c for c in committed if c[0] == 0] == [(0, 2), (0, 4)]
+    assert sealed(sink) == []
+    assert len(list((tmp_path / "lake" / "events").rglob("*.parquet"))) == 4
