@@ -343,14 +343,15 @@ class LakeSink:
                      partition, *intent)
 
     async def revoke(self, partition: int) -> None:
-        """Stop buffering `partition`; what is not committed will be read again."""
-        writing = self._writing.get(partition)
-        if writing is not None:
-            await asyncio.wait([writing])
+        """Stop buffering `partition`; what is not committed will be read again. A write
+        of it already under way ends first; no other starts."""
         self._open.pop(partition, None)
         self._forced_last.pop(partition, None)
         self._tail_sealed_at.pop(partition, None)
         self._sealed = deque(f for f in self._sealed if f.partition != partition)
+        writing = self._writing.get(partition)
+        if writing is not None:
+            await asyncio.wait([writing])
         self.writer.handed_over(partition)
 
     # ---- rows in -------------------------------------------------------------------

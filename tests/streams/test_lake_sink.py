@@ -122,12 +122,16 @@ async def _flush_at_once(tmp_path: Path) -> None:
 
     done = False
     running = asyncio.create_task(sink.run(lambda: done))
+    def partition_0_files() -> int:
+        return len(list((tmp_path / "lake" / "events").rglob("*-p0000-*.parquet")))
+
     async with asyncio.timeout(30):
-        while len(committed) < 2:
+        while len(committed) < 2 or not partition_0_files():
             await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # time enough to start partition 0's second flush, if it could
     assert sorted(committed) == [(1, 3), (2, 3)]
     assert sealed(sink) == [(0, 1), (2, 3)]
-    assert len(list((tmp_path / "lake" / "events").rglob("*-p0000-*.parquet"))) == 1
+    assert partition_0_files() == 1
 
     hold.set()
     done = True
@@ -136,3 +140,37 @@ async def _flush_at_once(tmp_path: Path) -> None:
     assert [c for c in committed if c[0] == 0] == [(0, 2), (0, 4)]
     assert sealed(sink) == []
     assert len(list((tmp_path / "lake" / "events").rglob("*.parquet"))) == 4
+
+
+def test_a_revoked_partitions_write_under_way_ends_and_no_other_starts(tmp_path: Path):
+    asyncio.run(_revoke_while_writing(tmp_path))
+
+
+async def _revoke_while_writing(tmp_path: Path) -> None:
+    committed: list[int] = []
+    hold = asyncio.Event()
+
+    async def commit(partition: int, next_offset: int) -> bool:
+        await hold.wait()
+        committed.append(next_offset)
+        return True
+
+    sink = sink_on(tmp_path, commit=commit)
+    for offsets in ([0, 1], [2, 3]):
+        add(sink, offsets, backlog=True)
+        sink.caught_up(0, now=100.0 * (offsets[0] + 1))
+    done = False
+    running = asyncio.create_task(sink.run(lambda: done))
+    async with asyncio.timeout(30):
+        while not list((tmp_path / "lake" / "events").rglob("*.parquet")):
+            await asyncio.sleep(0.01)
+        revoking = asyncio.create_task(sink.revoke(0))
+        await asyncio.sleep(0.2)
+        assert not revoking.done()  # the first flush's commit is still under way
+        hold.set()
+        await revoking
+        done = True
+        await running
+    assert committed == [2]
+    assert sealed(sink) == []
+    assert len(list((tmp_path / "lake" / "events").rglob("*.parquet"))) == 1
