@@ -27,6 +27,8 @@ from .journal import LakeMark
 from .metrics import EVENT_TYPES, EventColumns
 
 _KIND = {kind: code for code, kind in enumerate(EVENT_TYPES)}
+CUSTOMER_EVENT_TYPE = "funnel_step"
+"""The one event type whose customer a `ColumnBatch` carries (every builder keeps to it)."""
 
 
 class Strings(msgspec.Struct, array_like=True, gc=False):
@@ -72,8 +74,8 @@ class ColumnBatch(msgspec.Struct, tag="columns", array_like=True, gc=False):
     labels: Strings
     categories: Strings
     customers: Strings
-    """The customer of each funnel step (null for every other event: nothing else reads
-    it, and most events' customers are distinct strings)."""
+    """The customer of each `CUSTOMER_EVENT_TYPE` event (null for every other event:
+    nothing else reads it, and most events' customers are distinct strings)."""
     dead: list[tuple[int, int, str]]
     progress: dict[int, int]
     lake: dict[int, LakeMark]
@@ -132,6 +134,6 @@ def from_events(sources: Sequence[int], offsets: Sequence[int], digests: bytes,
         campaigns=Strings.encode([e.campaign_id for e in events]),
         labels=Strings.encode([e.label for e in events]),
         categories=Strings.encode([e.category for e in events]),
-        customers=Strings.encode([e.customer_id if e.event_type == "funnel_step" else None
+        customers=Strings.encode([e.customer_id if e.event_type == CUSTOMER_EVENT_TYPE else None
                                   for e in events]),
         dead=dead, progress=progress or {}, lake=lake or {})

@@ -24,7 +24,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pulse.rollups.columns import ColumnBatch, Strings
+from pulse.rollups.columns import CUSTOMER_EVENT_TYPE, ColumnBatch, Strings
 from pulse.rollups.dedup import keyed_partitions
 from pulse.rollups.journal import LakeMark
 from pulse.rollups.metrics import EVENT_TYPES
@@ -131,7 +131,7 @@ class _PollColumns:
         self.kinds = _numpy(pc.index_in(column("event_type"), value_set=_KINDS)).astype(np.int8)
         self.chats = _numpy(pc.fill_null(pc.equal(column("channel"), "chat"), False))
         self.strings = {name: _encoded(column(name)) for name in _STRING_COLUMNS}
-        steps = pc.equal(column("event_type"), "funnel_step")
+        steps = pc.equal(column("event_type"), CUSTOMER_EVENT_TYPE)
         self.strings["customer_id"] = _encoded(pc.if_else(steps, column("customer_id"), None))
         targets = keyed_partitions(digests, partitions)
         # One stable sort into partition order: each partition's rows stay in (source,
