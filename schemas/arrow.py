@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -64,6 +64,22 @@ DEAD_LETTER_SCHEMA = _with_ids(
 )
 
 
+def table_of(schema: pa.Schema, columns: Mapping[str, pa.Array[Any]]) -> pa.Table:
+    """`columns`, by name, as a table of `schema`: a builder names each column, and only
+    the schema says in which order they stand."""
+    return pa.Table.from_arrays([columns[field.name] for field in schema], schema=schema)
+
+
+def stamp_columns(n: int, partition: int, offsets: Sequence[int],
+                  ingested_us: int) -> dict[str, pa.Array[Any]]:
+    """What the ingest stage adds to `n` events read from input `partition` at `offsets`."""
+    return {
+        "ingested_at": pa.nulls(n, pa.int64()).fill_null(ingested_us).cast(UTC_MICROS),
+        "kafka_partition": pa.nulls(n, pa.int32()).fill_null(partition),
+        "kafka_offset": pa.array(offsets, pa.int64()),
+    }
+
+
 def events_to_table(
     events: Sequence[Event],
     partition: int,
@@ -71,24 +87,20 @@ def events_to_table(
     ingested_us: int,
 ) -> pa.Table:
     """The lake columns of one folder's events (tenant and date are the folder)."""
-    n = len(events)
-    columns: list[pa.Array[Any]] = [
-        pa.array([e.id for e in events], pa.string()),
-        pa.array([e.event_type for e in events], pa.string()),
-        pa.array([e.customer_id for e in events], pa.string()),
-        pa.array([e.campaign_id for e in events], pa.string()),
-        pa.array([e.channel for e in events], pa.string()),
-        pa.array([e.category for e in events], pa.string()),
-        pa.array([e.label for e in events], pa.string()),
-        pa.array([e.value for e in events], pa.float64()),
-        pa.array([e.occurred_us for e in events], pa.int64()).cast(UTC_MICROS),
-        pa.array([e.metadata for e in events], pa.string()),
-        pa.array([e.schema_version for e in events], pa.int32()),
-        pa.nulls(n, pa.int64()).fill_null(ingested_us).cast(UTC_MICROS),
-        pa.nulls(n, pa.int32()).fill_null(partition),
-        pa.array(offsets, pa.int64()),
-    ]
-    return pa.Table.from_arrays(columns, schema=EVENT_SCHEMA)
+    return table_of(EVENT_SCHEMA, {
+        "id": pa.array([e.id for e in events], pa.string()),
+        "event_type": pa.array([e.event_type for e in events], pa.string()),
+        "customer_id": pa.array([e.customer_id for e in events], pa.string()),
+        "campaign_id": pa.array([e.campaign_id for e in events], pa.string()),
+        "channel": pa.array([e.channel for e in events], pa.string()),
+        "category": pa.array([e.category for e in events], pa.string()),
+        "label": pa.array([e.label for e in events], pa.string()),
+        "value": pa.array([e.value for e in events], pa.float64()),
+        "occurred_at": pa.array([e.occurred_us for e in events], pa.int64()).cast(UTC_MICROS),
+        "metadata": pa.array([e.metadata for e in events], pa.string()),
+        "schema_version": pa.array([e.schema_version for e in events], pa.int32()),
+        **stamp_columns(len(events), partition, offsets, ingested_us),
+    })
 
 
 def poll_to_table(events: Sequence[Event], partition: int, offsets: Sequence[int],

@@ -25,7 +25,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .arrow import POLL_SCHEMA, UTC_MICROS, poll_to_table
+from .arrow import POLL_SCHEMA, UTC_MICROS, poll_to_table, stamp_columns, table_of
 from .decode import (
     MAX_MS,
     MIN_MS,
@@ -207,26 +207,17 @@ class _Columns:
                         strict=True))
 
     def table(self, offsets: list[int], partition: int, ingested_us: int) -> pa.Table:
-        n = len(offsets)
-        arrays = self.arrays
-        columns: list[pa.Array[Any]] = [
-            pa.array(self.ids, pa.string()),
-            arrays["event_type"],
-            arrays["customer_id"],
-            pa.array(self.campaigns, pa.string()),
-            pa.array(self.channels, pa.string()),
-            arrays["category"],
-            arrays["label"],
-            arrays["value"],
-            pa.array(self.occurred_us).cast(UTC_MICROS),
-            pa.array(self.metadata, pa.string()),
-            pa.array(self.versions, pa.int32()),
-            pa.nulls(n, pa.int64()).fill_null(ingested_us).cast(UTC_MICROS),
-            pa.nulls(n, pa.int32()).fill_null(partition),
-            pa.array(offsets, pa.int64()),
-            pa.array(self.tenants, pa.string()),
-        ]
-        return pa.Table.from_arrays(columns, schema=POLL_SCHEMA)
+        return table_of(POLL_SCHEMA, {
+            **self.arrays,  # event_type, customer_id, category, label, value
+            "id": pa.array(self.ids, pa.string()),
+            "campaign_id": pa.array(self.campaigns, pa.string()),
+            "channel": pa.array(self.channels, pa.string()),
+            "occurred_at": pa.array(self.occurred_us).cast(UTC_MICROS),
+            "metadata": pa.array(self.metadata, pa.string()),
+            "schema_version": pa.array(self.versions, pa.int32()),
+            "tenant_id": pa.array(self.tenants, pa.string()),
+            **stamp_columns(len(offsets), partition, offsets, ingested_us),
+        })
 
 
 def _nulls(array: pa.Array[Any]) -> npt.NDArray[np.bool_]:
