@@ -166,21 +166,22 @@ _STRING_COLUMNS = ("tenant_id", "campaign_id", "label", "category")
 _ROLLUP_COLUMNS = ["kafka_offset", "occurred_at", "value", "event_type", "channel",
                    *_STRING_COLUMNS, "customer_id"]
 """What the rollups read of a poll (a lake row's id, metadata and versions stay in the
-lake); the customer only of funnel steps, as nothing else reads it."""
+lake); of `customer_id`, `_PollColumns` keeps only the `CUSTOMER_EVENT_TYPE` events'."""
 _NO_STRINGS = Strings([], b"")
 
 
+def _array(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """One contiguous array (a column of the combined poll is one chunk already)."""
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
 def _numpy(values: pa.ChunkedArray | pa.Array) -> npt.NDArray[Any]:
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    return values.to_numpy(zero_copy_only=False)
+    return _array(values).to_numpy(zero_copy_only=False)
 
 
 def _encoded(values: pa.ChunkedArray | pa.Array) -> tuple[list[str], npt.NDArray[np.int32]]:
     """A string column as (its distinct values, per row a code into them, -1 for null)."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    encoded = pc.dictionary_encode(values)
+    encoded = pc.dictionary_encode(_array(values))
     codes = _numpy(pc.fill_null(encoded.indices, -1).cast(pa.int32()))
     return encoded.dictionary.to_pylist(), codes
 
