@@ -14,6 +14,12 @@ each group, in this order:
    checking that this worker's writes follow one another (`PartitionOwners.confirm`);
 4. publishes the checkpoints that are due.
 
+A message beyond the next keyed offset (Faust's position can run ahead of the journal's
+after a rebalance) is a gap: the agent reads the missing messages from the keyed topic
+itself, after steps 2-4 for what the group processed before it, so that every delta
+lands in the journal in the order of its sequence number (a fold takes a lower number
+for a producer's retry and skips it).
+
 A crash between 2 and 3 sends the same steps again when the message is processed again:
 a journey takes a step it already has without change. A failed write recovers every
 partition touched and processes its messages again one by one; the keyed-offset guard
@@ -77,7 +83,26 @@ class RollupAgent:
     async def _apply_group(self, messages: list[Message]) -> None:
         outcomes: list[tuple[int, Outcome]] = []
         for q, offset, message in messages:
-            outcomes.append((q, await self._process(q, offset, message)))
+            owned = await self.owners.acquire(q)
+            try:
+                outcome = owned.state.process(message, offset, owned.session)
+            except KeyedGap as gap:
+                # What the group processed so far is journaled before the gap's messages
+                # are: a journal's deltas must stand in the order of their sequence
+                # numbers, as a fold takes a delta numbered below the last one applied
+                # for a producer's retry and skips it.
+                await self._write(outcomes)
+                outcomes = []
+                await self._fill_gap(q, owned.state.keyed_next, offset, str(gap))
+                owned = await self.owners.acquire(q)
+                outcome = owned.state.process(message, offset, owned.session)
+            outcomes.append((q, outcome))
+        await self._write(outcomes)
+
+    async def _write(self, outcomes: list[tuple[int, Outcome]]) -> None:
+        """Steps 2-4 for messages processed (step 1) in this order."""
+        if not outcomes:
+            return
         # Step 2: the steps, acknowledged before any delta that counted them is written.
         await asyncio.gather(*[await self._send(self.keyed_topic, _encode(batch), j)
                                for j, batch in self._forwards(outcomes)])
@@ -104,15 +129,6 @@ class RollupAgent:
                 self.owners.release({message[0]})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-
-    async def _process(self, q: int, offset: int, message: KeyedMessage) -> Outcome:
-        owned = await self.owners.acquire(q)
-        try:
-            return owned.state.process(message, offset, owned.session)
-        except KeyedGap as gap:
-            await self._fill_gap(q, owned.state.keyed_next, offset, str(gap))
-            owned = await self.owners.acquire(q)
-            return owned.state.process(message, offset, owned.session)
 
     async def _fill_gap(self, q: int, first: int, offset: int, why: str) -> None:
         """Process keyed messages `first`..`offset - 1`, which this partition's journal
