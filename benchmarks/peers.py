@@ -117,7 +117,9 @@ def version(package: str) -> str:
 def missing(peer: Peer) -> str | None:
     """Why the peer cannot run here, if it cannot: the first of its imports not installed."""
     for name in peer.imports:
-        if importlib.util.find_spec(name) is None:
+        # Imported already means installed; and faust puts a module without a
+        # `__spec__` in its place in sys.modules, on which `find_spec` raises.
+        if name not in sys.modules and importlib.util.find_spec(name) is None:
             return f"not installed ({INSTALL}): no module {name}"
     return None
 
